@@ -1,0 +1,159 @@
+"""Turn one input record into the records to write: outputs, or one dead letter.
+
+This is the part of a record's work done *outside* its Kafka transaction, so a
+slow download can never run into the transaction timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import orjson
+from aiokafka.structs import ConsumerRecord
+
+from app.config import Settings
+from app.errors import IngestError, PoisonError, TransientError
+from app.fetch import Downloader, redact_url
+from app.parse import Item, output_key, parse_input_url, parse_transactions
+from app.stats import Stats
+
+log = logging.getLogger(__name__)
+Headers = list[tuple[str, bytes]]
+# Record framing the broker counts on top of key, value and headers.
+RECORD_OVERHEAD = 64
+
+
+class OutRecord(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    records: list[OutRecord]
+    dead_lettered: bool
+    attempts: int
+    nbytes: int
+
+
+class ByteBudget:
+    """Caps bytes held by prepared-but-uncommitted records across all partitions.
+
+    A new download waits while the cap is exceeded; one already running finishes,
+    so memory stays within the cap plus the downloads in flight.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    def take(self, nbytes: int) -> None:
+        self.used += nbytes
+        if self.used >= self.limit:
+            self._room.clear()
+
+    def give_back(self, nbytes: int) -> None:
+        self.used -= nbytes
+        if self.used < self.limit:
+            self._room.set()
+
+
+def backoff(attempt: int, first: float, longest: float) -> float:
+    """Exponential with full jitter: spreads retries of many partitions apart."""
+    return random.uniform(0.5, 1.0) * min(longest, first * 2 ** (attempt - 1))
+
+
+def source_headers(msg: ConsumerRecord, url: str | None) -> Headers:
+    headers = [
+        ("source-topic", msg.topic.encode()),
+        ("source-partition", str(msg.partition).encode()),
+        ("source-offset", str(msg.offset).encode()),
+    ]
+    if url is not None:
+        headers.append(("source-url", url.encode()))
+    return headers
+
+
+class Preparer:
+    def __init__(self, settings: Settings, downloader: Downloader, budget: ByteBudget,
+                 stats: Stats, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.settings = settings
+        self.downloader = downloader
+        self.budget = budget
+        self.stats = stats
+        self._sleep = sleep
+
+    async def prepare(self, msg: ConsumerRecord) -> Prepared:
+        """Download and parse with bounded retries; never raises IngestError."""
+        try:
+            url = parse_input_url(msg.value)
+        except PoisonError as exc:
+            return self.dead_letter(msg, None, exc, attempts=1)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                try:
+                    await self.budget.wait_for_room()
+                    body = await self.downloader.download(url)
+                    items = parse_transactions(
+                        body, max_items=self.settings.max_transactions_per_file)
+                    return self.outputs(msg, url, items, attempt)
+                except IngestError:
+                    raise
+                except Exception as exc:  # a bug must not wedge the partition
+                    log.exception("unexpected error preparing a record")
+                    raise TransientError("internal_error", repr(exc)) from exc
+            except IngestError as exc:
+                if isinstance(exc, PoisonError) or attempt >= self.settings.max_attempts:
+                    return self.dead_letter(msg, url, exc, attempt)
+                self.stats.retries += 1
+                log.warning("download failed, will retry: %s", exc.message, extra={
+                    "partition": msg.partition, "offset": msg.offset, "url": redact_url(url),
+                    "reason": exc.reason, "attempt": attempt})
+                await self._sleep(backoff(attempt, self.settings.retry_backoff_s,
+                                          self.settings.retry_backoff_max_s))
+
+    def outputs(self, msg: ConsumerRecord, url: str, items: list[Item], attempts: int) -> Prepared:
+        topic, limit = self.settings.output_topic, self.settings.max_record_bytes
+        base = source_headers(msg, url)
+        count = str(len(items)).encode()
+        records, nbytes = [], 0
+        for index, item in enumerate(items):
+            key = output_key(item, self.settings.output_key_field, url)
+            headers = [*base, ("index", str(index).encode()), ("count", count)]
+            size = len(key) + len(item.value) + sum(len(k) + len(v) for k, v in headers)
+            if size + RECORD_OVERHEAD > limit:
+                raise PoisonError("record_too_large", f"transaction {index} makes a record of "
+                                  f"{size} bytes; MAX_RECORD_BYTES is {limit}")
+            records.append(OutRecord(topic, key, item.value, headers))
+            nbytes += size
+        self.budget.take(nbytes)
+        return Prepared(records, dead_lettered=False, attempts=attempts, nbytes=nbytes)
+
+    def dead_letter(self, msg: ConsumerRecord, url: str | None, exc: IngestError,
+                    attempts: int) -> Prepared:
+        log.warning("dead-lettering record: %s", exc.message, extra={
+            "partition": msg.partition, "offset": msg.offset, "reason": exc.reason,
+            "url": redact_url(url) if url else None, "attempts": attempts})
+        value = orjson.dumps({
+            "url": url,
+            "reason": exc.reason,
+            "error": exc.message[:2000],
+            "attempts": attempts,
+            "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+        })
+        record = OutRecord(self.settings.dlq_topic, msg.key, value, source_headers(msg, url))
+        return Prepared([record], dead_lettered=True, attempts=attempts, nbytes=0)

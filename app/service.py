@@ -1,0 +1,155 @@
+"""The service: one consumer polling for every partition, a supervisor owning tasks.
+
+Signal handlers only set a flag; the poll loop sees it, stops, and closes the
+tasks (their in-flight transactions finish or are left for the next owner to
+settle). A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import errors as kafka
+from aiokafka.structs import TopicPartition
+
+from app.config import Settings
+from app.fetch import Downloader, DownloadLimits
+from app.prepare import ByteBudget, Preparer
+from app.stats import Stats
+from app.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+POLL_TIMEOUT_MS = 200
+# Errors that no retry will fix: stop the service with a clear message.
+FATAL_CONSUMER_ERRORS = (
+    kafka.GroupAuthorizationFailedError,
+    kafka.TopicAuthorizationFailedError,
+    kafka.UnsupportedVersionError,
+)
+
+
+class Rebalance(ConsumerRebalanceListener):
+    """aiokafka awaits these before rejoining: closing here finishes in time."""
+
+    def __init__(self, supervisor: Supervisor, timeout: float) -> None:
+        self.supervisor = supervisor
+        self.timeout = timeout
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked:
+            log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in revoked)})
+        await self.supervisor.revoke(revoked, self.timeout)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in assigned)})
+        self.supervisor.assign(assigned)
+
+
+def download_limits(settings: Settings) -> DownloadLimits:
+    return DownloadLimits(
+        max_file_bytes=settings.max_file_bytes,
+        connect_timeout_s=settings.download_connect_timeout_s,
+        read_timeout_s=settings.download_read_timeout_s,
+        total_timeout_s=settings.download_total_timeout_s,
+        max_concurrent=settings.max_concurrent_downloads,
+        allow_private_networks=settings.download_allow_private_networks,
+        allowed_hosts=settings.allowed_hosts,
+    )
+
+
+def make_consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.group_id,
+        group_instance_id=settings.pod_name if settings.static_membership else None,
+        client_id=f"txingest-{settings.pod_name}",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=min(3000, settings.session_timeout_ms // 3),
+        # Revocation closes tasks within the shutdown timeout; the group waits longer.
+        rebalance_timeout_ms=int(settings.shutdown_timeout_s * 1000) + 10_000,
+        max_poll_records=500,
+    )
+
+
+def producer_factory(settings: Settings):  # type: ignore[no-untyped-def]
+    def make(partition: int) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            transactional_id=settings.transactional_id(partition),
+            client_id=f"txingest-{settings.pod_name}-{partition}",
+            transaction_timeout_ms=settings.transaction_timeout_ms,
+            retry_backoff_ms=settings.kafka_retry_backoff_ms,
+            max_request_size=max(settings.max_record_bytes + 65536, 1048576),
+            linger_ms=5,
+        )
+    return make
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        self.stopping = asyncio.Event()
+        self.supervisor: Supervisor | None = None
+        self._signals = 0
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second %s: exiting now", sig.name)
+            os._exit(1)
+        log.info("%s received: finishing in-flight transactions", sig.name)
+        self.stopping.set()
+
+    async def run(self) -> int:
+        settings = self.settings
+        downloader = Downloader(download_limits(settings))
+        await downloader.start()
+        consumer = make_consumer(settings)
+        preparer = Preparer(settings, downloader, ByteBudget(settings.max_buffered_bytes),
+                            self.stats)
+        supervisor = Supervisor(settings, consumer, preparer, self.stats,
+                                producer_factory(settings))
+        self.supervisor = supervisor
+        consumer.subscribe([settings.input_topic],
+                           listener=Rebalance(supervisor, settings.shutdown_timeout_s))
+        code = 0
+        held = 0
+        try:
+            await consumer.start()
+            log.info("consuming", extra={"topic": settings.input_topic, "group": settings.group_id,
+                                         "pod": settings.pod_name})
+            code = await self._poll(consumer, supervisor)
+        finally:
+            held = len(supervisor.tasks)
+            await supervisor.close(settings.shutdown_timeout_s)
+            await consumer.stop()
+            await downloader.close()
+        log.info("stopped: %s", self.stats.summary(held))
+        return code
+
+    async def _poll(self, consumer: AIOKafkaConsumer, supervisor: Supervisor) -> int:
+        while not self.stopping.is_set():
+            try:
+                batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+            except FATAL_CONSUMER_ERRORS as exc:
+                log.error("consumer cannot continue: %r", exc)
+                return 1
+            except kafka.KafkaError as exc:
+                log.warning("poll failed, retrying: %r", exc)
+                await asyncio.sleep(1)
+                continue
+            supervisor.deliver(batch)
+        return 0

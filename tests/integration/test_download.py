@@ -1,0 +1,489 @@
+"""app.fetch against real HTTP servers on 127.0.0.1 (and ::1 where the host has it).
+
+aiohttp web apps serve well-formed responses; a raw asyncio server serves the broken
+ones (lying Content-Length, reset mid-body, drip feed) and counts the connections it
+accepts, which is how the network guard proves it never dialled a blocked address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import socket
+import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from aiohttp import test_utils, web
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from app.errors import IngestError, PoisonError, TransientError
+from app.fetch import Downloader, DownloadLimits, GuardedResolver, redact_url
+
+WAIT = 20.0  # ceiling on any single wait in these tests
+DATA = b"".join(b"%06d,2024-01-01,ACME,%d.%02d\n" % (i, i, i % 100) for i in range(20_000))
+MB = 1024 * 1024
+
+# Fast limits for tests; each test overrides what it exercises.
+FAST = dict(connect_timeout_s=2.0, read_timeout_s=2.0, total_timeout_s=15.0,
+            allow_private_networks=True)
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+# -- servers --------------------------------------------------------------------------
+
+class RawServer:
+    """A TCP server that counts accepted connections and runs ``handler`` on each."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.port = 0
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def start(self, ipv6: bool = False) -> RawServer:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = server.sockets[0].getsockname()[1]
+        self._servers.append(server)
+        if ipv6 and socket.has_ipv6:  # same port on ::1, so a leak there would be seen too
+            with contextlib.suppress(OSError):
+                self._servers.append(await asyncio.start_server(self._serve, "::1", self.port))
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self.handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.close()
+
+    async def close(self) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), WAIT)
+        for server in self._servers:
+            await asyncio.wait_for(server.wait_closed(), WAIT)
+
+    def url(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.port}/{path}"
+
+
+def head(headers: dict[str, str | int], status: str = "200 OK") -> bytes:
+    lines = [f"HTTP/1.1 {status}"] + [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def read_request(reader: asyncio.StreamReader) -> None:
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+
+
+async def wait_for_hangup(reader: asyncio.StreamReader) -> bool:
+    """True once the client closed the connection (it read nothing more from us)."""
+    return await asyncio.wait_for(reader.read(), WAIT) == b""
+
+
+@dataclass
+class Gate:
+    """Holds requests in flight until released, recording the most seen at once."""
+
+    cond: asyncio.Condition = field(default_factory=asyncio.Condition)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
+    peak: int = 0
+
+
+GATE = web.AppKey("gate", Gate)
+
+
+def build_app() -> web.Application:
+    routes = web.RouteTableDef()
+    gz = gzip.compress(DATA)
+
+    def static(path: str, body: bytes, **headers: str) -> None:
+        async def handle(_: web.Request) -> web.Response:
+            return web.Response(body=body, headers=headers)
+        routes.get(path)(handle)
+
+    static("/plain.csv", DATA)
+    static("/encoded.csv", gz, **{"Content-Encoding": "gzip"})
+    static("/file.csv.gz", gz, **{"Content-Type": "application/gzip"})
+    static("/both.csv.gz", gzip.compress(gz), **{"Content-Encoding": "gzip"})
+    static("/deflate.csv", zlib.compress(DATA), **{"Content-Encoding": "deflate"})
+    static("/members.csv.gz", gzip.compress(DATA[:1000]) + gzip.compress(DATA[1000:]))
+    static("/truncated.csv.gz", gz[: len(gz) // 2])
+    static("/truncated-encoded.csv", gz[: len(gz) // 2], **{"Content-Encoding": "gzip"})
+    static("/brotli.csv", DATA, **{"Content-Encoding": "br"})
+
+    @routes.get("/status/{code}")
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(status=int(request.match_info["code"]))
+
+    @routes.get("/hops/{n}")
+    async def hops(request: web.Request) -> web.Response:
+        n = int(request.match_info["n"])
+        if n == 0:
+            return web.Response(body=b"landed")
+        raise web.HTTPFound(f"/hops/{n - 1}")  # relative, as servers often send
+
+    @routes.get("/to")
+    async def to(request: web.Request) -> web.Response:
+        raise web.HTTPFound(request.query["target"])
+
+    @routes.get("/held")
+    async def held(request: web.Request) -> web.Response:
+        gate = request.app[GATE]
+        async with gate.cond:
+            gate.in_flight += 1
+            gate.peak = max(gate.peak, gate.in_flight)
+            gate.cond.notify_all()
+        try:
+            await asyncio.wait_for(gate.release.wait(), WAIT)
+        finally:
+            async with gate.cond:
+                gate.in_flight -= 1
+                gate.cond.notify_all()
+        return web.Response(body=b"ok")
+
+    app = web.Application()
+    app[GATE] = Gate()
+    app.add_routes(routes)
+    return app
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[test_utils.TestServer]:
+    server = test_utils.TestServer(build_app(), host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def raw() -> AsyncIterator[Callable[..., Awaitable[RawServer]]]:
+    servers: list[RawServer] = []
+
+    async def start(handler: Handler, ipv6: bool = False) -> RawServer:
+        servers.append(await RawServer(handler).start(ipv6=ipv6))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def downloader() -> AsyncIterator[Callable[..., Awaitable[Downloader]]]:
+    made: list[Downloader] = []
+
+    async def make(**limits: Any) -> Downloader:
+        made.append(Downloader(DownloadLimits(**{**FAST, **limits})))
+        await made[-1].start()
+        return made[-1]
+
+    yield make
+    for d in made:
+        await d.close()
+
+
+async def fetch(d: Downloader, url: str) -> bytes:
+    return await asyncio.wait_for(d.download(url), WAIT)
+
+
+async def failure(d: Downloader, url: str) -> IngestError:
+    with pytest.raises(IngestError) as info:
+        await fetch(d, url)
+    return info.value
+
+
+def url_of(server: test_utils.TestServer, path: str) -> str:
+    return str(server.make_url(path))
+
+
+@pytest.fixture(scope="module")
+def bomb() -> bytes:
+    """100 MB of zeros, gzipped (about 100 kB), compressed without holding 100 MB."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(MB)
+    return b"".join([z.compress(zeros) for _ in range(100)] + [z.flush()])
+
+
+# -- bodies and encodings -------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["/plain.csv", "/encoded.csv", "/file.csv.gz",
+                                  "/both.csv.gz", "/deflate.csv", "/members.csv.gz"])
+async def test_body_is_decoded_to_the_exact_bytes(http, downloader, path: str) -> None:
+    d = await downloader()
+    assert await fetch(d, url_of(http, path)) == DATA
+
+
+@pytest.mark.parametrize("path", ["/truncated.csv.gz", "/truncated-encoded.csv"])
+async def test_truncated_gzip_is_bad_gzip(http, downloader, path: str) -> None:
+    err = await failure(await downloader(), url_of(http, path))
+    assert isinstance(err, PoisonError) and err.reason == "bad_gzip"
+
+
+async def test_unknown_content_encoding_is_refused(http, downloader) -> None:
+    err = await failure(await downloader(), url_of(http, "/brotli.csv"))
+    assert err.reason == "bad_gzip"
+
+
+@pytest.mark.parametrize("encoded", [True, False], ids=["content-encoding", "gz-file"])
+async def test_gzip_bomb_stops_at_the_limit(raw, downloader, bomb: bytes, encoded: bool) -> None:
+    sent_rest: list[bool] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        kind = {"Content-Encoding": "gzip"} if encoded else {"Content-Type": "application/gzip"}
+        writer.write(head({"Content-Length": len(bomb), **kind}) + bomb[:16384])
+        await writer.drain()
+        # 16 kB inflate to ~16 MB: a client that honours the limit hangs up here; one
+        # that wanted more would wait for the rest and time out instead.
+        sent_rest.append(not await wait_for_hangup(reader))
+
+    server = await raw(serve)
+    d = await downloader(max_file_bytes=MB, read_timeout_s=1.0)
+    err = await failure(d, server.url("bomb.gz"))
+    assert isinstance(err, PoisonError) and err.reason == "file_too_large"
+    assert sent_rest in ([], [False])
+
+
+async def test_content_length_above_limit_is_refused_unread(raw, downloader) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(head({"Content-Length": 2 * MB}))  # and no body: reading would stall
+        await writer.drain()
+        await wait_for_hangup(reader)
+
+    server = await raw(serve)
+    d = await downloader(max_file_bytes=MB, read_timeout_s=1.0)
+    assert (await failure(d, server.url())).reason == "file_too_large"
+
+
+async def test_body_shorter_than_content_length_is_truncated(raw, downloader) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(head({"Content-Length": 1000}) + DATA[:10])
+        await writer.drain()  # then close: 990 bytes never come
+
+    server = await raw(serve)
+    err = await failure(await downloader(), server.url())
+    assert isinstance(err, TransientError) and err.reason == "truncated_body"
+
+
+async def test_connection_reset_mid_body_is_truncated(raw, downloader) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(head({"Transfer-Encoding": "chunked"}) + b"a\r\n0123456789\r\n")
+        await writer.drain()
+        writer.transport.abort()  # RST instead of the final chunk
+
+    server = await raw(serve)
+    err = await failure(await downloader(), server.url())
+    assert isinstance(err, TransientError) and err.reason == "truncated_body"
+
+
+async def test_drip_feed_times_out(raw, downloader) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(head({"Content-Length": 100}))
+        for _ in range(100):
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(1.0)  # the drip itself, server side
+
+    server = await raw(serve)
+    d = await downloader(read_timeout_s=0.3, total_timeout_s=10.0)
+    err = await failure(d, server.url())
+    assert isinstance(err, TransientError) and err.reason == "download_timeout"
+
+
+# -- statuses and connections ---------------------------------------------------------
+
+async def test_404_is_poison(http, downloader) -> None:
+    err = await failure(await downloader(), url_of(http, "/status/404"))
+    assert isinstance(err, PoisonError) and err.reason == "http_error" and "404" in err.message
+
+
+@pytest.mark.parametrize("code", [500, 503, 429, 408])
+async def test_retryable_statuses_are_transient(http, downloader, code: int) -> None:
+    err = await failure(await downloader(), url_of(http, f"/status/{code}"))
+    assert isinstance(err, TransientError) and err.reason == "http_transient"
+    assert str(code) in err.message
+
+
+async def test_connection_refused(downloader) -> None:
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    err = await failure(await downloader(), f"http://127.0.0.1:{port}/x")
+    assert isinstance(err, TransientError) and err.reason == "connection_error"
+
+
+async def test_redirect_chain_within_limit_is_followed(http, downloader) -> None:
+    d = await downloader(max_redirects=3)
+    assert await fetch(d, url_of(http, "/hops/3")) == b"landed"
+
+
+async def test_redirect_chain_beyond_limit(http, downloader) -> None:
+    d = await downloader(max_redirects=3)
+    err = await failure(d, url_of(http, "/hops/4"))
+    assert isinstance(err, PoisonError) and err.reason == "too_many_redirects"
+
+
+async def test_concurrency_limit_is_global(http, downloader) -> None:
+    gate = http.app[GATE]
+    d = await downloader(max_concurrent=2)
+    tasks = [asyncio.create_task(fetch(d, url_of(http, "/held"))) for _ in range(6)]
+    try:
+        async with gate.cond:
+            await asyncio.wait_for(gate.cond.wait_for(lambda: gate.in_flight == 2), WAIT)
+            # Two are held; a third arriving now would break the limit.
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(gate.cond.wait_for(lambda: gate.in_flight > 2), 0.5)
+        gate.release.set()
+        assert await asyncio.wait_for(asyncio.gather(*tasks), WAIT) == [b"ok"] * 6
+    finally:
+        gate.release.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    assert gate.peak == 2
+
+
+# -- network guard --------------------------------------------------------------------
+
+async def serve_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await read_request(reader)
+    writer.write(head({"Content-Length": 6, "Connection": "close"}) + b"served")
+    await writer.drain()
+
+
+GUARDED = dict(allow_private_networks=False, connect_timeout_s=1.0)
+
+BLOCKED = [
+    "http://127.0.0.1:{port}/",
+    "http://localhost:{port}/",
+    "http://2130706433:{port}/",
+    "http://0x7f.0.0.1:{port}/",
+    "http://0177.0.0.1:{port}/",
+    "http://127.1:{port}/",
+    "http://[::1]:{port}/",
+    "http://[::ffff:127.0.0.1]:{port}/",
+    "http://0.0.0.0:{port}/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[fe80::1]:{port}/",
+    "http://10.0.0.1:{port}/",
+]
+
+
+@pytest.mark.parametrize("template", BLOCKED)
+async def test_private_destinations_are_never_dialled(raw, downloader, template: str) -> None:
+    server = await raw(serve_ok, ipv6=True)
+    d = await downloader(**GUARDED)
+    err = await failure(d, template.format(port=server.port))
+    assert isinstance(err, PoisonError) and err.reason == "blocked_destination"
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize("allowed", ["127.0.0.1:{port}", "localhost:{port}"])
+async def test_allowed_hosts_are_exempt(raw, downloader, allowed: str) -> None:
+    server = await raw(serve_ok)
+    entry = allowed.format(port=server.port)
+    d = await downloader(**GUARDED, allowed_hosts=frozenset({entry}))
+    host = entry.rsplit(":", 1)[0]
+    assert await fetch(d, f"http://{host}:{server.port}/") == b"served"
+    assert server.connections == 1
+
+
+async def test_allowed_host_is_exact_about_the_port(raw, downloader) -> None:
+    server = await raw(serve_ok)
+    d = await downloader(**GUARDED, allowed_hosts=frozenset({f"127.0.0.1:{server.port + 1}"}))
+    assert (await failure(d, server.url())).reason == "blocked_destination"
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize("target", ["http://127.0.0.1:{port}/", "http://localhost:{port}/"])
+async def test_redirect_to_a_blocked_host(http, raw, downloader, target: str) -> None:
+    server = await raw(serve_ok, ipv6=True)
+    d = await downloader(**GUARDED, allowed_hosts=frozenset({f"127.0.0.1:{http.port}"}))
+    url = str(http.make_url("/to").with_query(target=target.format(port=server.port)))
+    assert (await failure(d, url)).reason == "blocked_destination"
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize("host", ["0x7f.0.0.1", "localhost"])
+async def test_resolver_blocks_names_that_resolve_to_loopback(host: str) -> None:
+    # Real getaddrinfo: it turns the hex spelling into 127.0.0.1 like any other name.
+    resolver = GuardedResolver(DownloadLimits())
+    try:
+        with pytest.raises(PoisonError) as info:
+            await asyncio.wait_for(resolver.resolve(host, 80), WAIT)
+        assert info.value.reason == "blocked_destination"
+    finally:
+        await resolver.close()
+
+
+class FixedDns(AbstractResolver):
+    """An upstream resolver whose answers the test chooses (a rebinding attacker's DNS)."""
+
+    def __init__(self, *addresses: str) -> None:
+        self.addresses = addresses
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        return [ResolveResult(hostname=host, host=a, port=port, family=family, proto=0, flags=0)
+                for a in self.addresses]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_resolver_filters_private_answers() -> None:
+    mixed = GuardedResolver(DownloadLimits(), FixedDns("10.0.0.7", "93.184.215.14", "::1"))
+    assert [r["host"] for r in await mixed.resolve("files.example", 443)] == ["93.184.215.14"]
+    rebound = GuardedResolver(DownloadLimits(), FixedDns("169.254.169.254", "::ffff:7f00:1"))
+    with pytest.raises(PoisonError) as info:
+        await rebound.resolve("files.example", 443)
+    assert info.value.reason == "blocked_destination"
+
+
+# -- URLs ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("url", ["http://user:secret@127.0.0.1:1/x", "ftp://127.0.0.1/x",
+                                 "file:///etc/passwd", "http:///nohost", "not a url"])
+async def test_unsupported_urls(downloader, url: str) -> None:
+    err = await failure(await downloader(), url)
+    assert isinstance(err, PoisonError) and err.reason == "unsupported_url"
+    assert "secret" not in err.message
+
+
+def test_redact_url_drops_secrets() -> None:
+    url = "https://user:secret@files.example:8443/a/b.csv.gz?X-Amz-Signature=abc&t=1#frag"
+    assert redact_url(url) == "https://files.example:8443/a/b.csv.gz"
+    assert redact_url("http://files.example/x.csv") == "http://files.example/x.csv"
+
+
+async def test_error_messages_never_carry_the_query(http, downloader) -> None:
+    d = await downloader()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{s.getsockname()[1]}/x"
+    for url in (url_of(http, "/status/404"), url_of(http, "/status/503"), refused):
+        err = await failure(d, url + "?sig=TOPSECRET")
+        assert "TOPSECRET" not in str(err)
+        assert redact_url(url) in err.message
+        # aiohttp's own exception text holds the full URL: it must not ride along.
+        assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)

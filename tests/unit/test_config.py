@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from app.config import Settings, help_text, load_settings
+from app.errors import ConfigError
+
+
+def test_defaults_match_the_documented_ones():
+    s = load_settings([], {})
+    assert s.kafka_bootstrap_servers == "localhost:9092"
+    assert (s.input_topic, s.output_topic, s.dlq_topic) == (
+        "files-with-transactions", "transactions", "files-with-transactions.dlq")
+    assert s.group_id == "files-with-transactions-group-1"
+    assert s.transactional_id_prefix == s.group_id
+    assert s.pod_name == socket.gethostname()
+    assert s.http_port == 8080
+    assert s.download_allow_private_networks is False
+    assert s.output_key_field is None
+
+
+def test_environment_then_flags_win():
+    env = {"INPUT_TOPIC": "from-env", "MAX_ATTEMPTS": "7", "POD_NAME": "pod-3"}
+    s = load_settings(["--input-topic", "from-flag"], env)
+    assert s.input_topic == "from-flag"
+    assert s.max_attempts == 7
+    assert s.transactional_id(5) == "files-with-transactions-group-1-from-flag-5"
+
+
+def test_settings_are_frozen():
+    s = load_settings([], {})
+    with pytest.raises(AttributeError):
+        s.input_topic = "x"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("env, fragment", [
+    ({"MAX_ATTEMPTS": "abc"}, "MAX_ATTEMPTS='abc': not a valid int"),
+    ({"MAX_ATTEMPTS": "0"}, "MAX_ATTEMPTS='0': must be a positive integer"),
+    ({"DOWNLOAD_ALLOW_PRIVATE_NETWORKS": "maybe"}, "must be true or false"),
+    ({"HTTP_PORT": "70000"}, "HTTP_PORT='70000'"),
+    ({"INPUT_TOPIC": "has space"}, "INPUT_TOPIC='has space'"),
+    ({"LOG_FORMAT": "xml"}, "must be one of json, text"),
+    ({"OUTPUT_TOPIC": "files-with-transactions"}, "must differ from INPUT_TOPIC"),
+    ({"SHUTDOWN_TIMEOUT_S": "90"}, "SHUTDOWN_TIMEOUT_S"),
+    ({"DOWNLOAD_TOTAL_TIMEOUT_S": "nan"}, "must be a positive number"),
+])
+def test_invalid_values_name_the_setting(env, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_settings([], env)
+    assert fragment in str(err.value)
+
+
+def test_help_lists_every_setting_with_its_variable():
+    text = help_text()
+    for name in Settings.__dataclass_fields__:
+        assert f"--{name.replace('_', '-')}" in text
+        assert name.upper() in text
+
+
+def test_bad_setting_stops_the_process_with_one_line():
+    result = subprocess.run([sys.executable, "-m", "app"], capture_output=True, text=True,
+                            env={"MAX_FILE_BYTES": "-5", "PATH": ""}, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["txingest: invalid setting MAX_FILE_BYTES='-5': must be a positive integer"]

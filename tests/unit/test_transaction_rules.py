@@ -1,0 +1,103 @@
+"""The commit rules of PartitionTask, with a scripted producer (pure logic).
+
+The same behaviour is exercised against the real broker in tests/integration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import errors as kafka
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from app.config import load_settings
+from app.partition import PartitionTask, TaskFailed, TaskFenced
+from app.prepare import ByteBudget, OutRecord, Prepared, Preparer
+from app.stats import Stats
+
+
+class ScriptedProducer:
+    """Records calls; raises the scripted error at the named step once."""
+
+    def __init__(self, fail: dict[str, BaseException]) -> None:
+        self.fail = dict(fail)
+        self.calls: list[str] = []
+
+    async def _step(self, name: str) -> None:
+        self.calls.append(name)
+        if name in self.fail:
+            raise self.fail.pop(name)
+
+    async def begin_transaction(self):
+        await self._step("begin")
+
+    async def send(self, topic, value, key=None, headers=None):
+        self.calls.append("send")
+        future = asyncio.get_running_loop().create_future()
+        error = self.fail.pop("send", None)
+        future.set_exception(error) if error else future.set_result(None)
+        return future
+
+    async def send_offsets_to_transaction(self, offsets, group_id):
+        await self._step("offsets")
+
+    async def commit_transaction(self):
+        await self._step("commit")
+
+    async def abort_transaction(self):
+        await self._step("abort")
+
+
+def make_task(producer: ScriptedProducer) -> PartitionTask:
+    settings = load_settings(["--retry-backoff-s", "0.001"], {})
+    stats = Stats()
+    preparer = Preparer(settings, None, ByteBudget(1 << 20), stats)  # type: ignore[arg-type]
+    task = PartitionTask(TopicPartition("in", 0), settings, None, preparer, stats,  # type: ignore[arg-type]
+                         lambda p: producer)  # type: ignore[arg-type,return-value]
+    task._producer = producer  # type: ignore[assignment]
+    return task
+
+
+RECORD = ConsumerRecord("in", 0, 41, 0, 0, b"k", b"http://x/a", None, 1, 10, [])
+PREPARED = Prepared([OutRecord("out", b"k", b"{}", [])], dead_lettered=False, attempts=1, nbytes=2)
+
+
+async def test_happy_path_sends_then_offsets_then_commit():
+    producer = ScriptedProducer({})
+    task = make_task(producer)
+    assert await task._commit(RECORD, PREPARED)
+    assert producer.calls == ["begin", "send", "offsets", "commit"]
+    assert task.stats.committed == 1 and task.stats.output_records == 1
+
+
+async def test_failed_send_is_aborted_and_retried_not_committed():
+    producer = ScriptedProducer({"send": kafka.KafkaTimeoutError()})
+    task = make_task(producer)
+    assert await task._commit(RECORD, PREPARED)
+    assert producer.calls == ["begin", "send", "abort", "begin", "send", "offsets", "commit"]
+    assert task.stats.aborted == 1
+
+
+async def test_unknown_commit_outcome_is_never_aborted():
+    producer = ScriptedProducer({"commit": kafka.KafkaTimeoutError()})
+    task = make_task(producer)
+    with pytest.raises(TaskFailed, match="commit outcome unknown"):
+        await task._commit(RECORD, PREPARED)
+    assert "abort" not in producer.calls
+
+
+@pytest.mark.parametrize("step", ["begin", "offsets", "commit"])
+async def test_fencing_at_any_step_drops_the_task(step):
+    producer = ScriptedProducer({step: kafka.ProducerFenced()})
+    with pytest.raises(TaskFenced):
+        await make_task(producer)._commit(RECORD, PREPARED)
+    assert "abort" not in producer.calls
+
+
+async def test_broker_refusing_a_record_dead_letters_it():
+    producer = ScriptedProducer({"send": kafka.MessageSizeTooLargeError()})
+    task = make_task(producer)
+    assert await task._commit(RECORD, PREPARED)
+    assert producer.calls[-4:] == ["begin", "send", "offsets", "commit"]
+    assert task.stats.dead_lettered == 1 and task.stats.committed == 0

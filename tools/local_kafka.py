@@ -1,0 +1,246 @@
+"""A single-node KRaft Kafka broker on this machine, from Kafka's own jars.
+
+No Docker needed: Maven resolves ``org.apache.kafka:kafka_2.13`` (version pinned
+in tools/kafka/pom.xml) into a git-ignored cache; the broker runs as a plain
+``java`` process whose pid is kept beside its data so ``down`` can stop it.
+
+    python tools/local_kafka.py up   [--port 9092] [--data DIR]
+    python tools/local_kafka.py down [--data DIR]
+
+Tests import :func:`start` and :func:`stop` to run a private broker on a free
+port. Standard library only, so it works before the venv exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+POM = ROOT / "tools" / "kafka" / "pom.xml"
+CACHE = Path(os.environ.get("TXINGEST_CACHE", ROOT / ".cache"))
+DEFAULT_DATA = CACHE / "kafka-data"
+READY_LINE = "Kafka Server started"
+
+LOG4J2 = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+
+def kafka_version() -> str:
+    match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
+    if not match:
+        raise SystemExit(f"no <kafka.version> in {POM}")
+    return match.group(1)
+
+
+def libs(version: str | None = None) -> Path:
+    """Resolve the broker's jars once; later calls reuse the cache."""
+    version = version or kafka_version()
+    target = CACHE / "kafka" / version / "libs"
+    if (target / ".complete").exists():
+        return target
+    staging = target.with_name("libs.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    print(f"resolving Kafka {version} jars with Maven into {target}", file=sys.stderr)
+    subprocess.run(
+        ["mvn", "-q", "-B", "-f", str(POM), f"-Dkafka.version={version}",
+         "dependency:copy-dependencies", "-DincludeScope=runtime",
+         f"-DoutputDirectory={staging}"],
+        check=True,
+    )
+    (staging / ".complete").touch()
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass(frozen=True)
+class Broker:
+    port: int
+    data: Path
+    pid: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def server_properties(port: int, controller_port: int, data: Path, extra: dict[str, str]) -> str:
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(data / "logs"),
+        # Single node: every internal topic has one replica.
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "8",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "8",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "num.partitions": "1",
+    }
+    props.update(extra)
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def _pidfile(data: Path) -> Path:
+    return data / "broker.pid"
+
+
+def running(data: Path) -> Broker | None:
+    try:
+        pid = int(_pidfile(data).read_text())
+        port = int((data / "broker.port").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return Broker(port, data, pid)
+
+
+def start(port: int | None = None, data: Path | None = None, timeout: float = 120,
+          extra: dict[str, str] | None = None) -> Broker:
+    """Start a broker (or find the one already running in ``data``)."""
+    data = (data or DEFAULT_DATA).resolve()
+    found = running(data)
+    if found:
+        return found
+    jars = libs()
+    port = port or free_port()
+    if port_open(port):
+        raise SystemExit(f"port {port} is taken by another process; choose another with --port")
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    (data / "server.properties").write_text(
+        server_properties(port, free_port(), data, extra or {}))
+    (data / "log4j2.properties").write_text(LOG4J2.format(log=data / "server.log"))
+    java = [
+        "java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={data / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={data}", "-cp", f"{jars}/*",
+    ]
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    subprocess.run(
+        [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+         "-c", str(data / "server.properties")],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    with open(data / "stdout.log", "wb") as out:
+        proc = subprocess.Popen(
+            [*java, "kafka.Kafka", str(data / "server.properties")],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    _pidfile(data).write_text(str(proc.pid))
+    (data / "broker.port").write_text(str(port))
+    broker = Broker(port, data, proc.pid)
+    _wait_ready(broker, proc, timeout)
+    return broker
+
+
+def _wait_ready(broker: Broker, proc: subprocess.Popen, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    log = broker.data / "server.log"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (broker.data / "stdout.log").read_text()[-2000:]
+            raise SystemExit(f"Kafka exited with {proc.returncode} while starting:\n{tail}")
+        if log.exists() and READY_LINE in log.read_text() and port_open(broker.port):
+            return
+        time.sleep(0.2)
+    stop(broker.data)
+    raise SystemExit(f"Kafka did not start within {timeout:.0f}s; see {log}")
+
+
+def stop(data: Path | None = None, remove: bool = True, timeout: float = 30) -> None:
+    """Stop the broker by its pid (SIGTERM, then SIGKILL) and drop its data."""
+    data = (data or DEFAULT_DATA).resolve()
+    broker = running(data)
+    if broker:
+        os.kill(broker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(broker.pid):
+            time.sleep(0.1)
+        if _alive(broker.pid):
+            os.kill(broker.pid, signal.SIGKILL)
+    if remove:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # Reap it if it is our child; otherwise just probe it.
+        if os.waitpid(pid, os.WNOHANG) != (0, 0):
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["up", "down", "libs", "version"])
+    parser.add_argument("--port", type=int, default=9092)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = parser.parse_args()
+    if args.command == "version":
+        print(kafka_version())
+    elif args.command == "libs":
+        print(libs())
+    elif args.command == "up":
+        already = running(args.data.resolve())
+        broker = start(args.port, args.data)
+        state = "already running" if already else "started"
+        print(f"Kafka {kafka_version()} {state} at {broker.bootstrap} (pid {broker.pid})")
+    else:
+        stop(args.data)
+        print("Kafka stopped")
+
+
+if __name__ == "__main__":
+    main()
