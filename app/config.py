@@ -82,6 +82,8 @@ class Settings:
     static_membership: bool = _setting(
         True, _bool, "use POD_NAME as group.instance.id (no rebalance on a quick restart)")
     http_port: int = _setting(8080, _port, "health and metrics port (0: off)")
+    health_stall_s: float = _setting(
+        60.0, _positive_float, "/healthz fails after the poll loop is stuck this long")
     download_allow_private_networks: bool = _setting(
         False, _bool, "allow downloads from loopback and private addresses (demos, tests)")
     download_allowed_hosts: str = _setting(

@@ -89,7 +89,7 @@ class _Guard:
 
     def exempt(self, host: str, port: int | None) -> bool:
         host = host.lower()
-        return self._open or bool({host, f"{host}:{port}", f"[{host}]:{port}", "127.0.0.1"} & self._hosts)
+        return self._open or bool({host, f"{host}:{port}", f"[{host}]:{port}"} & self._hosts)
 
     def check_url(self, url: URL) -> None:
         where = redact_url(str(url))

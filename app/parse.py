@@ -153,17 +153,18 @@ def _fast_array(core: bytes, max_items: int, max_depth: int) -> list[Item] | Non
 
 def _parse_ndjson(body: bytes, max_items: int, max_depth: int, *, fast: bool) -> list[Item]:
     items: list[Item] = []
-    misses = 0
+    hits = misses = 0
     for lineno, raw in enumerate(body.split(b"\n"), 1):
         line = raw.strip(_WS)  # also drops the \r of CRLF files
         if not line:
             continue
-        if len(items) == max_items:
+        if len(items) >= max_items:
             raise _too_many(max_items)
         item = None
-        # Files written with ", " separators never hit: stop trying once most lines miss.
-        if fast and 2 * misses <= len(items) + _FAST_MISS_ALLOWANCE:
+        # Files written with ", " separators never hit: once misses dominate, stop for good.
+        if fast and misses <= hits + _FAST_MISS_ALLOWANCE:
             item = _fast_line(line, max_depth)
+            hits += item is not None
             misses += item is None
         if item is None:
             where = f"line {lineno}"
@@ -213,8 +214,9 @@ def _exact_item(obj: Any, where: str, max_depth: int) -> Item:
     except orjson.JSONEncodeError:
         # Either nesting past orjson's own limit, or a lone UTF-16 surrogate escape
         # (valid JSON syntax, but not representable as UTF-8).
-        if _depth(obj, max_depth) > min(max_depth, _ORJSON_MAX_DUMP_DEPTH):
-            raise _nesting(where, max_depth) from None
+        limit = min(max_depth, _ORJSON_MAX_DUMP_DEPTH)
+        if _depth(obj, limit) > limit:
+            raise _nesting(where, limit) from None
         raise PoisonError("invalid_json", f"{where}: string has an unpaired surrogate") from None
     if _too_deep(value, obj, max_depth):
         raise _nesting(where, max_depth)

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -58,6 +59,7 @@ class PartitionTask:
         self._window: collections.deque[tuple[ConsumerRecord, asyncio.Task[Prepared]]] = (
             collections.deque())
         self._next_offset = -1   # the offset after the last record received
+        self.committed_offset = -1  # the offset after the last record committed
         self._accepting = False
         self._closing = False
         self._wake = asyncio.Event()
@@ -78,7 +80,7 @@ class PartitionTask:
         if self._closing:
             return
         self.consumer.seek(self.tp, committed)
-        self._next_offset = committed
+        self._next_offset = self.committed_offset = committed
         self._accepting = True
         self.ready = True
         self._resume()
@@ -99,7 +101,7 @@ class PartitionTask:
         if self._runner is not None and not self._runner.done():
             try:
                 await asyncio.wait_for(asyncio.shield(self._runner), timeout)
-            except (asyncio.TimeoutError, TaskFenced, TaskFailed):
+            except (TimeoutError, TaskFenced, TaskFailed):
                 pass
             except Exception:
                 log.exception("partition task failed while closing", extra=self._ctx())
@@ -204,7 +206,7 @@ class PartitionTask:
                 self._count(prepared)
                 return True
             except _CommitError as exc:
-                cause = exc.__cause__
+                cause = exc.__cause__ or exc
                 if classify(cause) is Kind.FENCED:
                     raise TaskFenced(repr(cause)) from cause
                 # The commit may have been applied: never abort it; a new
@@ -222,13 +224,14 @@ class PartitionTask:
                     continue
             if self._closing:
                 return False
-            self.stats.retries += 1
+            self.stats.retried("transaction")
             await asyncio.sleep(backoff(attempt, self.settings.retry_backoff_s,
                                         self.settings.retry_backoff_max_s))
 
     async def _transaction(self, record: ConsumerRecord, prepared: Prepared) -> None:
         producer = self._producer
         assert producer is not None
+        started = time.monotonic()
         await producer.begin_transaction()
         sends: list[asyncio.Future] = []
         try:
@@ -248,9 +251,11 @@ class PartitionTask:
             await producer.commit_transaction()
         except Exception as exc:
             raise _CommitError() from exc
+        self.committed_offset = record.offset + 1
+        self.stats.commit_seconds.observe(time.monotonic() - started)
 
     async def _abort(self, cause: BaseException) -> None:
-        self.stats.aborted += 1
+        self.stats.aborted()
         log.warning("transaction aborted, will retry: %r", cause, extra=self._ctx())
         assert self._producer is not None
         try:
@@ -266,10 +271,9 @@ class PartitionTask:
 
     def _count(self, prepared: Prepared) -> None:
         if prepared.dead_lettered:
-            self.stats.dead_lettered += 1
+            self.stats.dead_lettered()
         else:
-            self.stats.committed += 1
-            self.stats.output_records += len(prepared.records)
+            self.stats.committed(len(prepared.records))
 
     def _ctx(self, **extra: Any) -> dict[str, Any]:
         return {"partition": self.tp.partition, "transactional_id": self.transactional_id,

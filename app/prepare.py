@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -107,7 +108,9 @@ class Preparer:
             try:
                 try:
                     await self.budget.wait_for_room()
+                    started = time.monotonic()
                     body = await self.downloader.download(url)
+                    self.stats.downloaded(time.monotonic() - started, len(body))
                     items = parse_transactions(
                         body, max_items=self.settings.max_transactions_per_file)
                     return self.outputs(msg, url, items, attempt)
@@ -119,7 +122,7 @@ class Preparer:
             except IngestError as exc:
                 if isinstance(exc, PoisonError) or attempt >= self.settings.max_attempts:
                     return self.dead_letter(msg, url, exc, attempt)
-                self.stats.retries += 1
+                self.stats.retried(exc.reason)
                 log.warning("download failed, will retry: %s", exc.message, extra={
                     "partition": msg.partition, "offset": msg.offset, "url": redact_url(url),
                     "reason": exc.reason, "attempt": attempt})

@@ -11,11 +11,13 @@ import asyncio
 import logging
 import os
 import signal
+import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
+from app import web
 from app.config import Settings
 from app.fetch import Downloader, DownloadLimits
 from app.prepare import ByteBudget, Preparer
@@ -41,12 +43,16 @@ class Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if revoked:
-            log.info("partitions revoked", extra={"partitions": sorted(p.partition for p in revoked)})
+            log.info("partitions revoked", extra={"partitions": _numbers(revoked)})
         await self.supervisor.revoke(revoked, self.timeout)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions assigned", extra={"partitions": sorted(p.partition for p in assigned)})
+        log.info("partitions assigned", extra={"partitions": _numbers(assigned)})
         self.supervisor.assign(assigned)
+
+
+def _numbers(partitions: set[TopicPartition]) -> list[int]:
+    return sorted(tp.partition for tp in partitions)
 
 
 def download_limits(settings: Settings) -> DownloadLimits:
@@ -98,7 +104,14 @@ class Service:
         self.stats = Stats()
         self.stopping = asyncio.Event()
         self.supervisor: Supervisor | None = None
+        self.last_progress = time.monotonic()
+        self.stall_after = settings.health_stall_s
         self._signals = 0
+
+    @property
+    def ready(self) -> bool:
+        return (not self.stopping.is_set() and self.supervisor is not None
+                and self.supervisor.ready)
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -115,6 +128,7 @@ class Service:
 
     async def run(self) -> int:
         settings = self.settings
+        web_runner = await web.serve(self, settings.http_port) if settings.http_port else None
         downloader = Downloader(download_limits(settings))
         await downloader.start()
         consumer = make_consumer(settings)
@@ -125,23 +139,30 @@ class Service:
         self.supervisor = supervisor
         consumer.subscribe([settings.input_topic],
                            listener=Rebalance(supervisor, settings.shutdown_timeout_s))
-        code = 0
-        held = 0
+        code, held = 0, 0
         try:
             await consumer.start()
             log.info("consuming", extra={"topic": settings.input_topic, "group": settings.group_id,
                                          "pod": settings.pod_name})
             code = await self._poll(consumer, supervisor)
         finally:
+            self.stopping.set()  # readiness fails from here on
             held = len(supervisor.tasks)
             await supervisor.close(settings.shutdown_timeout_s)
             await consumer.stop()
             await downloader.close()
+            if web_runner is not None:
+                await web_runner.cleanup()
         log.info("stopped: %s", self.stats.summary(held))
         return code
 
     async def _poll(self, consumer: AIOKafkaConsumer, supervisor: Supervisor) -> int:
+        observed = 0.0
         while not self.stopping.is_set():
+            self.last_progress = time.monotonic()
+            if self.last_progress - observed > 1:
+                supervisor.observe()
+                observed = self.last_progress
             try:
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
             except FATAL_CONSUMER_ERRORS as exc:

@@ -1,20 +1,81 @@
-"""Counters for the shutdown summary (and, later, the metrics endpoint)."""
+"""What the service counts: Prometheus metrics, and the one-line summary on shutdown.
+
+Each Stats owns its registry (no process-global state), so tests can build as
+many as they like. Labels stay bounded: outcomes, results, reason codes and
+partition numbers; never a URL or an id.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import collections
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
-@dataclass
 class Stats:
-    committed: int = 0        # input records whose outputs were committed
-    dead_lettered: int = 0    # input records committed as one DLQ record
-    output_records: int = 0   # transactions written to the output topic
-    aborted: int = 0          # Kafka transactions aborted (and retried)
-    retries: int = 0          # download attempts and transactions tried again
-    restarts: int = 0         # partition tasks revived with a new producer
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.records = Counter("txingest_records", "Input records committed, by outcome",
+                               ["outcome"], registry=r)
+        self.outputs = Counter("txingest_output_records", "Transactions written to the output",
+                               registry=r)
+        self.transactions = Counter("txingest_transactions", "Kafka transactions, by result",
+                                    ["result"], registry=r)
+        self.retries_by_reason = Counter("txingest_retries", "Work tried again, by reason",
+                                         ["reason"], registry=r)
+        self.download_seconds = Histogram("txingest_download_seconds", "Time per download",
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.download_bytes = Counter("txingest_download_bytes", "Bytes downloaded "
+                                      "(after decompression)", registry=r)
+        self.commit_seconds = Histogram("txingest_commit_seconds", "Time from begin to commit",
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.assigned = Gauge("txingest_assigned_partitions", "Input partitions held",
+                              registry=r)
+        self.inflight = Gauge("txingest_inflight_records", "Records received, not yet committed",
+                              registry=r)
+        self.lag = Gauge("txingest_consumer_lag", "Records behind the input's last stable offset",
+                         ["partition"], registry=r)
+        for outcome in ("committed", "dead_lettered"):
+            self.records.labels(outcome)
+        for result in ("committed", "aborted"):
+            self.transactions.labels(result)
+        # Plain totals for the shutdown summary and tests.
+        self.totals: collections.Counter[str] = collections.Counter()
+
+    def committed(self, outputs: int) -> None:
+        self.records.labels("committed").inc()
+        self.outputs.inc(outputs)
+        self.transactions.labels("committed").inc()
+        self.totals.update(committed=1, outputs=outputs)
+
+    def dead_lettered(self) -> None:
+        self.records.labels("dead_lettered").inc()
+        self.transactions.labels("committed").inc()
+        self.totals.update(dead_lettered=1)
+
+    def aborted(self) -> None:
+        self.transactions.labels("aborted").inc()
+        self.totals.update(aborted=1)
+
+    def retried(self, reason: str) -> None:
+        self.retries_by_reason.labels(reason).inc()
+        self.totals.update(retries=1)
+
+    def restarted(self) -> None:
+        self.totals.update(restarts=1)
+
+    def downloaded(self, seconds: float, nbytes: int) -> None:
+        self.download_seconds.observe(seconds)
+        self.download_bytes.inc(nbytes)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
 
     def summary(self, partitions: int) -> str:
-        return (f"records committed={self.committed} dead_lettered={self.dead_lettered} "
-                f"outputs={self.output_records} aborted={self.aborted} retries={self.retries} "
-                f"restarts={self.restarts} partitions_held={partitions}")
+        t = self.totals
+        return (f"records committed={t['committed']} dead_lettered={t['dead_lettered']} "
+                f"outputs={t['outputs']} aborted={t['aborted']} retries={t['retries']} "
+                f"restarts={t['restarts']} partitions_held={partitions}")

@@ -35,12 +35,15 @@ class Supervisor:
         self.tasks: dict[TopicPartition, PartitionTask] = {}
         self._lives: dict[TopicPartition, asyncio.Task[None]] = {}
         self._assigned: set[TopicPartition] = set()
+        self.joined = False
 
     @property
     def ready(self) -> bool:
-        return all(task.ready for task in self.tasks.values())
+        """Joined the group, and every assigned partition's producer is initialised."""
+        return self.joined and all(task.ready for task in self.tasks.values())
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
+        self.joined = True
         for tp in partitions:
             self._assigned.add(tp)
             if tp not in self._lives:
@@ -49,6 +52,9 @@ class Supervisor:
     async def revoke(self, partitions: Iterable[TopicPartition], timeout: float) -> None:
         partitions = [tp for tp in partitions if tp in self._assigned]
         self._assigned.difference_update(partitions)
+        for tp in partitions:
+            with contextlib.suppress(KeyError):
+                self.stats.lag.remove(str(tp.partition))
         await asyncio.gather(*(self._stop(tp, timeout) for tp in partitions))
 
     async def close(self, timeout: float) -> None:
@@ -59,6 +65,15 @@ class Supervisor:
             task = self.tasks.get(tp)
             if task is not None:
                 task.deliver(records)
+
+    def observe(self) -> None:
+        """Refresh the gauges that describe the held partitions."""
+        self.stats.assigned.set(len(self.tasks))
+        self.stats.inflight.set(sum(task.pending for task in self.tasks.values()))
+        for tp, task in self.tasks.items():
+            stable = self.consumer.last_stable_offset(tp)
+            if stable is not None and task.committed_offset >= 0:
+                self.stats.lag.labels(str(tp.partition)).set(max(0, stable - task.committed_offset))
 
     def _spawn(self, tp: TopicPartition, delay: float, failures: int) -> None:
         task = PartitionTask(tp, self.settings, self.consumer, self.preparer, self.stats,
@@ -90,7 +105,7 @@ class Supervisor:
                                  self.settings.retry_backoff_max_s)
         finally:
             await task.terminate()
-        self.stats.restarts += 1
+        self.stats.restarted()
         if tp in self._assigned and self.tasks.get(tp) is task:
             self._spawn(tp, next_delay, failures)
 
@@ -104,3 +119,4 @@ class Supervisor:
         if life is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await life
+

@@ -47,12 +47,13 @@ class RawServer:
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def start(self, ipv6: bool = False) -> RawServer:
-        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        server = await asyncio.wait_for(asyncio.start_server(self._serve, "127.0.0.1", 0), WAIT)
         self.port = server.sockets[0].getsockname()[1]
         self._servers.append(server)
         if ipv6 and socket.has_ipv6:  # same port on ::1, so a leak there would be seen too
             with contextlib.suppress(OSError):
-                self._servers.append(await asyncio.start_server(self._serve, "::1", self.port))
+                v6 = asyncio.start_server(self._serve, "::1", self.port)
+                self._servers.append(await asyncio.wait_for(v6, WAIT))
         return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -166,9 +167,9 @@ def build_app() -> web.Application:
 @pytest.fixture
 async def http() -> AsyncIterator[test_utils.TestServer]:
     server = test_utils.TestServer(build_app(), host="127.0.0.1")
-    await server.start_server()
+    await asyncio.wait_for(server.start_server(), WAIT)
     yield server
-    await server.close()
+    await asyncio.wait_for(server.close(), WAIT)
 
 
 @pytest.fixture
@@ -190,12 +191,12 @@ async def downloader() -> AsyncIterator[Callable[..., Awaitable[Downloader]]]:
 
     async def make(**limits: Any) -> Downloader:
         made.append(Downloader(DownloadLimits(**{**FAST, **limits})))
-        await made[-1].start()
+        await asyncio.wait_for(made[-1].start(), WAIT)
         return made[-1]
 
     yield make
     for d in made:
-        await d.close()
+        await asyncio.wait_for(d.close(), WAIT)
 
 
 async def fetch(d: Downloader, url: str) -> bytes:
@@ -359,7 +360,7 @@ async def test_concurrency_limit_is_global(http, downloader) -> None:
         gate.release.set()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), WAIT)
     assert gate.peak == 2
 
 
@@ -433,7 +434,7 @@ async def test_resolver_blocks_names_that_resolve_to_loopback(host: str) -> None
             await asyncio.wait_for(resolver.resolve(host, 80), WAIT)
         assert info.value.reason == "blocked_destination"
     finally:
-        await resolver.close()
+        await asyncio.wait_for(resolver.close(), WAIT)
 
 
 class FixedDns(AbstractResolver):
@@ -453,10 +454,11 @@ class FixedDns(AbstractResolver):
 
 async def test_resolver_filters_private_answers() -> None:
     mixed = GuardedResolver(DownloadLimits(), FixedDns("10.0.0.7", "93.184.215.14", "::1"))
-    assert [r["host"] for r in await mixed.resolve("files.example", 443)] == ["93.184.215.14"]
+    found = await asyncio.wait_for(mixed.resolve("files.example", 443), WAIT)
+    assert [r["host"] for r in found] == ["93.184.215.14"]
     rebound = GuardedResolver(DownloadLimits(), FixedDns("169.254.169.254", "::ffff:7f00:1"))
     with pytest.raises(PoisonError) as info:
-        await rebound.resolve("files.example", 443)
+        await asyncio.wait_for(rebound.resolve("files.example", 443), WAIT)
     assert info.value.reason == "blocked_destination"
 
 

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from app.config import Settings, help_text, load_settings
+from app.config import Settings, env_name, help_text, load_settings
 from app.errors import ConfigError
 
 
@@ -67,3 +69,9 @@ def test_bad_setting_stops_the_process_with_one_line():
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines == ["txingest: invalid setting MAX_FILE_BYTES='-5': must be a positive integer"]
+
+
+def test_readme_documents_every_setting():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for field in dataclasses.fields(Settings):
+        assert f"| `{env_name(field)}` | `--{field.name.replace('_', '-')}` |" in readme

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from aiokafka import errors as kafka
 
@@ -18,7 +16,7 @@ from app.errors import Kind, PoisonError, TransientError, classify
     (kafka.KafkaTimeoutError(), Kind.TRANSIENT),
     (kafka.NotLeaderForPartitionError(), Kind.TRANSIENT),
     (kafka.ConcurrentTransactions(), Kind.TRANSIENT),
-    (asyncio.TimeoutError(), Kind.TRANSIENT),
+    (TimeoutError(), Kind.TRANSIENT),
     (kafka.IllegalStateError(), Kind.FATAL),
     (RuntimeError("bug"), Kind.FATAL),
 ])

@@ -264,6 +264,22 @@ def test_fast_and_exact_paths_agree() -> None:
                              '{"a":"é"}'.encode(), b'{"a":2}']
 
 
+def test_fast_path_is_given_up_when_lines_never_match(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = parse._fast_line
+
+    def counting(line: bytes, max_depth: int) -> Item | None:
+        calls.append(line)
+        return real(line, max_depth)
+
+    monkeypatch.setattr(parse, "_fast_line", counting)
+    assert len(values(b'{"a": 1}\n' * 200)) == 200
+    assert len(calls) == 9  # the allowance, then never again
+    calls.clear()
+    assert len(values(b'{"a":1}\n' * 200)) == 200
+    assert len(calls) == 200
+
+
 # ---------------------------------------------------------------- limits
 
 

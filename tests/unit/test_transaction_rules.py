@@ -68,7 +68,7 @@ async def test_happy_path_sends_then_offsets_then_commit():
     task = make_task(producer)
     assert await task._commit(RECORD, PREPARED)
     assert producer.calls == ["begin", "send", "offsets", "commit"]
-    assert task.stats.committed == 1 and task.stats.output_records == 1
+    assert task.stats.totals["committed"] == 1 and task.stats.totals["outputs"] == 1
 
 
 async def test_failed_send_is_aborted_and_retried_not_committed():
@@ -76,7 +76,7 @@ async def test_failed_send_is_aborted_and_retried_not_committed():
     task = make_task(producer)
     assert await task._commit(RECORD, PREPARED)
     assert producer.calls == ["begin", "send", "abort", "begin", "send", "offsets", "commit"]
-    assert task.stats.aborted == 1
+    assert task.stats.totals["aborted"] == 1
 
 
 async def test_unknown_commit_outcome_is_never_aborted():
@@ -100,4 +100,5 @@ async def test_broker_refusing_a_record_dead_letters_it():
     task = make_task(producer)
     assert await task._commit(RECORD, PREPARED)
     assert producer.calls[-4:] == ["begin", "send", "offsets", "commit"]
-    assert task.stats.dead_lettered == 1 and task.stats.committed == 0
+    assert task.stats.totals["dead_lettered"] == 1
+    assert task.stats.totals["committed"] == 0

@@ -1,0 +1,92 @@
+"""Running it like production: probes, metrics, clean SIGTERM, JSON logs (real broker)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+
+import aiohttp
+
+from kafka_io import end_offsets
+from tests.integration.harness import (
+    Route,
+    assert_exactly_once,
+    create_topics,
+    encode,
+    lag,
+    make_items,
+    produce,
+    read_all,
+    service_env,
+    wait_until,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def get(port: int, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as r:
+        return r.status, await r.text()
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+async def test_probes_metrics_sigterm_and_json_logs(kafka_bootstrap, file_server, services):
+    topics = await create_topics(kafka_bootstrap, partitions=2, name="ops")
+    port = free_port()
+    service = services(service_env(kafka_bootstrap, topics, HTTP_PORT=str(port),
+                                   LOG_FORMAT="json")).start()
+
+    async def ready() -> bool:
+        try:
+            return (await get(port, "/readyz"))[0] == 200
+        except aiohttp.ClientError:
+            return False
+    await wait_until(ready, 60, "/readyz to answer 200 after the group join")
+    assert (await get(port, "/healthz"))[0] == 200
+    _, before = await get(port, "/metrics")
+    assert metric(before, 'txingest_records_total{outcome="committed"}') == 0
+    assert metric(before, "txingest_assigned_partitions") == 2
+
+    expected = {}
+    for n in range(12):
+        items = make_items(f"ops{n}", 1 + n % 4)
+        expected[file_server.add(f"ops/{n}", Route(encode(items, "ndjson")[0]))] = items
+    await produce(kafka_bootstrap, topics.input, [u.encode() for u in expected], 2)
+
+    async def drained() -> bool:
+        return await lag(kafka_bootstrap, topics) == 0
+    await wait_until(drained, 60, "all input committed")
+    _, after = await get(port, "/metrics")
+    assert metric(after, 'txingest_records_total{outcome="committed"}') == 12
+    assert metric(after, "txingest_output_records_total") == sum(map(len, expected.values()))
+    assert metric(after, 'txingest_transactions_total{result="committed"}') == 12
+    assert metric(after, "txingest_download_seconds_count") == 12
+    assert metric(after, "txingest_download_bytes_total") > 0
+    assert metric(after, "txingest_commit_seconds_count") == 12
+
+    assert await service.stop(timeout=30) == 0
+    await assert_no_open_transaction(kafka_bootstrap, topics.output)
+    assert_exactly_once(await read_all(kafka_bootstrap, topics.output), expected)
+    lines = service.log().splitlines()
+    assert lines, "the service logged nothing"
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+    assert any(json.loads(line)["msg"].startswith("stopped: records committed=12")
+               for line in lines)
+
+
+async def assert_no_open_transaction(bootstrap: str, topic: str) -> None:
+    """The last stable offset equals the high watermark: nothing left hanging."""
+    committed = await end_offsets(bootstrap, topic, "read_committed")
+    written = await end_offsets(bootstrap, topic, "read_uncommitted")
+    assert committed == written, (committed, written)

@@ -1,0 +1,138 @@
+"""Kafka helpers shared by the tests, the demo and the benchmarks (not by the service).
+
+Topics with unique names, producing inputs, reading a topic to its end, and the
+group's lag: what every check of "exactly once" needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+
+def unique(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Topics:
+    input: str
+    output: str
+    dlq: str
+    group: str
+    partitions: int
+
+
+async def create_topics(bootstrap: str, partitions: int, output_config: dict | None = None,
+                        name: str = "t") -> Topics:
+    topics = Topics(unique(f"{name}-in"), unique(f"{name}-out"), unique(f"{name}-dlq"),
+                    unique(f"{name}-group"), partitions)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([
+            NewTopic(topics.input, partitions, 1),
+            NewTopic(topics.output, partitions, 1, topic_configs=output_config or {}),
+            NewTopic(topics.dlq, 1, 1),
+        ])
+    finally:
+        await admin.close()
+    return topics
+
+
+async def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> None:
+    """Input records spread round-robin over the partitions."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for i, value in enumerate(values):
+            await producer.send(topic, value, key=str(i).encode(), partition=i % partitions)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def read_all(bootstrap: str, topic: str, isolation: str = "read_committed") -> list:
+    """Every record of the topic up to its end (the last stable offset when committed)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation,
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
+                                                        or await _partitions(consumer, topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        records: list = []
+        deadline = time.monotonic() + 60
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end {end}")
+            batch = await consumer.getmany(timeout_ms=500)
+            for part in batch.values():
+                records.extend(part)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()
+    return consumer.partitions_for_topic(topic) or set()
+
+
+async def lag(bootstrap: str, topics: Topics) -> int:
+    """Input records not yet covered by the group's committed offsets."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await admin.start()
+    await consumer.start()
+    try:
+        committed = await _group_offsets(admin, topics.group)
+        tps = [TopicPartition(topics.input, p) for p in range(topics.partitions)]
+        end = await consumer.end_offsets(tps)
+        return sum(end[tp] - (committed[tp].offset if tp in committed else 0) for tp in tps)
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def _group_offsets(admin: AIOKafkaAdminClient, group: str) -> dict:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await admin.list_consumer_group_offsets(group)
+        except KafkaError as exc:  # the coordinator may still be loading
+            if not exc.retriable or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+def by_source(records: list) -> dict[str, list]:
+    out: dict[str, list] = defaultdict(list)
+    for r in records:
+        out[dict(r.headers)["source-url"].decode()].append(r)
+    return out
+
+
+
+
+async def end_offsets(bootstrap: str, topic: str, isolation: str) -> dict[TopicPartition, int]:
+    """The topic's end per partition: the last stable offset under read_committed."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation)
+    await consumer.start()
+    # Let aiokafka's background task start: stopping before it ran re-raises its
+    # cancellation from stop() (aiokafka 0.14).
+    await asyncio.sleep(0)
+    try:
+        tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+        return await consumer.end_offsets(tps)
+    finally:
+        await consumer.stop()
