@@ -11,5 +11,7 @@ RUN pip install --no-cache-dir --no-deps . \
 USER 10001
 
 EXPOSE 8080
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
 # Exec form: python is PID 1 and receives SIGTERM itself.
 ENTRYPOINT ["python", "-m", "app"]

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test unit lint demo kafka-up kafka-down clean
+.PHONY: install test unit lint demo kafka-up kafka-down image clean
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,9 @@ kafka-down:
 
 demo: install kafka-up
 	$(BIN)/python tools/demo.py
+
+image:
+	docker build -t txingest:0.1.0 .
 
 clean: kafka-down
 	rm -rf $(VENV) .cache

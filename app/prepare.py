@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 # Record framing the broker counts on top of key, value and headers.
 RECORD_OVERHEAD = 64
+PARSE_INLINE_BYTES = 256 * 1024
 
 
 class OutRecord(NamedTuple):
@@ -111,8 +112,7 @@ class Preparer:
                     started = time.monotonic()
                     body = await self.downloader.download(url)
                     self.stats.downloaded(time.monotonic() - started, len(body))
-                    items = parse_transactions(
-                        body, max_items=self.settings.max_transactions_per_file)
+                    items = await self._parse(body)
                     return self.outputs(msg, url, items, attempt)
                 except IngestError:
                     raise
@@ -128,6 +128,14 @@ class Preparer:
                     "reason": exc.reason, "attempt": attempt})
                 await self._sleep(backoff(attempt, self.settings.retry_backoff_s,
                                           self.settings.retry_backoff_max_s))
+
+    async def _parse(self, body: bytes) -> list[Item]:
+        limit = self.settings.max_transactions_per_file
+        if len(body) < PARSE_INLINE_BYTES:
+            return parse_transactions(body, max_items=limit)
+        # A large file parses for 100+ ms: off the event loop, so heartbeats,
+        # commits and other partitions keep moving.
+        return await asyncio.to_thread(parse_transactions, body, max_items=limit)
 
     def outputs(self, msg: ConsumerRecord, url: str, items: list[Item], attempts: int) -> Prepared:
         topic, limit = self.settings.output_topic, self.settings.max_record_bytes

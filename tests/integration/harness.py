@@ -51,6 +51,8 @@ class FileServer:
         self.routes: dict[str, Route] = {}
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.inflight = 0       # requests being answered right now
+        self.max_inflight = 0
 
     async def start(self) -> FileServer:
         app = web.Application()
@@ -78,8 +80,13 @@ class FileServer:
         if route is None:
             return web.Response(status=404)
         route.requests += 1
-        if route.delay:
-            await asyncio.sleep(route.delay)
+        self.inflight += 1
+        self.max_inflight = max(self.max_inflight, self.inflight)
+        try:
+            if route.delay:
+                await asyncio.sleep(route.delay)
+        finally:
+            self.inflight -= 1
         if route.requests <= route.fail_first:
             return web.Response(status=route.fail_status, text="injected failure")
         return web.Response(status=route.status, body=route.body, headers=route.headers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 
@@ -60,20 +61,34 @@ async def test_kill_9_repeatedly(kafka_bootstrap, file_server, services):
 
 async def test_rebalance_stop_and_restart_a_member(kafka_bootstrap, file_server, services):
     topics = await create_topics(kafka_bootstrap, partitions=4, name="rebalance")
-    expected = await load_files(kafka_bootstrap, file_server, topics, 200, delay=0.02)
-    env = service_env(kafka_bootstrap, topics, SESSION_TIMEOUT_MS="6000")
+    env = service_env(kafka_bootstrap, topics, SESSION_TIMEOUT_MS="6000",
+                      PREFETCH_PER_PARTITION="2")
+    expected = await load_files(kafka_bootstrap, file_server, topics, 80, 0.1, "one")
     a = services(env, "pod-a").start()
     b = services(env, "pod-b").start()
-    await until_lag_below(kafka_bootstrap, topics, 160)
+    await wait_until(lambda: _holds(a, 2), 60, "pod-a to hold half the partitions")
+    await wait_until(lambda: _holds(b, 2), 60, "pod-b to hold half the partitions")
+    await until_lag_below(kafka_bootstrap, topics, 70)
     assert await b.stop() == 0           # clean stop mid-run
-    await until_lag_below(kafka_bootstrap, topics, 100)  # pod-a carries on alone
+    seen = len(a.log())
+    await wait_until(lambda: _holds(a, 4, seen), 60, "pod-a to take every partition")
+    expected |= await load_files(kafka_bootstrap, file_server, topics, 80, 0.1, "two")
+    seen = len(b.log())
     b.start()
+    await wait_until(lambda: _holds(b, 2, seen), 60, "pod-b to get its share back")
+    expected |= await load_files(kafka_bootstrap, file_server, topics, 80, 0.1, "three")
     await until_lag_below(kafka_bootstrap, topics, 0, timeout=120)
     assert await a.stop() == 0
     assert await b.stop() == 0
 
     assert_exactly_once(await read_all(kafka_bootstrap, topics.output), expected)
-    assert "partitions revoked" in a.log() + b.log()
+    assert "partitions revoked" in a.log()
+
+
+async def _holds(process, count: int, start: int = 0) -> bool:
+    """The latest assignment in the process's log (past ``start``) has ``count`` partitions."""
+    lines = [line for line in process.log()[start:].splitlines() if "partitions assigned" in line]
+    return bool(lines) and len(json.loads(lines[-1])["partitions"]) == count
 
 
 async def test_zombie_paused_past_session_timeout_commits_nothing_twice(

@@ -71,7 +71,8 @@ async def test_bad_input_dead_lettered_and_good_input_still_flows(
     flaky = file_server.add("flaky", Route(encode(good, "ndjson")[0], fail_first=2))
     cases = [  # (input value, expected DLQ reason or None for success)
         (flaky.encode(), None),
-        (file_server.add("missing", Route(b"gone", status=404)).encode(), "http_error"),
+        (file_server.add("missing", Route(b"gone", status=404)).encode() + b"?sig=SECRET-123",
+         "http_error"),
         (file_server.add("always-503", Route(b"", fail_first=99)).encode(), "http_transient"),
         (file_server.add("bad-json", Route(b'{"a": 1}\n{"a": ')).encode(), "invalid_json"),
         (file_server.add("not-object", Route(b"[1, 2]")).encode(), "not_an_object"),
@@ -103,6 +104,7 @@ async def test_bad_input_dead_lettered_and_good_input_still_flows(
                                           "offset": letter.offset_in_source}
         assert letter.value["error"]
         assert letter.headers["source-offset"] == str(letter.offset_in_source).encode()
+    assert "SECRET-123" not in service.log(), "signed URLs' query strings stay out of logs"
     always = next(d for d in map(_DeadLetter, dead) if d.reason == "http_transient")
     assert always.value["attempts"] == 3
 
@@ -117,3 +119,44 @@ class _DeadLetter:
 
 async def _done(bootstrap, topics) -> bool:
     return await lag(bootstrap, topics) == 0
+
+
+async def test_downloads_overlap_within_limits_while_commits_stay_in_order(
+        kafka_bootstrap, file_server, services):
+    topics = await create_topics(kafka_bootstrap, partitions=4, name="window")
+    expected = {}
+    for n in range(60):
+        items = make_items(f"w{n}", 2)
+        expected[file_server.add(f"w/{n}", Route(encode(items, "ndjson")[0], delay=0.2))] = items
+    await produce(kafka_bootstrap, topics.input, [u.encode() for u in expected], 1)
+    env = service_env(kafka_bootstrap, topics, PREFETCH_PER_PARTITION="3",
+                      MAX_CONCURRENT_DOWNLOADS="16")
+    service = services(env).start()
+    await wait_until(lambda: _done(kafka_bootstrap, topics), 90, "all input committed")
+    assert await service.stop() == 0
+    # One input partition: only its prefetch window bounds the overlap.
+    assert file_server.max_inflight == 3
+    outputs = await read_all(kafka_bootstrap, topics.output)
+    assert_exactly_once(outputs, expected)
+    # Transactions run one after another, so in every output partition the log
+    # order is the commit order: input offsets must never go backwards.
+    for partition in range(topics.partitions):
+        offsets = [int(dict(r.headers)["source-offset"]) for r in outputs
+                   if r.partition == partition]
+        assert offsets == sorted(offsets), "a later input record committed before an earlier one"
+
+
+async def test_global_download_limit_caps_all_partitions(kafka_bootstrap, file_server, services):
+    topics = await create_topics(kafka_bootstrap, partitions=4, name="global")
+    expected = {}
+    for n in range(40):
+        items = make_items(f"g{n}", 1)
+        expected[file_server.add(f"g/{n}", Route(encode(items, "ndjson")[0], delay=0.2))] = items
+    await produce(kafka_bootstrap, topics.input, [u.encode() for u in expected], 4)
+    env = service_env(kafka_bootstrap, topics, PREFETCH_PER_PARTITION="8",
+                      MAX_CONCURRENT_DOWNLOADS="5")
+    service = services(env).start()
+    await wait_until(lambda: _done(kafka_bootstrap, topics), 90, "all input committed")
+    assert await service.stop() == 0
+    assert file_server.max_inflight == 5
+    assert_exactly_once(await read_all(kafka_bootstrap, topics.output), expected)
