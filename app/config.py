@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,27 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+def _upper_choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.upper() not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text.upper()
+    return parse
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise ValueError("must be a number from 0 up to (not including) 1")
+    return value
+
+
+def _secret(help: str) -> Any:
+    """Never shown in repr or logs; may also come from a file (``NAME_FILE``)."""
+    return dataclasses.field(default=None, repr=False, metadata={
+        "parse": str, "help": help + " (or a file: VARIABLE_FILE)", "env": "", "secret": True})
+
+
 def _setting(default: Any, parse: Callable[[str], Any], help: str, env: str = "") -> Any:
     return dataclasses.field(default=default, metadata={"parse": parse, "help": help, "env": env})
 
@@ -71,6 +93,16 @@ def _setting(default: Any, parse: Callable[[str], Any], help: str, env: str = ""
 @dataclass(frozen=True, slots=True)
 class Settings:
     kafka_bootstrap_servers: str = _setting("localhost:9092", _name, "Kafka brokers, host:port,...")
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", _upper_choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        "how to reach Kafka")
+    kafka_sasl_mechanism: str = _setting(
+        "SCRAM-SHA-512", _upper_choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "SASL mechanism")
+    kafka_sasl_username: str | None = _setting(None, _optional_name, "SASL user name")
+    kafka_sasl_password: str | None = _secret("SASL password")
+    kafka_ssl_cafile: str | None = _setting(None, _optional_name, "CA bundle to trust (PEM)")
+    kafka_ssl_certfile: str | None = _setting(None, _optional_name, "client certificate (PEM)")
+    kafka_ssl_keyfile: str | None = _setting(None, _optional_name, "client private key (PEM)")
     input_topic: str = _setting("files-with-transactions", _name, "topic of file URLs")
     output_topic: str = _setting("transactions", _name, "topic the transactions go to")
     dlq_topic: str = _setting("files-with-transactions.dlq", _name, "dead-letter topic")
@@ -112,6 +144,11 @@ class Settings:
     session_timeout_ms: int = _setting(10_000, _positive_int, "consumer group session timeout")
     kafka_retry_backoff_ms: int = _setting(
         20, _positive_int, "producer retry backoff (back-to-back transactions wait on it)")
+    processing_guarantee: str = _setting(
+        "exactly_once", _choice("exactly_once", "at_least_once"),
+        "at_least_once: no transactions (a baseline for benchmarks)")
+    test_abort_rate: float = _setting(
+        0.0, _fraction, "TESTING AID: abort this share of transactions just before commit")
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("json", _choice("json", "text"), "log line format")
 
@@ -153,6 +190,8 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         raw = getattr(flags, field.name)
         if raw is None:
             raw = environ.get(env_name(field))
+        if raw is None and field.metadata.get("secret"):
+            raw = _read_secret_file(environ.get(env_name(field) + "_FILE"), env_name(field))
         if raw is None:
             continue
         try:
@@ -162,6 +201,31 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             raise ConfigError(f"invalid setting {env_name(field)}={raw!r}: {reason}") from None
     settings = Settings(**values)
     return _derive(settings)
+
+
+def _read_secret_file(path: str | None, name: str) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as secret:
+            return secret.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"invalid setting {name}_FILE={path!r}: {exc.strerror}") from None
+
+
+def _check_security(settings: Settings) -> None:
+    protocol = settings.kafka_security_protocol
+    if protocol.startswith("SASL") and not (settings.kafka_sasl_username
+                                            and settings.kafka_sasl_password):
+        raise ConfigError(f"invalid setting KAFKA_SECURITY_PROTOCOL={protocol}: needs "
+                          "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD (or _FILE)")
+    for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+        path = getattr(settings, name)
+        if path and not os.path.isfile(path):
+            raise ConfigError(f"invalid setting {name.upper()}={path!r}: no such file")
+    if bool(settings.kafka_ssl_certfile) != bool(settings.kafka_ssl_keyfile):
+        raise ConfigError("invalid setting KAFKA_SSL_CERTFILE/KAFKA_SSL_KEYFILE: "
+                          "give both or neither")
 
 
 def _derive(settings: Settings) -> Settings:
@@ -175,6 +239,7 @@ def _derive(settings: Settings) -> Settings:
         raise ConfigError("invalid setting RETRY_BACKOFF_MAX_S: must be >= RETRY_BACKOFF_S")
     if settings.output_topic == settings.input_topic or settings.dlq_topic == settings.input_topic:
         raise ConfigError("invalid setting OUTPUT_TOPIC/DLQ_TOPIC: must differ from INPUT_TOPIC")
+    _check_security(settings)
     if settings.shutdown_timeout_s * 1000 >= settings.transaction_timeout_ms:
         raise ConfigError("invalid setting SHUTDOWN_TIMEOUT_S: must be shorter than "
                           "TRANSACTION_TIMEOUT_MS, or a closing transaction times out")

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.config import Settings
-from app.errors import Kind, PoisonError, classify
+from app.errors import Kind, PoisonError, TransientError, classify
 from app.prepare import Prepared, Preparer, backoff
 from app.stats import Stats
 
@@ -53,6 +54,7 @@ class PartitionTask:
         self.preparer = preparer
         self.stats = stats
         self.transactional_id = settings.transactional_id(tp.partition)
+        self._exactly_once = settings.processing_guarantee == "exactly_once"
         self._make_producer = make_producer
         self._producer: AIOKafkaProducer | None = None
         self._inbox: collections.deque[ConsumerRecord] = collections.deque()
@@ -232,7 +234,24 @@ class PartitionTask:
         producer = self._producer
         assert producer is not None
         started = time.monotonic()
-        await producer.begin_transaction()
+        offsets = {self.tp: record.offset + 1}
+        if not self._exactly_once:
+            await self._send_all(producer, prepared)
+            await self.consumer.commit(offsets)  # after the outputs: at least once
+        else:
+            await producer.begin_transaction()
+            await self._send_all(producer, prepared)
+            await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
+            if self._inject_abort():
+                raise TransientError("injected_abort", "TEST_ABORT_RATE aborted this transaction")
+            try:
+                await producer.commit_transaction()
+            except Exception as exc:
+                raise _CommitError() from exc
+        self.committed_offset = record.offset + 1
+        self.stats.commit_seconds.observe(time.monotonic() - started)
+
+    async def _send_all(self, producer: AIOKafkaProducer, prepared: Prepared) -> None:
         sends: list[asyncio.Future] = []
         try:
             for r in prepared.records:
@@ -245,16 +264,15 @@ class PartitionTask:
         for result in await asyncio.gather(*sends, return_exceptions=True):
             if isinstance(result, BaseException):
                 raise result
-        await producer.send_offsets_to_transaction(
-            {self.tp: record.offset + 1}, self.settings.group_id)
-        try:
-            await producer.commit_transaction()
-        except Exception as exc:
-            raise _CommitError() from exc
-        self.committed_offset = record.offset + 1
-        self.stats.commit_seconds.observe(time.monotonic() - started)
+
+    def _inject_abort(self) -> bool:
+        """Testing aid (off by default): lets chaos tests prove aborts stay invisible."""
+        rate = self.settings.test_abort_rate
+        return rate > 0 and random.random() < rate
 
     async def _abort(self, cause: BaseException) -> None:
+        if not self._exactly_once:
+            return  # nothing to abort: outputs may be written again (at least once)
         self.stats.aborted()
         log.warning("transaction aborted, will retry: %r", cause, extra=self._ctx())
         assert self._producer is not None

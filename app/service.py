@@ -13,11 +13,12 @@ import os
 import signal
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
 from app import web
+from app.clients import make_consumer, producer_factory
 from app.config import Settings
 from app.fetch import Downloader, DownloadLimits
 from app.prepare import ByteBudget, Preparer
@@ -65,37 +66,6 @@ def download_limits(settings: Settings) -> DownloadLimits:
         allow_private_networks=settings.download_allow_private_networks,
         allowed_hosts=settings.allowed_hosts,
     )
-
-
-def make_consumer(settings: Settings) -> AIOKafkaConsumer:
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.group_id,
-        group_instance_id=settings.pod_name if settings.static_membership else None,
-        client_id=f"txingest-{settings.pod_name}",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        auto_offset_reset="earliest",
-        session_timeout_ms=settings.session_timeout_ms,
-        heartbeat_interval_ms=min(3000, settings.session_timeout_ms // 3),
-        # Revocation closes tasks within the shutdown timeout; the group waits longer.
-        rebalance_timeout_ms=int(settings.shutdown_timeout_s * 1000) + 10_000,
-        max_poll_records=500,
-    )
-
-
-def producer_factory(settings: Settings):  # type: ignore[no-untyped-def]
-    def make(partition: int) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            transactional_id=settings.transactional_id(partition),
-            client_id=f"txingest-{settings.pod_name}-{partition}",
-            transaction_timeout_ms=settings.transaction_timeout_ms,
-            retry_backoff_ms=settings.kafka_retry_backoff_ms,
-            max_request_size=max(settings.max_record_bytes + 65536, 1048576),
-            linger_ms=5,
-        )
-    return make
 
 
 class Service:

@@ -102,3 +102,30 @@ async def test_broker_refusing_a_record_dead_letters_it():
     assert producer.calls[-4:] == ["begin", "send", "offsets", "commit"]
     assert task.stats.totals["dead_lettered"] == 1
     assert task.stats.totals["committed"] == 0
+
+
+async def test_injected_abort_aborts_after_the_sends_then_commits(monkeypatch):
+    producer = ScriptedProducer({})
+    task = make_task(producer)
+    task.settings = load_settings(["--test-abort-rate", "0.5", "--retry-backoff-s", "0.001"], {})
+    draws = iter([0.1, 0.9])  # first attempt aborted, second not
+    monkeypatch.setattr("app.partition.random.random", lambda: next(draws))
+    assert await task._commit(RECORD, PREPARED)
+    assert producer.calls == ["begin", "send", "offsets", "abort",
+                              "begin", "send", "offsets", "commit"]
+
+
+async def test_at_least_once_sends_then_commits_the_offset_without_a_transaction():
+    class Consumer:
+        commits: list = []
+
+        async def commit(self, offsets):
+            self.commits.append(offsets)
+
+    producer = ScriptedProducer({})
+    task = make_task(producer)
+    task._exactly_once = False
+    task.consumer = Consumer()  # type: ignore[assignment]
+    assert await task._commit(RECORD, PREPARED)
+    assert producer.calls == ["send"]
+    assert task.consumer.commits == [{TopicPartition("in", 0): 42}]  # type: ignore[attr-defined]
