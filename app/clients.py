@@ -34,6 +34,7 @@ def connection(settings: Settings) -> dict[str, Any]:
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
+    rebalance_ms = int(settings.shutdown_timeout_s * 1000) + 10_000
     return AIOKafkaConsumer(
         **connection(settings),
         group_id=settings.group_id,
@@ -44,8 +45,10 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         auto_offset_reset="earliest",
         session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=min(3000, settings.session_timeout_ms // 3),
-        # Revocation closes tasks within the shutdown timeout; the group waits longer.
-        rebalance_timeout_ms=int(settings.shutdown_timeout_s * 1000) + 10_000,
+        # Revocation closes tasks within the shutdown timeout; the group waits longer,
+        # and a JoinGroup request may wait that long for its answer.
+        rebalance_timeout_ms=rebalance_ms,
+        request_timeout_ms=rebalance_ms + 5_000,
         max_poll_records=500,
     )
 

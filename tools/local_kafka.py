@@ -142,7 +142,7 @@ def running(data: Path) -> Broker | None:
 
 def start(port: int | None = None, data: Path | None = None, timeout: float = 120,
           extra: dict[str, str] | None = None) -> Broker:
-    """Start a broker (or find the one already running in ``data``)."""
+    """Start a fresh broker (or find the one already running in ``data``)."""
     data = (data or DEFAULT_DATA).resolve()
     found = running(data)
     if found:
@@ -156,37 +156,65 @@ def start(port: int | None = None, data: Path | None = None, timeout: float = 12
     (data / "server.properties").write_text(
         server_properties(port, free_port(), data, extra or {}))
     (data / "log4j2.properties").write_text(LOG4J2.format(log=data / "server.log"))
-    java = [
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    subprocess.run(
+        [*_java(jars, data), "kafka.tools.StorageTool", "format", "-t", cluster_id,
+         "-c", str(data / "server.properties")],
+        check=True, stdout=subprocess.DEVNULL,
+    )
+    (data / "broker.port").write_text(str(port))
+    return _launch(jars, data, port, timeout)
+
+
+def restart(data: Path, timeout: float = 120) -> Broker:
+    """Start again on the same data and port, after a crash or a stop with remove=False."""
+    data = data.resolve()
+    found = running(data)
+    if found:
+        return found
+    return _launch(libs(), data, int((data / "broker.port").read_text()), timeout)
+
+
+def kill(data: Path) -> None:
+    """kill -9 the broker, keeping its data (for fault tests)."""
+    broker = running(data.resolve())
+    if broker:
+        os.kill(broker.pid, signal.SIGKILL)
+        while _alive(broker.pid):
+            time.sleep(0.05)
+
+
+def _java(jars: Path, data: Path) -> list[str]:
+    return [
         "java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={data / 'log4j2.properties'}",
         f"-Dkafka.logs.dir={data}", "-cp", f"{jars}/*",
     ]
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    subprocess.run(
-        [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-         "-c", str(data / "server.properties")],
-        check=True, stdout=subprocess.DEVNULL,
-    )
-    with open(data / "stdout.log", "wb") as out:
+
+
+def _launch(jars: Path, data: Path, port: int, timeout: float) -> Broker:
+    log = data / "server.log"
+    started_at = log.stat().st_size if log.exists() else 0
+    with open(data / "stdout.log", "ab") as out:
         proc = subprocess.Popen(
-            [*java, "kafka.Kafka", str(data / "server.properties")],
+            [*_java(jars, data), "kafka.Kafka", str(data / "server.properties")],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     _pidfile(data).write_text(str(proc.pid))
-    (data / "broker.port").write_text(str(port))
     broker = Broker(port, data, proc.pid)
-    _wait_ready(broker, proc, timeout)
+    _wait_ready(broker, proc, timeout, started_at)
     return broker
 
 
-def _wait_ready(broker: Broker, proc: subprocess.Popen, timeout: float) -> None:
+def _wait_ready(broker: Broker, proc: subprocess.Popen, timeout: float, log_from: int) -> None:
     deadline = time.monotonic() + timeout
     log = broker.data / "server.log"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = (broker.data / "stdout.log").read_text()[-2000:]
             raise SystemExit(f"Kafka exited with {proc.returncode} while starting:\n{tail}")
-        if log.exists() and READY_LINE in log.read_text() and port_open(broker.port):
+        if (log.exists() and READY_LINE in log.read_text(errors="replace")[log_from:]
+                and port_open(broker.port)):
             return
         time.sleep(0.2)
     stop(broker.data)
