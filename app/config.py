@@ -31,6 +31,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _ports(text: str) -> str:
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if not part.isdigit() or not 0 < int(part) <= 65535:
+            raise ValueError("must be comma-separated port numbers 1-65535")
+    return text
+
+
 def _bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -120,6 +134,10 @@ class Settings:
         False, _bool, "allow downloads from loopback and private addresses (demos, tests)")
     download_allowed_hosts: str = _setting(
         "", str, "comma-separated host or host:port exempt from the private-network block")
+    download_allowed_ports: str = _setting(
+        "", _ports, "comma-separated ports downloads may use (default: any)")
+    download_max_redirects: int = _setting(
+        3, _non_negative_int, "redirects followed, each re-checked (0: none)")
     output_key_field: str | None = _setting(
         None, _optional_name, "transaction field to key output records by (default: the URL)")
     prefetch_per_partition: int = _setting(
@@ -155,6 +173,10 @@ class Settings:
     def transactional_id(self, partition: int) -> str:
         """Scoped to the input partition, never the pod: see README 'Delivery guarantee'."""
         return f"{self.transactional_id_prefix}-{self.input_topic}-{partition}"
+
+    @property
+    def allowed_ports(self) -> frozenset[int]:
+        return frozenset(int(p) for p in self.download_allowed_ports.split(",") if p.strip())
 
     @property
     def allowed_hosts(self) -> frozenset[str]:

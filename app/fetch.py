@@ -41,6 +41,7 @@ class DownloadLimits:
     max_redirects: int = 3
     allow_private_networks: bool = False
     allowed_hosts: frozenset[str] = frozenset()  # "host" or "host:port", exempt from the block
+    allowed_ports: frozenset[int] = frozenset()  # empty: any port
 
 
 def redact_url(url: str) -> str:
@@ -86,6 +87,7 @@ class _Guard:
     def __init__(self, limits: DownloadLimits) -> None:
         self._open = limits.allow_private_networks
         self._hosts = frozenset(h.lower() for h in limits.allowed_hosts)
+        self._ports = limits.allowed_ports
 
     def exempt(self, host: str, port: int | None) -> bool:
         host = host.lower()
@@ -97,6 +99,9 @@ class _Guard:
             raise PoisonError("unsupported_url", f"only http(s) URLs with a host: {where}")
         if url.raw_user is not None or url.raw_password is not None:
             raise PoisonError("unsupported_url", f"credentials in URL refused: {where}")
+        if self._ports and url.port not in self._ports:
+            raise PoisonError("blocked_destination",
+                              f"port {url.port} is not in DOWNLOAD_ALLOWED_PORTS: {where}")
         if self.exempt(url.raw_host, url.port):
             return
         host = url.host or url.raw_host

@@ -65,6 +65,8 @@ def download_limits(settings: Settings) -> DownloadLimits:
         max_concurrent=settings.max_concurrent_downloads,
         allow_private_networks=settings.download_allow_private_networks,
         allowed_hosts=settings.allowed_hosts,
+        allowed_ports=settings.allowed_ports,
+        max_redirects=settings.download_max_redirects,
     )
 
 

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from aiohttp import test_utils, web
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from app.errors import IngestError, PoisonError, TransientError
-from app.fetch import Downloader, DownloadLimits, GuardedResolver, redact_url
+from app.fetch import Downloader, DownloadLimits, GuardedResolver, _Guard, redact_url
 
 WAIT = 20.0  # ceiling on any single wait in these tests
 DATA = b"".join(b"%06d,2024-01-01,ACME,%d.%02d\n" % (i, i, i % 100) for i in range(20_000))
@@ -384,10 +385,26 @@ BLOCKED = [
     "http://[::1]:{port}/",
     "http://[::ffff:127.0.0.1]:{port}/",
     "http://0.0.0.0:{port}/",
-    "http://169.254.169.254/latest/meta-data/",
-    "http://[fe80::1]:{port}/",
-    "http://10.0.0.1:{port}/",
 ]
+# Addresses off this machine are judged without dialling anything, so a broken
+# guard can never send a test's traffic to them.
+NEVER_DIALLED = [
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[fe80::1]:8080/",
+    "http://10.0.0.1:8080/",
+    "http://192.168.1.1/",
+    "http://172.16.0.1/",
+    "http://[fd00::1]/",
+    "http://[::ffff:169.254.169.254]/",
+    "http://224.0.0.1/",
+]
+
+
+@pytest.mark.parametrize("url", NEVER_DIALLED)
+def test_off_machine_private_destinations_fail_the_url_check(url: str) -> None:
+    with pytest.raises(PoisonError) as info:
+        _Guard(DownloadLimits()).check_url(URL(url))
+    assert info.value.reason == "blocked_destination"
 
 
 @pytest.mark.parametrize("template", BLOCKED)
@@ -489,3 +506,12 @@ async def test_error_messages_never_carry_the_query(http, downloader) -> None:
         assert redact_url(url) in err.message
         # aiohttp's own exception text holds the full URL: it must not ride along.
         assert err.__cause__ is None and (err.__context__ is None or err.__suppress_context__)
+
+
+async def test_port_allowlist(raw, downloader) -> None:
+    server = await raw(serve_ok)
+    d = await downloader(allow_private_networks=True, allowed_ports=frozenset({server.port + 1}))
+    assert (await failure(d, server.url())).reason == "blocked_destination"
+    assert server.connections == 0
+    d = await downloader(allow_private_networks=True, allowed_ports=frozenset({server.port}))
+    assert await fetch(d, server.url()) == b"served"
