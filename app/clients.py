@@ -1,15 +1,32 @@
 """Kafka clients built from the settings: the consumer, per-partition producers,
-and the connection security they share."""
+the connection security they share, and a check of that security at start."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import errors as kafka
+from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.helpers import create_ssl_context
 
 from app.config import Settings
+
+CHECK_TIMEOUT_MS = 15_000
+# The broker refused the login: the same settings will be refused every time.
+_AUTH_ERRORS = (
+    kafka.SaslAuthenticationFailed,
+    kafka.AuthenticationFailedError,
+    kafka.AuthenticationMethodNotSupported,
+    kafka.UnsupportedSaslMechanismError,
+    kafka.IllegalSaslStateError,
+)
+
+
+class FatalStartupError(Exception):
+    """Kafka refuses this service's credentials or TLS settings; no retry will help."""
 
 
 def connection(settings: Settings) -> dict[str, Any]:
@@ -69,3 +86,51 @@ def producer_factory(settings: Settings) -> Callable[[int], AIOKafkaProducer]:
             linger_ms=5,
         )
     return make
+
+
+async def check_connection(settings: Settings) -> None:
+    """Connect once to a bootstrap server with the clients' own security options.
+
+    Raise FatalStartupError if the broker refuses the login or TLS fails; aiokafka's
+    clients would only report "Unable to bootstrap". Anything else (a broker not
+    reachable yet) is left to the clients, as before. PLAINTEXT has nothing to check.
+    """
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return
+    options = connection(settings)
+    del options["bootstrap_servers"]
+    for host, port, _ in collect_hosts(settings.kafka_bootstrap_servers):
+        try:
+            conn = await create_conn(host, port, client_id=f"txingest-{settings.pod_name}-check",
+                                     request_timeout_ms=CHECK_TIMEOUT_MS, **options)
+        except (OSError, kafka.KafkaError) as exc:  # TimeoutError is an OSError
+            message = startup_failure(exc, settings, f"{host}:{port}")
+            if message is not None:
+                raise FatalStartupError(message) from None
+            continue
+        conn.close()
+        return
+
+
+def startup_failure(exc: BaseException, settings: Settings, address: str) -> str | None:
+    """What to say about a connection failure no retry can fix; None for any other.
+
+    Names the cause and the setting to check, never the password."""
+    if isinstance(exc, _AUTH_ERRORS):
+        text = (f"Kafka authentication failed at {address} for user "
+                f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism}): {exc}; "
+                "check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM")
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        text = (f"TLS verification of the Kafka broker at {address} failed "
+                f"({exc.verify_message}); check KAFKA_SSL_CAFILE and the broker address")
+    elif isinstance(exc, ssl.SSLError):
+        text = (f"TLS handshake with Kafka at {address} failed ({exc.reason or exc}); "
+                "check KAFKA_SECURITY_PROTOCOL and the KAFKA_SSL_* files")
+    else:
+        return None
+    return redact(text, settings.kafka_sasl_password)
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` masked."""
+    return text.replace(secret, "***") if secret else text

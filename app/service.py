@@ -18,7 +18,7 @@ from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
 from app import web
-from app.clients import make_consumer, producer_factory
+from app.clients import FatalStartupError, check_connection, make_consumer, producer_factory
 from app.config import Settings
 from app.fetch import Downloader, DownloadLimits
 from app.prepare import ByteBudget, Preparer
@@ -100,6 +100,11 @@ class Service:
 
     async def run(self) -> int:
         settings = self.settings
+        try:
+            await check_connection(settings)
+        except FatalStartupError as exc:
+            log.error("cannot start: %s", exc)
+            return 1
         web_runner = await web.serve(self, settings.http_port) if settings.http_port else None
         downloader = Downloader(download_limits(settings))
         await downloader.start()

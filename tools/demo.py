@@ -11,16 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from aiohttp import web
+from aiohttp import ClientError, ClientSession, web
 
+import local_kafka
 from kafka_io import Topics, by_source, create_topics, lag, produce, read_all
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,24 +69,38 @@ async def serve(files: dict) -> tuple[web.AppRunner, int]:
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 
 
-def start_service(bootstrap: str, topics: Topics, log_path: Path) -> subprocess.Popen:
+def start_service(bootstrap: str, topics: Topics, log_path: Path,
+                  http_port: int) -> subprocess.Popen:
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "INPUT_TOPIC": topics.input,
            "OUTPUT_TOPIC": topics.output, "DLQ_TOPIC": topics.dlq, "GROUP_ID": topics.group,
-           "POD_NAME": "demo-0", "DOWNLOAD_ALLOW_PRIVATE_NETWORKS": "true", "HTTP_PORT": "0",
-           "LOG_FORMAT": "text"}
+           "POD_NAME": "demo-0", "DOWNLOAD_ALLOW_PRIVATE_NETWORKS": "true",
+           "HTTP_PORT": str(http_port), "LOG_FORMAT": "text"}
     with open(log_path, "wb") as log:
         return subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
 
 
+async def outputs_so_far(http_port: int) -> int:
+    """The service's own count, from its /metrics endpoint."""
+    try:
+        async with ClientSession() as http, http.get(
+                f"http://127.0.0.1:{http_port}/metrics") as response:
+            text = await response.text()
+    except ClientError:
+        return 0
+    match = re.search(r"^txingest_output_records_total (\S+)$", text, re.MULTILINE)
+    return int(float(match.group(1))) if match else 0
+
+
 async def watch(bootstrap: str, topics: Topics, total: int, service: subprocess.Popen,
-                timeout: float) -> None:
+                http_port: int, timeout: float) -> None:
     start = time.monotonic()
     while True:
         remaining = await lag(bootstrap, topics)
-        done = total - remaining
-        print(f"\r  files committed {done:>3}/{total}   {time.monotonic() - start:5.1f}s",
-              end="", flush=True)
+        done, elapsed = total - remaining, time.monotonic() - start
+        written = await outputs_so_far(http_port)
+        print(f"\r  files {done:>3}/{total}   transactions {written:>5}"
+              f"   {written / elapsed:7.0f} txn/s   {elapsed:5.1f}s", end="", flush=True)
         if remaining == 0:
             print()
             return
@@ -95,6 +112,7 @@ async def watch(bootstrap: str, topics: Topics, total: int, service: subprocess.
 
 
 def report(files: dict, base: str, outputs: list, dead: list) -> bool:
+    """The summary table: what arrived, checked against the source files."""
     expected = {f"{base}/{name}": items for name, (_, _, items) in files.items() if items}
     got = by_source(outputs)
     duplicates = missing = wrong = 0
@@ -136,9 +154,10 @@ async def main() -> int:
                   args.partitions)
     log_path = ROOT / ".cache" / "demo-service.log"
     log_path.parent.mkdir(exist_ok=True)
-    service = start_service(args.bootstrap, topics, log_path)
+    http_port = local_kafka.free_port()
+    service = start_service(args.bootstrap, topics, log_path, http_port)
     try:
-        await watch(args.bootstrap, topics, len(files), service, timeout=180)
+        await watch(args.bootstrap, topics, len(files), service, http_port, timeout=180)
     finally:
         if service.poll() is None:
             service.send_signal(signal.SIGTERM)
@@ -151,4 +170,5 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)  # topic-creation chatter
     sys.exit(asyncio.run(main()))

@@ -1,7 +1,8 @@
 """Kafka helpers shared by the tests, the demo and the benchmarks (not by the service).
 
 Topics with unique names, producing inputs, reading a topic to its end, and the
-group's lag: what every check of "exactly once" needs.
+group's lag: what every check of "exactly once" needs. Each helper passes any
+``client_options`` (security_protocol, ssl_context, sasl_*) to the clients it makes.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -31,10 +33,10 @@ class Topics:
 
 
 async def create_topics(bootstrap: str, partitions: int, output_config: dict | None = None,
-                        name: str = "t") -> Topics:
+                        name: str = "t", **client_options: Any) -> Topics:
     topics = Topics(unique(f"{name}-in"), unique(f"{name}-out"), unique(f"{name}-dlq"),
                     unique(f"{name}-group"), partitions)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
     await admin.start()
     try:
         await admin.create_topics([
@@ -47,9 +49,10 @@ async def create_topics(bootstrap: str, partitions: int, output_config: dict | N
     return topics
 
 
-async def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int) -> None:
+async def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int,
+                  **client_options: Any) -> None:
     """Input records spread round-robin over the partitions."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **client_options)
     await producer.start()
     try:
         for i, value in enumerate(values):
@@ -59,10 +62,11 @@ async def produce(bootstrap: str, topic: str, values: list[bytes], partitions: i
         await producer.stop()
 
 
-async def read_all(bootstrap: str, topic: str, isolation: str = "read_committed") -> list:
+async def read_all(bootstrap: str, topic: str, isolation: str = "read_committed",
+                   **client_options: Any) -> list:
     """Every record of the topic up to its end (the last stable offset when committed)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation,
-                                enable_auto_commit=False, group_id=None)
+                                enable_auto_commit=False, group_id=None, **client_options)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic)
@@ -88,10 +92,10 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
     return consumer.partitions_for_topic(topic) or set()
 
 
-async def lag(bootstrap: str, topics: Topics) -> int:
+async def lag(bootstrap: str, topics: Topics, **client_options: Any) -> int:
     """Input records not yet covered by the group's committed offsets."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **client_options)
     await admin.start()
     await consumer.start()
     try:
@@ -124,9 +128,11 @@ def by_source(records: list) -> dict[str, list]:
 
 
 
-async def end_offsets(bootstrap: str, topic: str, isolation: str) -> dict[TopicPartition, int]:
+async def end_offsets(bootstrap: str, topic: str, isolation: str,
+                      **client_options: Any) -> dict[TopicPartition, int]:
     """The topic's end per partition: the last stable offset under read_committed."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation,
+                                **client_options)
     await consumer.start()
     # Let aiokafka's background task start: stopping before it ran re-raises its
     # cancellation from stop() (aiokafka 0.14).
