@@ -158,7 +158,8 @@ class Settings:
     retry_backoff_max_s: float = _setting(30.0, _positive_float, "longest retry delay")
     shutdown_timeout_s: float = _setting(
         30.0, _positive_float, "time to finish in-flight transactions on stop or revoke")
-    transaction_timeout_ms: int = _setting(60_000, _positive_int, "Kafka transaction.timeout.ms")
+    transaction_timeout_ms: int = _setting(
+        120_000, _positive_int, "Kafka transaction.timeout.ms; a file must commit within it")
     session_timeout_ms: int = _setting(10_000, _positive_int, "consumer group session timeout")
     kafka_retry_backoff_ms: int = _setting(
         20, _positive_int, "producer retry backoff (back-to-back transactions wait on it)")

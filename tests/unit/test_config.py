@@ -47,7 +47,7 @@ def test_settings_are_frozen():
     ({"INPUT_TOPIC": "has space"}, "INPUT_TOPIC='has space'"),
     ({"LOG_FORMAT": "xml"}, "must be one of json, text"),
     ({"OUTPUT_TOPIC": "files-with-transactions"}, "must differ from INPUT_TOPIC"),
-    ({"SHUTDOWN_TIMEOUT_S": "90"}, "SHUTDOWN_TIMEOUT_S"),
+    ({"SHUTDOWN_TIMEOUT_S": "150"}, "SHUTDOWN_TIMEOUT_S"),
     ({"DOWNLOAD_TOTAL_TIMEOUT_S": "nan"}, "must be a positive number"),
 ])
 def test_invalid_values_name_the_setting(env, fragment):
