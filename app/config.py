@@ -72,18 +72,13 @@ def _optional_name(text: str) -> str | None:
 
 
 def _choice(*options: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text.lower() not in options:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return text.lower()
-    return parse
+    """Case-insensitive; the value takes the options' own case."""
+    by_folded = {option.casefold(): option for option in options}
 
-
-def _upper_choice(*options: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
-        if text.upper() not in options:
+        if text.casefold() not in by_folded:
             raise ValueError(f"must be one of {', '.join(options)}")
-        return text.upper()
+        return by_folded[text.casefold()]
     return parse
 
 
@@ -108,10 +103,10 @@ def _setting(default: Any, parse: Callable[[str], Any], help: str, env: str = ""
 class Settings:
     kafka_bootstrap_servers: str = _setting("localhost:9092", _name, "Kafka brokers, host:port,...")
     kafka_security_protocol: str = _setting(
-        "PLAINTEXT", _upper_choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        "PLAINTEXT", _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
         "how to reach Kafka")
     kafka_sasl_mechanism: str = _setting(
-        "SCRAM-SHA-512", _upper_choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "SASL mechanism")
+        "SCRAM-SHA-512", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "SASL mechanism")
     kafka_sasl_username: str | None = _setting(None, _optional_name, "SASL user name")
     kafka_sasl_password: str | None = _secret("SASL password")
     kafka_ssl_cafile: str | None = _setting(None, _optional_name, "CA bundle to trust (PEM)")

@@ -121,23 +121,31 @@ async def _done(bootstrap, topics) -> bool:
     return await lag(bootstrap, topics) == 0
 
 
-async def test_downloads_overlap_within_limits_while_commits_stay_in_order(
-        kafka_bootstrap, file_server, services):
-    topics = await create_topics(kafka_bootstrap, partitions=4, name="window")
+async def _run_slow_files(kafka_bootstrap, file_server, services, name: str, count: int,
+                          input_partitions: int, **env: str):
+    """Files that each take 0.2 s to serve, run through the service to the end."""
+    topics = await create_topics(kafka_bootstrap, partitions=4, name=name)
     expected = {}
-    for n in range(60):
-        items = make_items(f"w{n}", 2)
-        expected[file_server.add(f"w/{n}", Route(encode(items, "ndjson")[0], delay=0.2))] = items
-    await produce(kafka_bootstrap, topics.input, [u.encode() for u in expected], 1)
-    env = service_env(kafka_bootstrap, topics, PREFETCH_PER_PARTITION="3",
-                      MAX_CONCURRENT_DOWNLOADS="16")
-    service = services(env).start()
+    for n in range(count):
+        items = make_items(f"{name}{n}", 2)
+        expected[file_server.add(f"{name}/{n}", Route(encode(items, "ndjson")[0], delay=0.2))] = (
+            items)
+    await produce(kafka_bootstrap, topics.input, [u.encode() for u in expected], input_partitions)
+    service = services(service_env(kafka_bootstrap, topics, **env)).start()
     await wait_until(lambda: _done(kafka_bootstrap, topics), 90, "all input committed")
     assert await service.stop() == 0
-    # One input partition: only its prefetch window bounds the overlap.
-    assert file_server.max_inflight == 3
     outputs = await read_all(kafka_bootstrap, topics.output)
     assert_exactly_once(outputs, expected)
+    return topics, outputs
+
+
+async def test_downloads_overlap_within_limits_while_commits_stay_in_order(
+        kafka_bootstrap, file_server, services):
+    topics, outputs = await _run_slow_files(
+        kafka_bootstrap, file_server, services, "window", 60, input_partitions=1,
+        PREFETCH_PER_PARTITION="3", MAX_CONCURRENT_DOWNLOADS="16")
+    # One input partition: only its prefetch window bounds the overlap.
+    assert file_server.max_inflight == 3
     # Transactions run one after another, so in every output partition the log
     # order is the commit order: input offsets must never go backwards.
     for partition in range(topics.partitions):
@@ -147,16 +155,7 @@ async def test_downloads_overlap_within_limits_while_commits_stay_in_order(
 
 
 async def test_global_download_limit_caps_all_partitions(kafka_bootstrap, file_server, services):
-    topics = await create_topics(kafka_bootstrap, partitions=4, name="global")
-    expected = {}
-    for n in range(40):
-        items = make_items(f"g{n}", 1)
-        expected[file_server.add(f"g/{n}", Route(encode(items, "ndjson")[0], delay=0.2))] = items
-    await produce(kafka_bootstrap, topics.input, [u.encode() for u in expected], 4)
-    env = service_env(kafka_bootstrap, topics, PREFETCH_PER_PARTITION="8",
-                      MAX_CONCURRENT_DOWNLOADS="5")
-    service = services(env).start()
-    await wait_until(lambda: _done(kafka_bootstrap, topics), 90, "all input committed")
-    assert await service.stop() == 0
+    await _run_slow_files(kafka_bootstrap, file_server, services, "global", 40,
+                          input_partitions=4, PREFETCH_PER_PARTITION="8",
+                          MAX_CONCURRENT_DOWNLOADS="5")
     assert file_server.max_inflight == 5
-    assert_exactly_once(await read_all(kafka_bootstrap, topics.output), expected)
