@@ -8,6 +8,7 @@ settle). A second signal exits at once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ from app.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 200
+THRASH_REBALANCES = 5
 # Errors that no retry will fix: stop the service with a clear message.
 FATAL_CONSUMER_ERRORS = (
     kafka.GroupAuthorizationFailedError,
@@ -38,9 +40,11 @@ FATAL_CONSUMER_ERRORS = (
 class Rebalance(ConsumerRebalanceListener):
     """aiokafka awaits these before rejoining: closing here finishes in time."""
 
-    def __init__(self, supervisor: Supervisor, timeout: float) -> None:
+    def __init__(self, supervisor: Supervisor, timeout: float, pod_name: str) -> None:
         self.supervisor = supervisor
         self.timeout = timeout
+        self.pod_name = pod_name
+        self._recent: collections.deque[float] = collections.deque(maxlen=THRASH_REBALANCES)
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if revoked:
@@ -50,6 +54,12 @@ class Rebalance(ConsumerRebalanceListener):
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned", extra={"partitions": _numbers(assigned)})
         self.supervisor.assign(assigned)
+        self._recent.append(time.monotonic())
+        if len(self._recent) == THRASH_REBALANCES and self._recent[-1] - self._recent[0] < 60:
+            # aiokafka reports a duplicate group.instance.id only as "member_id not recognized".
+            log.error("%d rebalances within a minute: is another process using POD_NAME=%s?",
+                      THRASH_REBALANCES, self.pod_name)
+            self._recent.clear()
 
 
 def _numbers(partitions: set[TopicPartition]) -> list[int]:
@@ -115,7 +125,8 @@ class Service:
                                 producer_factory(settings))
         self.supervisor = supervisor
         consumer.subscribe([settings.input_topic],
-                           listener=Rebalance(supervisor, settings.shutdown_timeout_s))
+                           listener=Rebalance(supervisor, settings.shutdown_timeout_s,
+                                              str(settings.pod_name)))
         code, held = 0, 0
         try:
             await consumer.start()
