@@ -284,7 +284,7 @@ def start(port: int | None = None, data: Path | None = None, timeout: float = 12
     (data / "server.properties").write_text(
         server_properties(port, controller_port, data, props))
     (data / "log4j2.properties").write_text(LOG4J2.format(log=data / "server.log"))
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     subprocess.run(
         [*_java(jars, data), "kafka.tools.StorageTool", "format", "-t", cluster_id,
          "-c", str(data / "server.properties"), *format_args],
@@ -310,6 +310,15 @@ def kill(data: Path) -> None:
         os.kill(broker.pid, signal.SIGKILL)
         while _alive(broker.pid):
             time.sleep(0.05)
+
+
+def new_cluster_id() -> str:
+    """Kafka's form: a UUID in URL-safe base64. One starting with '-' would be read
+    as a command-line flag by StorageTool, so draw again."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _java(jars: Path, data: Path) -> list[str]:

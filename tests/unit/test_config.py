@@ -75,3 +75,4 @@ def test_readme_documents_every_setting():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for field in dataclasses.fields(Settings):
         assert f"| `{env_name(field)}` | `--{field.name.replace('_', '-')}` |" in readme
+
