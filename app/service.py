@@ -119,20 +119,15 @@ class Service:
         downloader = Downloader(download_limits(settings))
         await downloader.start()
         consumer = make_consumer(settings)
-        preparer = Preparer(settings, downloader, ByteBudget(settings.max_buffered_bytes),
-                            self.stats)
-        supervisor = Supervisor(settings, consumer, preparer, self.stats,
-                                producer_factory(settings))
-        self.supervisor = supervisor
-        consumer.subscribe([settings.input_topic],
-                           listener=Rebalance(supervisor, settings.shutdown_timeout_s,
-                                              str(settings.pod_name)))
-        code, held = 0, 0
+        supervisor = self.supervisor = self._supervisor(consumer, downloader)
+        code, held = 1, 0
         try:
             await consumer.start()
             log.info("consuming", extra={"topic": settings.input_topic, "group": settings.group_id,
                                          "pod": settings.pod_name})
             code = await self._poll(consumer, supervisor)
+        except kafka.KafkaConnectionError as exc:
+            log.error("cannot start: Kafka at %s: %s", settings.kafka_bootstrap_servers, exc)
         finally:
             self.stopping.set()  # readiness fails from here on
             held = len(supervisor.tasks)
@@ -143,6 +138,17 @@ class Service:
                 await web_runner.cleanup()
         log.info("stopped: %s", self.stats.summary(held))
         return code
+
+    def _supervisor(self, consumer: AIOKafkaConsumer, downloader: Downloader) -> Supervisor:
+        settings = self.settings
+        preparer = Preparer(settings, downloader, ByteBudget(settings.max_buffered_bytes),
+                            self.stats)
+        supervisor = Supervisor(settings, consumer, preparer, self.stats,
+                                producer_factory(settings))
+        consumer.subscribe([settings.input_topic],
+                           listener=Rebalance(supervisor, settings.shutdown_timeout_s,
+                                              str(settings.pod_name)))
+        return supervisor
 
     async def _poll(self, consumer: AIOKafkaConsumer, supervisor: Supervisor) -> int:
         observed = 0.0
