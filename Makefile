@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test unit lint demo kafka-up kafka-down image clean
+.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-full chaos-broken bench bench-quick
 
 install: $(VENV)/.installed
 
@@ -31,6 +31,24 @@ kafka-down:
 
 demo: install kafka-up
 	$(BIN)/python tools/demo.py
+
+# Exactly once under faults (chaos/run.py); SEED=n repeats a run.
+chaos: install
+	$(BIN)/python -m chaos.run --tier ci $(if $(SEED),--seed $(SEED))
+
+chaos-full: install
+	$(BIN)/python -m chaos.run --tier full $(if $(SEED),--seed $(SEED))
+
+chaos-broken: install
+	$(BIN)/python -m chaos.run --tier ci --copier broken $(if $(SEED),--seed $(SEED))
+
+# Benchmarks (bench/run.py): results in bench/results/latest.{json,md,png}.
+# BENCH_ARGS passes options, e.g. BENCH_ARGS="--runs 5 --s2-files 300".
+bench: install
+	$(BIN)/python -m bench.run --all $(BENCH_ARGS)
+
+bench-quick: install
+	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
 
 image:
 	docker build -t txingest:0.1.0 .

@@ -1,0 +1,173 @@
+"""The service, instrumented: ``python -m bench.probe`` takes ``python -m app``'s settings.
+
+A measuring aid for the benchmark's findings, not part of the service: it wraps (in
+this process only) the partition task's transaction steps and aiokafka's
+transactional request handlers, runs the unchanged service, and on exit prints
+``PROBE {json}``: where each transaction's time went, how long each partition
+waited for its next prepared record, and how often the broker answered "retry".
+
+It can also try a proposed change to the service before anyone edits app/:
+- ``PROBE_OVERLAP_OFFSETS=1``: queue the sends, then send_offsets_to_transaction while
+  they are in flight, then await every send's result, then commit (the service
+  awaits the sends first). Every send is still checked before the commit.
+- ``PROBE_LINGER_MS=N``: the producers' linger_ms (the service uses 5).
+- ``PROBE_PARTITION_ONCE=1``: pick the output partition once per (topic, key) with
+  aiokafka's own DefaultPartitioner and pass ``partition=`` to every send (the same
+  partition the producer would pick, without murmur2 per record).
+- ``PROBE_AWAIT_IN_ORDER=1``: check the sends' results by awaiting them in order
+  (most are already done) instead of one asyncio.gather over thousands of futures.
+- ``PROBE_TIMING=0``: no timing wrappers, only the count of retry answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import functools
+import os
+import sys
+import time
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+
+from app import __main__ as service_main
+from app import clients, partition
+from app.partition import PartitionTask
+from bench.baselines import RETRIES, count_retries
+
+PHASES: dict[str, list[float]] = collections.defaultdict(list)
+LAST_END: dict[int, float] = {}
+
+
+def timed(name: str, method):
+    @functools.wraps(method)
+    async def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return await method(*args, **kwargs)
+        finally:
+            PHASES[name].append(time.perf_counter() - started)
+    return wrapper
+
+
+def transaction_wrapper(method):
+    """Time each transaction, and the gap before it (waiting for a prepared record)."""
+    @functools.wraps(method)
+    async def wrapper(self, record, prepared):
+        started = time.perf_counter()
+        if self.tp.partition in LAST_END:
+            PHASES["gap_between_transactions"].append(started - LAST_END[self.tp.partition])
+        try:
+            return await method(self, record, prepared)
+        finally:
+            LAST_END[self.tp.partition] = time.perf_counter()
+            PHASES["transaction"].append(LAST_END[self.tp.partition] - started)
+    return wrapper
+
+
+async def overlapped_transaction(self, record, prepared) -> None:
+    """PartitionTask._transaction with the offsets sent while the outputs are in flight."""
+    producer = self._producer
+    offsets = {self.tp: record.offset + 1}
+    started = time.monotonic()
+    await producer.begin_transaction()
+    sends = [await producer.send(r.topic, r.value, key=r.key, headers=r.headers)
+             for r in prepared.records]
+    try:
+        await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
+    finally:
+        results = await asyncio.gather(*sends, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    try:
+        await producer.commit_transaction()
+    except Exception as exc:
+        raise partition._CommitError() from exc
+    self.committed_offset = record.offset + 1
+    self.stats.commit_seconds.observe(time.monotonic() - started)
+
+
+async def partition_for(producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int | None:
+    if key is None:
+        return None
+    partitions = sorted(await producer.partitions_for(topic))
+    return DefaultPartitioner()(key, partitions, partitions)
+
+
+def lean_send_all(once: bool, in_order: bool):
+    async def send_all(self, producer, prepared) -> None:
+        sends: list[asyncio.Future] = []
+        chosen: dict[tuple, int | None] = {}
+        try:
+            for r in prepared.records:
+                part = None
+                if once:
+                    if (r.topic, r.key) not in chosen:
+                        chosen[r.topic, r.key] = await partition_for(producer, r.topic, r.key)
+                    part = chosen[r.topic, r.key]
+                sends.append(await producer.send(r.topic, r.value, key=r.key, headers=r.headers,
+                                                 partition=part))
+        except BaseException:
+            for sent in sends:
+                sent.add_done_callback(partition._ignore_outcome)
+            raise
+        if not in_order:
+            results = await asyncio.gather(*sends, return_exceptions=True)
+        else:
+            for sent in sends:
+                if not sent.done():
+                    await asyncio.wait([sent])
+            results = [sent.exception() for sent in sends]
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+    return send_all
+
+
+def with_linger(linger_ms: int) -> type[AIOKafkaProducer]:
+    class Producer(AIOKafkaProducer):
+        def __init__(self, **options) -> None:
+            super().__init__(**{**options, "linger_ms": linger_ms})
+    return Producer
+
+
+def install() -> None:
+    if os.environ.get("PROBE_OVERLAP_OFFSETS") == "1":
+        PartitionTask._transaction = overlapped_transaction
+    if "PROBE_LINGER_MS" in os.environ:
+        clients.AIOKafkaProducer = with_linger(int(os.environ["PROBE_LINGER_MS"]))
+    once = os.environ.get("PROBE_PARTITION_ONCE") == "1"
+    in_order = os.environ.get("PROBE_AWAIT_IN_ORDER") == "1"
+    if once or in_order:
+        PartitionTask._send_all = lean_send_all(once, in_order)
+    count_retries()
+    if os.environ.get("PROBE_TIMING") == "0":
+        return  # count the broker's "retry" answers only, with no wrapper in the loop
+    PartitionTask._transaction = transaction_wrapper(PartitionTask._transaction)
+    PartitionTask._send_all = timed("send_all_and_acks", PartitionTask._send_all)
+    for name in ("send_offsets_to_transaction", "commit_transaction"):
+        setattr(AIOKafkaProducer, name, timed(name, getattr(AIOKafkaProducer, name)))
+
+
+def summary() -> dict:
+    out = {}
+    for name, values in PHASES.items():
+        values = sorted(values)
+        out[name] = {"n": len(values), "mean_ms": round(1000 * sum(values) / len(values), 2),
+                     "p50_ms": round(1000 * values[len(values) // 2], 2),
+                     "p90_ms": round(1000 * values[int(len(values) * 0.9)], 2)}
+    return {"phases": out, "retries": dict(RETRIES)}
+
+
+def main() -> int:
+    install()
+    atexit.register(lambda: print("PROBE " + orjson.dumps(summary()).decode(), flush=True))
+    return service_main.main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Run the benchmarks: ``python -m bench.run --quick`` (S1: service, naive, R2) or ``--all``.
+
+Each scenario gets its own private broker (tools/local_kafka.py, a free port, a temp
+dir, stopped by its pid at the end even on failure) and one file server; every
+variant run gets fresh topics and the same files. Variants are interleaved, round
+by round, the order rotated each round. Results: bench/results/latest.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import uvloop
+
+import local_kafka
+from bench import ROOT, peer, report
+from bench.variant import Ctx, Variant, run
+from bench.workload import Spec, make_files, serve
+
+RESULTS = ROOT / "bench" / "results"
+WARM_UP_FILES = 3000
+SERVICE = Variant("service", "service")
+UPPER = Variant("upper_bound", "service", env={"PROCESSING_GUARANTEE": "at_least_once"})
+R1 = Variant("r1", "baseline", cfg={"variant": "r1"})
+PEER = Variant("peer", "peer")
+# The unchanged service, instrumented: where each transaction's time goes, broker retries.
+PROBE = Variant("service_probe", "service", module="bench.probe")
+# A change proposed for app/partition.py, measured with bench/probe.py (see its docstring).
+PROPOSED = Variant("proposed", "service", module="bench.probe",
+                   env={"PROBE_PARTITION_ONCE": "1", "PROBE_AWAIT_IN_ORDER": "1"})
+
+
+def r2(backoff_ms: int = 20, name: str = "r2", offsets_first: bool = False) -> Variant:
+    return Variant(name, "baseline", cfg={"variant": "r2", "retry_backoff_ms": backoff_ms,
+                                          "offsets_first": offsets_first})
+
+
+def sweep() -> list[Variant]:
+    """R2 by retry_backoff_ms, in the service's order (sends first) and the other one."""
+    return ([r2(ms, f"r2_backoff_{ms}") for ms in (100, 20, 5, 1)]
+            + [r2(ms, f"r2_offsets_first_backoff_{ms}", offsets_first=True)
+               for ms in (100, 20, 1)])
+
+
+def naive(limit: int) -> Variant:
+    return Variant("naive", "baseline", cfg={"variant": "naive"}, limit=limit)
+
+
+def extra(text: str) -> Variant:
+    """``NAME[@MODULE][:KEY=VALUE,...]``: a service variant with other settings."""
+    head, _, settings = text.partition(":")
+    name, _, module = head.partition("@")
+    env = dict(kv.split("=", 1) for kv in settings.split(",") if kv)
+    return Variant(name, "service", env=env, module=module or "app")
+
+
+def plan(args: argparse.Namespace) -> dict[str, tuple[list[Spec], list[Variant]]]:
+    """Scenario name -> (its specs, run in turn each round; its variants)."""
+    chosen = _plan(args)
+    for _specs, variants in chosen.values():
+        variants += [extra(text) for text in args.add]
+        if args.variants:
+            keep = args.variants.split(",")
+            variants[:] = [v for v in variants if v.name in keep]
+        sampled = args.profile.split(",")
+        variants[:] = [dataclasses.replace(v, profile=v.name in sampled) for v in variants]
+    return chosen
+
+
+def _plan(args: argparse.Namespace) -> dict[str, tuple[list[Spec], list[Variant]]]:
+    s1 = Spec(files=args.s1_files, partitions=8, latency_ms=50)
+    if args.quick:
+        return {"S1": ([s1], [SERVICE, naive(args.naive_files), r2()])}
+    s3 = [Spec(files=args.s3_files, partitions=p, latency_ms=10) for p in (8, 32, 128)]
+    return {  # the longest last: results are written after each scenario
+        "S1": ([s1], [SERVICE, UPPER, naive(args.naive_files), r2(), PROBE]),
+        "S3": (s3, [SERVICE, r2()]),
+        "R2": ([Spec(files=args.sweep_files, partitions=8, latency_ms=0)], sweep()),
+        "S2": ([Spec(files=args.s2_files, partitions=4, latency_ms=0, large=True)],
+               [SERVICE, UPPER, R1, PEER, PROPOSED]),
+    }
+
+
+async def scenario(name: str, specs: list[Spec], variants: list[Variant], runs: int,
+                   timeout: float, warm: bool = True) -> list[dict]:
+    data = Path(tempfile.mkdtemp(prefix=f"bench-{name}-kafka-"))
+    broker = local_kafka.start(data=data)
+    logs = Path(tempfile.mkdtemp(prefix=f"bench-{name}-logs-"))
+    print(f"bench {name}: broker pid {broker.pid} at {broker.bootstrap}; logs in {logs}",
+          flush=True)
+    results: list[dict] = []
+    try:
+        if warm:
+            await warm_up(broker, logs, timeout)
+        files = make_files(specs[0])  # the specs of a scenario differ in partitions only
+        server, base = await serve(files, specs[0].latency_ms)
+        try:
+            for round_no in range(runs):
+                for spec in specs:
+                    ctx = Ctx(broker.bootstrap, broker.pid, base, spec, files, logs, timeout)
+                    for variant in _rotated(variants, round_no):
+                        results.append(await _one(name, ctx, variant, round_no))
+        finally:
+            await server.cleanup()
+    finally:
+        local_kafka.stop(data)
+    return results
+
+
+async def warm_up(broker: local_kafka.Broker, logs: Path, timeout: float) -> None:
+    """An untimed R2 run first: a fresh JVM compiles its hot paths in the first minute."""
+    spec = Spec(files=WARM_UP_FILES, partitions=8, latency_ms=0)
+    ctx = Ctx(broker.bootstrap, broker.pid, "http://warm-up", spec, make_files(spec), logs,
+              timeout)
+    await _one("warm-up", ctx, r2(), 0)
+
+
+async def _one(name: str, ctx: Ctx, variant: Variant, round_no: int) -> dict:
+    started = time.monotonic()
+    try:
+        result = await run(ctx, variant, round_no)
+    except Exception as exc:  # one broken run is reported, not fatal to the others
+        result = {"variant": variant.name, "round": round_no, "ok": False,
+                  "partitions": ctx.spec.partitions, "error": repr(exc)}
+    result["scenario"] = name
+    print(f"  {name} p={ctx.spec.partitions} round {round_no} {variant.name:<16} "
+          f"{report.one_line(result)} ({time.monotonic() - started:.0f}s)", flush=True)
+    return result
+
+
+def _rotated(variants: list[Variant], round_no: int) -> list[Variant]:
+    k = round_no % len(variants)
+    return variants[k:] + variants[:k]
+
+
+def machine() -> dict:
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "kafka": local_kafka.kafka_version(),
+        "loadavg_at_start": list(os.getloadavg()),
+        "other_processes_at_start": _busy_processes(),
+    }
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _busy_processes() -> list[str]:
+    """What else was running: the processes using the most CPU, and every other JVM."""
+    out = subprocess.run(["ps", "-eo", "pcpu,rss,args", "--sort=-pcpu"], capture_output=True,
+                         text=True).stdout.splitlines()[1:]
+    keep = [line for line in out[:6]] + [line for line in out[6:] if " java " in f" {line} "]
+    return [" ".join(line.split())[:160] for line in keep]
+
+
+def arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--quick", action="store_true", help="S1 with naive and R2 only")
+    mode.add_argument("--all", action="store_true", help="every scenario")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated scenarios (with --all)")
+    parser.add_argument("--s1-files", type=int)
+    parser.add_argument("--naive-files", type=int)
+    parser.add_argument("--s2-files", type=int, default=200)
+    parser.add_argument("--s3-files", type=int, default=6000)
+    parser.add_argument("--sweep-files", type=int, default=3000)
+    parser.add_argument("--timeout", type=float, default=900, help="per run, seconds")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--add", action="append", default=[], metavar="NAME[@MODULE]:K=V,...",
+                        help="also run the service with other settings (or bench.probe)")
+    parser.add_argument("--variants", default="", help="run only these variants (names)")
+    parser.add_argument("--no-warm-up", dest="warm_up", action="store_false")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other scenarios' runs from the last results of this mode")
+    parser.add_argument("--profile", default="",
+                        help="comma-separated variants to sample with py-spy (needs py-spy)")
+    args = parser.parse_args(argv)
+    args.s1_files = args.s1_files or (4000 if args.quick else 20_000)
+    args.naive_files = args.naive_files or (300 if args.quick else 1000)
+    return args
+
+
+def kept_runs(args: argparse.Namespace, info: dict, rerun: set[str]) -> list[dict]:
+    """With --merge: the previous results of this mode, less the scenarios run again now."""
+    previous = args.out / f"{info['mode']}.json"
+    if not args.merge or not previous.exists():
+        return []
+    doc = orjson.loads(previous.read_bytes())
+    kept = [r for r in doc["runs"] if r.get("scenario") not in rerun]
+    info["merged"] = {"from": doc["info"]["started"], "scenarios": sorted(
+        {r["scenario"] for r in kept if "scenario" in r}), "sizes": doc["info"].get("sizes")}
+    return kept
+
+
+async def main(args: argparse.Namespace) -> int:
+    # Fresh topics are missing from metadata, or answer NotLeaderForPartition, for a
+    # moment; aiokafka retries and logs each time.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    started = time.time()
+    info = {"mode": "quick" if args.quick else "all", "started": time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), "runs": args.runs, "machine": machine()}
+    info["sizes"] = {"s1_files": args.s1_files, "naive_files": args.naive_files,
+                     "s2_files": args.s2_files, "s3_files": args.s3_files,
+                     "sweep_files": args.sweep_files}
+    chosen = {s.strip() for s in args.only.split(",") if s.strip()}
+    scenarios = {k: v for k, v in plan(args).items() if not chosen or k in chosen}
+    results = kept_runs(args, info, set(scenarios))
+    paths: list[Path] = []
+    for name, (specs, variants) in scenarios.items():
+        if any(v.kind == "peer" for v in variants):
+            info["peer_error"] = peer.ensure_venv()
+            if info["peer_error"]:
+                print(f"bench: peer missing: {info['peer_error']}", file=sys.stderr)
+                variants = [v for v in variants if v.kind != "peer"]
+        results += await scenario(name, specs, variants, args.runs, args.timeout, args.warm_up)
+        info["duration_s"] = round(time.time() - started)
+        paths = report.write(args.out, info, results)  # after each scenario: keep what is done
+    print("bench: wrote " + ", ".join(str(p) for p in paths))
+    print((args.out / "latest.md").read_text())
+    return 0 if all(r.get("ok") for r in results) else 1
+
+
+if __name__ == "__main__":
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        sys.exit(runner.run(main(arguments())))

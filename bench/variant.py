@@ -1,0 +1,182 @@
+"""One run of one variant: fresh topics, the process, its progress, its costs, the gate."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+from aiokafka.admin import AIOKafkaAdminClient
+
+from bench import gate, peer, profile
+from bench.procs import Child
+from bench.watch import Progress, Watcher, rates
+from bench.workload import Files, Spec, file_number, fresh_topics
+from kafka_io import Topics
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    kind: str  # "service", "baseline" (bench/baselines.py) or "peer"
+    env: dict[str, str] = field(default_factory=dict)  # service settings
+    cfg: dict = field(default_factory=dict)  # baseline settings
+    limit: int | None = None  # records to process (a prefix of the same data)
+    module: str = "app"  # a service variant's entry point (bench.probe: instrumented)
+    profile: bool = False  # sample the process with py-spy while it runs
+
+    @property
+    def commits_offsets(self) -> bool:
+        return self.cfg.get("variant") != "r1"
+
+
+@dataclass
+class Ctx:
+    bootstrap: str
+    broker_pid: int
+    base: str
+    spec: Spec
+    files: Files
+    logs: Path
+    timeout: float
+
+
+async def run(ctx: Ctx, variant: Variant, round_no: int) -> dict:
+    """Run the variant once; returns its measurements and whether it passed the gate."""
+    topics = await fresh_topics(ctx.bootstrap, ctx.spec, ctx.base, variant.name[:20])
+    target = min(variant.limit or ctx.spec.files, ctx.spec.files)
+    result = {"variant": variant.name, "round": round_no, "files": target,
+              "partitions": ctx.spec.partitions, "loadavg_start": list(os.getloadavg())}
+    log = ctx.logs / f"{ctx.spec.partitions}p-{variant.name}-{round_no}.log"
+    started = time.time()
+    child = Child(_command(ctx, variant, topics, target), _env(ctx, variant, topics), log)
+    sampler = profile.start(child.pid, log) if variant.profile else None
+    try:
+        progress, final = await _follow(ctx, variant, topics, child, target)
+    finally:
+        if sampler is not None:
+            result["profile"] = await profile.stop(sampler)
+        exit_ = await child.stop(timeout=60)
+    result.update(peak_rss_mb=round(exit_.peak_rss_mb, 1), cpu_s=round(exit_.cpu_s, 2),
+                  exit_code=exit_.code, log=str(log))
+    result.update(_measure(ctx, variant, progress, target, log, started))
+    result["gate"] = await gate.check(ctx.bootstrap, topics.output, topics.dlq, final,
+                                      ctx.files.counts, ctx.spec.partitions)
+    result["ok"] = result["gate"]["ok"] and result.get("complete", False)
+    await _delete(ctx.bootstrap, topics)
+    return result
+
+
+async def _follow(ctx: Ctx, variant: Variant, topics: Topics, child: Child,
+                  target: int) -> tuple[Progress | None, list[int]]:
+    """Watch the group's commits (or wait for R1 to finish); the offsets to check."""
+    pids = {"broker": ctx.broker_pid, "child": child.pid}
+    async with Watcher(ctx.bootstrap, topics, pids, interval=0.1) as watcher:
+        if not variant.commits_offsets:
+            await child.wait(ctx.timeout)
+            return None, [len(range(p, target, ctx.spec.partitions))
+                          for p in range(ctx.spec.partitions)]
+        progress = await watcher.until(target, lambda: child.poll() is None, ctx.timeout)
+        if child.poll() is None and variant.kind == "baseline":
+            await child.wait(30)  # it exits on its own once done
+        return progress, await watcher.offsets()
+
+
+def _measure(ctx: Ctx, variant: Variant, progress: Progress | None, target: int, log: Path,
+             started: float) -> dict:
+    found = _log_facts(log)
+    out = {k: v for k, v in found.items() if k not in ("assigned_at",)}
+    if progress is None:  # R1 times itself
+        return {**out, **found.get("result", {}), "complete": "result" in found}
+    counts = ctx.files.counts
+
+    def outputs(offsets: list[int]) -> int:
+        return sum(counts[file_number(p, o, ctx.spec.partitions)]
+                   for p, upto in enumerate(offsets) for o in range(upto))
+
+    out.update(rates(progress, target, outputs))
+    done = progress.done(target)
+    if done is not None:  # start-up, pipeline fill and tail included
+        out["end_to_end_files_per_s"] = target / (done.wall - started)
+        out["end_to_end_msgs_per_s"] = outputs(done.offsets) / (done.wall - started)
+    out["timeline"] = _timeline(progress, started)
+    first, every = progress.first_commit(), progress.every_partition_committed()
+    assigned = found.get("assigned_at")  # the service's log; other variants have none
+    if first is not None:
+        out["first_commit_from_start_s"] = round(first.wall - started, 3)
+        if assigned is not None:
+            out["first_commit_s"] = round(first.wall - assigned, 3)
+    if every is not None and assigned is not None:
+        out["every_partition_committed_s"] = round(every.wall - assigned, 3)
+    return out
+
+
+def _timeline(progress: Progress, started: float) -> list[tuple[float, int]]:
+    """(seconds since start, records committed), about every half second: to spot stalls."""
+    points, last = [], -1.0
+    for s in progress.samples:
+        if s.wall - last >= 0.5 or s is progress.samples[-1]:
+            points.append((round(s.wall - started, 1), s.total))
+            last = s.wall
+    return points
+
+
+def _log_facts(log: Path) -> dict:
+    """From the child's output: the service's assignment time and summary, a baseline's result."""
+    facts: dict = {}
+    for line in log.read_bytes().splitlines():
+        if line.startswith(b"PROBE "):
+            facts["probe"] = orjson.loads(line[6:])
+        elif line.startswith(b"RESULT "):
+            facts["result"] = orjson.loads(line[7:])
+            facts["retries"] = facts["result"].pop("retries", {})
+        elif (line.startswith(b"{") and b'"partitions assigned"' in line
+              and "assigned_at" not in facts):
+            facts["assigned_at"] = _epoch(orjson.loads(line)["ts"])
+        elif line.startswith(b"{") and b'"stopped: ' in line:
+            summary = orjson.loads(line)["msg"].removeprefix("stopped: ")
+            facts["service_summary"] = dict(kv.split("=") for kv in summary.split() if "=" in kv)
+    return facts
+
+
+def _epoch(ts: str) -> float:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def _command(ctx: Ctx, variant: Variant, topics: Topics, target: int) -> list[str]:
+    if variant.kind == "service":
+        return [sys.executable, "-m", variant.module]
+    cfg = {"bootstrap": ctx.bootstrap, "input": topics.input, "output": topics.output,
+           "group": topics.group, "base": ctx.base, "limit": target,
+           "spec": ctx.spec.__dict__, "retry_backoff_ms": 20, **variant.cfg}
+    if variant.kind == "peer":
+        cfg["state_dir"] = tempfile.mkdtemp(prefix="bench-peer-state-")
+        return [str(peer.python()), str(Path(peer.__file__)), orjson.dumps(cfg).decode()]
+    return [sys.executable, "-m", "bench.baselines", orjson.dumps(cfg).decode()]
+
+
+def _env(ctx: Ctx, variant: Variant, topics: Topics) -> dict[str, str]:
+    if variant.kind != "service":
+        return {}
+    return {"KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap, "INPUT_TOPIC": topics.input,
+            "OUTPUT_TOPIC": topics.output, "DLQ_TOPIC": topics.dlq, "GROUP_ID": topics.group,
+            "POD_NAME": f"bench-{variant.name}-{uuid.uuid4().hex[:8]}", "HTTP_PORT": "0",
+            "DOWNLOAD_ALLOW_PRIVATE_NETWORKS": "true", "LOG_FORMAT": "json", **variant.env}
+
+
+async def _delete(bootstrap: str, topics: Topics) -> None:
+    """Free the broker's disk between runs (S2 writes gigabytes)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topics.input, topics.output, topics.dlq])
+    except Exception as exc:  # a leftover topic costs disk, not correctness
+        print(f"bench: could not delete topics: {exc!r}", file=sys.stderr)
+    finally:
+        await admin.close()

@@ -1,0 +1,14 @@
+"""The chaos suite: exactly once under faults.
+
+Modelled on Apache Kafka's transactions system test (copy input through
+transactional copiers while hard- and clean-bouncing the copiers and the broker,
+then check one committed copy of each input, in order) with Jepsen-style checks
+for lost writes, aborted reads and torn transactions.
+
+    workload.py  deterministic files and a local HTTP server that injects faults
+    faults.py    copier processes and the seeded fault scheduler
+    logread.py   reading topics back: the client's read_committed view and the raw log
+    checker.py   pure: records in, verdict and counts out
+    broken.py    a deliberately wrong copier, to prove the checker can fail
+    run.py       ``python -m chaos.run --tier ci|full``: all of it against a private broker
+"""

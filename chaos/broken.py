@@ -1,0 +1,140 @@
+"""A deliberately broken copier, to prove the chaos checker can fail. Never a model.
+
+``python -m chaos.broken`` takes the service's settings from the same environment
+variables and builds the same records (``app.prepare``: downloads with retries,
+parsing, output headers, dead letters), so the chaos workload and checker apply
+unchanged. Only its Kafka loop is wrong, on purpose, as ``BROKEN_MODE`` says:
+
+- ``autocommit`` (default): transactional outputs, but the consumer auto-commits
+  its offsets every second, outside the transactions. A kill -9 then redoes what
+  was written since the last auto-commit (duplicates) and skips what was fetched
+  but not yet written (lost).
+- ``pod-txn-id``: offsets inside the transaction, as they should be, but one
+  transactional id per process instead of per input partition. Nothing fences a
+  copier that lost a partition (a rebalance, a zombie), so the old and the new
+  owner both commit it (duplicates).
+
+It aborts ``TEST_ABORT_RATE`` of its transactions after the sends, like the
+service, so aborted records exist in its log too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import sys
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+
+from app import log as app_log
+from app.config import load_settings
+from app.fetch import Downloader
+from app.prepare import ByteBudget, Preparer
+from app.service import download_limits
+from app.stats import Stats
+
+log = logging.getLogger("chaos.broken")
+MODES = ("autocommit", "pod-txn-id")
+
+
+class _LogAssignments(ConsumerRebalanceListener):
+    async def on_partitions_revoked(self, revoked) -> None:
+        log.info("partitions revoked", extra={"partitions": sorted(tp.partition for tp in revoked)})
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        log.info("partitions assigned",
+                 extra={"partitions": sorted(tp.partition for tp in assigned)})
+
+
+async def main() -> int:
+    settings = load_settings([], os.environ)
+    app_log.setup(settings.log_level, settings.log_format)
+    mode = os.environ.get("BROKEN_MODE", "autocommit")
+    if mode not in MODES:
+        print(f"chaos.broken: BROKEN_MODE must be one of {MODES}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    downloader = Downloader(download_limits(settings))
+    await downloader.start()
+    preparer = Preparer(settings, downloader, ByteBudget(settings.max_buffered_bytes), Stats())
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group_id,
+        group_instance_id=settings.pod_name, isolation_level="read_committed",
+        enable_auto_commit=(mode == "autocommit"), auto_commit_interval_ms=1000,
+        auto_offset_reset="earliest", session_timeout_ms=settings.session_timeout_ms,
+        heartbeat_interval_ms=min(3000, settings.session_timeout_ms // 3), max_poll_records=50)
+    consumer.subscribe([settings.input_topic], listener=_LogAssignments())
+    # WRONG: one transactional id per process, not per input partition.
+    transactional_id = f"broken-{settings.group_id}-{settings.pod_name}"
+
+    def new_producer() -> AIOKafkaProducer:
+        return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                transactional_id=transactional_id, linger_ms=5)
+
+    producer = new_producer()
+    await consumer.start()
+    await producer.start()
+    log.info("consuming", extra={"mode": mode, "pod": settings.pod_name})
+    try:
+        while not stop.is_set():
+            try:
+                batch = await consumer.getmany(timeout_ms=200, max_records=50)
+            except Exception as exc:  # noqa: BLE001 - ride through broker restarts
+                log.warning("poll failed: %r", exc)
+                await asyncio.sleep(1)
+                continue
+            for tp, records in batch.items():
+                ready = await asyncio.gather(*(preparer.prepare(r) for r in records))
+                for record, prepared in zip(records, ready, strict=True):
+                    while True:
+                        try:
+                            await producer.begin_transaction()
+                            for out in prepared.records:
+                                await producer.send(out.topic, out.value, key=out.key,
+                                                    headers=out.headers)
+                            if mode == "pod-txn-id":
+                                await producer.send_offsets_to_transaction(
+                                    {tp: record.offset + 1}, settings.group_id)
+                            if random.random() < settings.test_abort_rate:
+                                await producer.abort_transaction()
+                                continue
+                            await producer.commit_transaction()
+                            break
+                        except Exception as exc:  # noqa: BLE001
+                            log.warning("transaction failed, new producer: %r", exc)
+                            await _quietly(producer.stop())
+                            await asyncio.sleep(0.5)
+                            producer = new_producer()
+                            while True:
+                                try:
+                                    await producer.start()
+                                    break
+                                except Exception as err:  # noqa: BLE001
+                                    log.warning("producer start failed: %r", err)
+                                    await _quietly(producer.stop())
+                                    await asyncio.sleep(1)
+                                    producer = new_producer()
+    finally:
+        await _quietly(consumer.stop())
+        await _quietly(producer.stop())
+        await downloader.close()
+    log.info("stopped")
+    return 0
+
+
+async def _quietly(aw) -> None:
+    try:
+        await aw
+    except Exception:  # noqa: BLE001
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,395 @@
+"""Copier processes and the seeded fault scheduler.
+
+A :class:`Copier` is one ``python -m app`` (or the broken copier) with its own
+``POD_NAME``, started, signalled and stopped by its pid. The :class:`Scheduler`
+draws a plan from a seed (which faults, in which order, the gaps between them,
+restart delays, who is hit) and carries it out against the running group:
+
+- ``kill``: kill -9 a copier, restart it (same POD_NAME) after a short or a
+  long (past the session timeout) delay;
+- ``kill_all``: kill -9 every copier at once, restart them;
+- ``term``: SIGTERM (a clean bounce): it must exit 0; restart it;
+- ``zombie``: SIGSTOP a copier until the others hold all its partitions (past the
+  session timeout), then SIGCONT: its producers must find themselves fenced;
+- ``scale_up`` / ``scale_down``: the group goes 1 -> 3 -> 2 copiers;
+- ``broker``: kill -9 the broker, restart it on the same data;
+- ``burst``: the file server answers 503 to everything for a few seconds.
+
+Every fault is counted. The gaps between faults are the only sleeps that are not
+waits on a condition: they are part of the workload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Copier:
+    """One copier process, stopped by its pid; its log is kept across restarts."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = {**os.environ, **env, "POD_NAME": name}
+        self.log_path = log_dir / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.stopped = False  # SIGSTOPped right now
+        self.exit_codes: list[int] = []
+        self._started_at_byte = 0
+
+    def start(self) -> None:
+        assert not self.alive, f"{self.name} is already running"
+        self.starts += 1
+        self._started_at_byte = self.log_size()
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- chaos: start #{self.starts} of {self.name}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def _signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+
+    def kill(self) -> None:
+        """kill -9 and reap it."""
+        if self.alive:
+            assert self.proc is not None
+            self._signal(signal.SIGKILL)
+            self.proc.wait(30)
+            self.exit_codes.append(self.proc.returncode)
+        self.stopped = False
+
+    def pause(self) -> None:
+        self._signal(signal.SIGSTOP)
+        self.stopped = True
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+        self.stopped = False
+
+    async def term(self, timeout: float) -> int | None:
+        """SIGTERM and wait for its exit code; None if it did not exit in time (then
+        it is killed)."""
+        assert self.proc is not None
+        if self.alive:
+            self._signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.kill()
+                return None
+            await asyncio.sleep(0.05)
+        self.exit_codes.append(self.proc.returncode)
+        return self.proc.returncode
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_text(self, start: int = 0) -> str:
+        if not self.log_path.exists():
+            return ""
+        with open(self.log_path, "rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace")
+
+    def consuming(self) -> bool:
+        """Started up (its signal handlers are in place) and subscribed."""
+        return self.alive and '"consuming"' in self.log_text(self._started_at_byte)
+
+    async def wait_consuming(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.consuming():
+            if time.monotonic() > deadline or not self.alive:
+                return False
+            await asyncio.sleep(0.1)
+        return True
+
+    def assignment(self, start: int = 0) -> set[int] | None:
+        """The latest "partitions assigned" in its log past ``start``; None if none yet."""
+        latest = None
+        for line in self.log_text(start).splitlines():
+            if '"partitions assigned"' in line:
+                try:
+                    latest = set(json.loads(line)["partitions"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return latest
+
+
+@dataclass
+class Plan:
+    """The faults a tier must include, at least."""
+
+    kills: int
+    terms: int
+    zombies: int
+    broker_restarts: int
+    bursts: int
+    kill_all: int = 0
+    kill_rounds: int = 0           # every copier killed at least this many times
+    gap: tuple[float, float] = (2.0, 6.0)
+    restart: tuple[float, float] = (0.1, 2.0)   # seconds before a restart, mostly
+    long_restart: float = 0.25     # share of restarts that wait past the session timeout
+    # After the planned faults, while the feeder still publishes: these, by weight.
+    extra: tuple[tuple[str, float], ...] = (("kill", 6), ("term", 2), ("burst", 2))
+
+
+@dataclass
+class Counts:
+    kills: int = 0
+    terms: int = 0
+    zombies: int = 0
+    broker_restarts: int = 0
+    bursts: int = 0
+    kill_all: int = 0
+    scale_up: int = 0
+    scale_down: int = 0
+    long_restarts: int = 0
+    zombie_takeover_timeouts: int = 0
+    zombies_fenced: int = 0        # zombies whose producers, after SIGCONT, were fenced
+    zombies_revoked: int = 0       # zombies whose consumer, after SIGCONT, lost partitions
+    term_exit_codes: list[int | None] = field(default_factory=list)
+    unexpected_exits: list[tuple[str, int | None]] = field(default_factory=list)
+    kills_by_copier: collections.Counter[str] = field(default_factory=collections.Counter)
+    timeline: list[tuple[float, str, str]] = field(default_factory=list)
+
+
+class Scheduler:
+    """Carries out a seeded plan of faults against the copiers, the broker and the
+    file server."""
+
+    def __init__(self, rng: random.Random, plan: Plan, copiers: list[Copier],
+                 partitions: int, session_timeout_s: float, term_timeout_s: float,
+                 broker_kill: Callable[[], Awaitable[None]] | None,
+                 broker_restart: Callable[[], Awaitable[None]] | None,
+                 burst: Callable[[float], None], log: Callable[[str], None],
+                 started: float | None = None) -> None:
+        self.rng = rng
+        self.plan = plan
+        self.copiers = copiers          # copiers[0] runs from the start; the rest join later
+        self.partitions = partitions
+        self.session_timeout_s = session_timeout_s
+        self.term_timeout_s = term_timeout_s
+        self.broker_kill = broker_kill
+        self.broker_restart = broker_restart
+        self.burst = burst
+        self.log = log
+        self.active = [copiers[0]]      # the copiers that should be running
+        self.counts = Counts()
+        self.started = started if started is not None else time.monotonic()
+        self.last_fault_at: float | None = None
+        self.events = self._draw()
+        self._resumed: list[tuple[Copier, int]] = []   # zombies, and their log at SIGCONT
+
+    def _draw(self) -> list[str]:
+        p = self.plan
+        events = (["kill"] * p.kills + ["term"] * p.terms + ["zombie"] * p.zombies
+                  + ["broker"] * (p.broker_restarts if self.broker_kill else 0)
+                  + ["burst"] * p.bursts + ["kill_all"] * p.kill_all)
+        self.rng.shuffle(events)
+        # The first fault hits the single copier, so not a zombie (nobody would take
+        # over); then 1 -> 3 copiers; 3 -> 2 late.
+        if events and events[0] == "zombie":
+            other = next((i for i, e in enumerate(events) if e != "zombie"), None)
+            if other is not None:
+                events[0], events[other] = events[other], events[0]
+        events.insert(min(1, len(events)), "scale_up")
+        events.insert(max(2, len(events) * 4 // 5), "scale_down")
+        return events
+
+    def first(self) -> None:
+        self.active[0].start()
+
+    async def run(self, keep_going: Callable[[], bool]) -> None:
+        """Every planned fault, then more drawn from ``plan.extra`` while ``keep_going()``."""
+        queue = list(self.events)
+        while queue or keep_going():
+            kinds, weights = zip(*self.plan.extra, strict=True)
+            kind = queue.pop(0) if queue else self.rng.choices(kinds, weights)[0]
+            if kind == "broker" and self.broker_kill is None:
+                kind = "kill"
+            await asyncio.sleep(self.rng.uniform(*self.plan.gap))
+            self.check_running()
+            await self._do(kind)
+            self.last_fault_at = time.monotonic()
+
+    def check_running(self) -> None:
+        """Between faults every copier of the group is running: one that exited on its
+        own is recorded (the run fails) and started again so the run goes on."""
+        for x in self.active:
+            if not x.alive:
+                code = x.proc.returncode if x.proc is not None else None
+                self.counts.unexpected_exits.append((x.name, code))
+                self._note("exited", f"{x.name} exited on its own with {code}; restarting it")
+                x.start()
+
+    def _note(self, kind: str, detail: str) -> None:
+        at = time.monotonic() - self.started
+        self.counts.timeline.append((round(at, 1), kind, detail))
+        self.log(f"[{at:6.1f}s] {kind:<10} {detail}")
+
+    def _restart_delay(self) -> float:
+        if self.rng.random() < self.plan.long_restart:
+            self.counts.long_restarts += 1
+            return self.session_timeout_s + self.rng.uniform(0.5, 3.0)
+        return self.rng.uniform(*self.plan.restart)
+
+    def _pick(self) -> Copier | None:
+        """The next victim: fewest kills first when every copier needs kill rounds."""
+        live = [c for c in self.active if c.alive and not c.stopped]
+        if not live:
+            return None
+        if self.plan.kill_rounds:
+            fewest = min(self.counts.kills_by_copier[c.name] for c in live)
+            live = [c for c in live if self.counts.kills_by_copier[c.name] == fewest]
+        return self.rng.choice(live)
+
+    async def _do(self, kind: str) -> None:
+        c = self.counts
+        victim = self._pick() if kind in ("kill", "term") else None
+        if kind in ("kill", "term") and victim is None:
+            self._note(kind, "skipped: no copier running")
+            return
+        if kind == "kill":
+            assert victim is not None
+            delay = self._restart_delay()
+            victim.kill()
+            c.kills += 1
+            c.kills_by_copier[victim.name] += 1
+            self._note("kill", f"{victim.name}, restart in {delay:.1f}s")
+            await asyncio.sleep(delay)
+            victim.start()
+        elif kind == "kill_all":
+            delay = self._restart_delay()
+            for victim in self.active:
+                victim.kill()
+                c.kills += 1
+                c.kills_by_copier[victim.name] += 1
+            c.kill_all += 1
+            self._note("kill_all", f"{len(self.active)} copiers, restart in {delay:.1f}s")
+            await asyncio.sleep(delay)
+            for victim in self.active:
+                victim.start()
+        elif kind == "term":
+            assert victim is not None
+            # A clean bounce of a running copier: not one still importing its modules.
+            await victim.wait_consuming(60)
+            self._note("term", victim.name)
+            code = await victim.term(self.term_timeout_s)
+            c.terms += 1
+            c.term_exit_codes.append(code)
+            if code != 0:
+                self.log(f"  {victim.name} exited with {code} after SIGTERM")
+            await asyncio.sleep(self._restart_delay())
+            victim.start()
+        elif kind == "zombie":
+            await self._zombie()
+        elif kind == "scale_up":
+            joining = [x for x in self.copiers if x not in self.active]
+            for x in joining:
+                self.active.append(x)
+                x.start()
+            c.scale_up += 1
+            self._note("scale_up", f"{len(self.active)} copiers")
+        elif kind == "scale_down":
+            leaving = self.active.pop()
+            await leaving.wait_consuming(60)
+            self._note("scale_down", f"{leaving.name} stops for good (SIGTERM)")
+            code = await leaving.term(self.term_timeout_s)
+            c.terms += 1
+            c.scale_down += 1
+            c.term_exit_codes.append(code)
+        elif kind == "broker":
+            assert self.broker_kill is not None and self.broker_restart is not None
+            await self.broker_kill()
+            down = self.rng.uniform(0.5, 4.0)
+            self._note("broker", f"kill -9, restart in {down:.1f}s")
+            await asyncio.sleep(down)
+            started = time.monotonic()
+            await self.broker_restart()
+            c.broker_restarts += 1
+            self._note("broker", f"back after {time.monotonic() - started:.1f}s of recovery")
+        elif kind == "burst":
+            seconds = self.rng.uniform(1.0, 3.0)
+            self.burst(seconds)
+            c.bursts += 1
+            self._note("burst", f"503 for {seconds:.1f}s")
+        else:
+            raise ValueError(kind)
+
+    async def _zombie(self) -> None:
+        live = [x for x in self.active if x.alive and not x.stopped]
+        if len(live) < 2:
+            self._note("zombie", "skipped: no other copier to take over")
+            return
+        victim = self.rng.choice(live)
+        others = [x for x in live if x is not victim]
+        await victim.wait_consuming(60)
+        marks = {x.name: x.log_size() for x in others}
+        victim.pause()
+        stopped_at = time.monotonic()
+        self._note("zombie", f"SIGSTOP {victim.name}")
+
+        def taken_over() -> bool:
+            held: set[int] = set()
+            for x in others:
+                got = x.assignment(marks[x.name])
+                if got is None:
+                    return False
+                held |= got
+            return held >= set(range(self.partitions))
+
+        deadline = stopped_at + self.session_timeout_s + 60
+        at_least = stopped_at + self.session_timeout_s + 1
+        while not taken_over() or time.monotonic() < at_least:
+            if time.monotonic() > deadline:
+                self.counts.zombie_takeover_timeouts += 1
+                break
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(self.rng.uniform(0.2, 2.0))
+        self._resumed.append((victim, victim.log_size()))
+        victim.resume()
+        self.counts.zombies += 1
+        self._note("zombie", f"SIGCONT {victim.name} after {time.monotonic() - stopped_at:.1f}s")
+
+    def count_fenced_zombies(self) -> None:
+        """What the zombies met once resumed (information; the checker judges)."""
+        fenced = ("fenced", "ProducerFenced", "InvalidProducerEpoch")
+        for victim, mark in self._resumed:
+            text = victim.log_text(mark)[:5_000_000]
+            self.counts.zombies_fenced += any(sign in text for sign in fenced)
+            self.counts.zombies_revoked += "partitions revoked" in text
+
+    def stop_all(self) -> None:
+        """Kill every copier still running, by pid (the end of a run, or a failure)."""
+        for x in self.copiers:
+            if x.stopped and x.alive:
+                x.resume()
+            x.kill()
+
+
+def python_module(module: str) -> list[str]:
+    return [sys.executable, "-m", module]

@@ -1,0 +1,552 @@
+"""``python -m chaos.run --tier ci|full``: exactly once under faults, end to end.
+
+1. A private broker (tools/local_kafka.py, a free port, a temp data dir), topics
+   and a group with unique names, and the faulty file server.
+2. A feeder publishes the input URLs round-robin over the input partitions, paced
+   to last about as long as the planned faults and held back while the group's
+   lag is over a bound, so there is always work in flight when a fault hits.
+3. The copiers (``python -m app``, or the broken copier) start: one, then three,
+   then two; meanwhile the seeded scheduler carries out its faults
+   (chaos/faults.py), and carries on with kills, terms and bursts while the
+   feeder still has input to publish.
+4. After the last fault: wait (polling the group's lag) until the group has
+   committed every input record: at most 120 s, or liveness fails. SIGTERM every
+   copier (each must exit 0); wait for last stable offset == high watermark.
+5. Read the output and dead-letter topics with read_committed and raw (markers
+   included), the input topic, the group's offsets; chaos/checker.py judges.
+6. Write a JSON report (chaos/results/<tier>-latest.json) and print, as the last
+   line, ``chaos: PASS|FAIL inputs=... elapsed=...s``. Exit 1 on FAIL.
+
+Every process started here (broker, copiers) is stopped by its pid at the end,
+also on failure. ``--copier broken`` runs the same workload and faults against
+chaos/broken.py and expects FAIL (exit 0 when the checker catches it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import json
+import logging
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from chaos import checker, logread
+from chaos.faults import Copier, Plan, Scheduler, python_module
+from chaos.workload import FaultyServer, Workload
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import local_kafka  # noqa: E402
+
+RESULTS = ROOT / "chaos" / "results"
+LIVENESS_S = 120.0
+SESSION_TIMEOUT_MS = 6000
+SHUTDOWN_TIMEOUT_S = 10
+TERM_TIMEOUT_S = 60.0       # SHUTDOWN_TIMEOUT_S, closing the consumer, and a busy machine
+STALL_S = 300.0             # no input committed for this long: stop the run, FAIL
+READ_TIMEOUT_S = 2.0        # the copiers' download read timeout; a "stall" outlasts it
+COPIERS = 3
+# Verdicts that only a wrong copier produces (not a harness or liveness problem).
+RECORD_LEVEL = ("duplicates", "lost", "altered", "unexpected_dlq", "uncommitted_inputs",
+                "aborted_visible", "invisible_committed", "torn", "order_violations")
+
+
+@dataclass(frozen=True)
+class Tier:
+    inputs: int
+    feed_s: float               # publish the input over about this long
+    max_lag: int                # and hold back while the group is this far behind
+    plan: Plan
+    input_partitions: int = 8
+    output_partitions: int = 6
+    dlq_partitions: int = 2
+    abort_rate: float = 0.05
+
+
+TIERS = {
+    # CI: a few thousand inputs, >= 10 kills, 2 SIGTERMs, a zombie, a broker restart.
+    "ci": Tier(inputs=4000, feed_s=150, max_lag=400,
+               plan=Plan(kills=12, terms=2, zombies=2, broker_restarts=1, bursts=3,
+                         gap=(2.0, 5.0))),
+    # Not run in CI: 100k inputs, every copier killed >= 3 times, 3 broker restarts.
+    "full": Tier(inputs=100_000, feed_s=2000, max_lag=1500,
+                 plan=Plan(kills=15, terms=6, zombies=3, broker_restarts=3, bursts=8,
+                           kill_all=2, kill_rounds=3, gap=(6.0, 20.0),
+                           extra=(("kill", 6), ("term", 2), ("burst", 2), ("zombie", 1),
+                                  ("kill_all", 0.5)))),
+    # For tests: a minute against an existing broker (no broker faults there).
+    "smoke": Tier(inputs=300, feed_s=15, max_lag=150,
+                  plan=Plan(kills=3, terms=1, zombies=0, broker_restarts=0, bursts=1,
+                            gap=(1.0, 2.5))),
+}
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+@dataclass
+class Progress:
+    fed: int = 0
+    lag: int | None = None
+    committed: int = 0
+    feeding_done: bool = False
+    advanced_at: float = dataclasses.field(default_factory=time.monotonic)
+    # The group's committed offsets only ever grow, whatever the copiers do; a
+    # partition seen lower than before means the broker forgot commits (diagnostic:
+    # whatever follows, e.g. duplicates, is then not the copiers' doing).
+    highest: dict[int, int] = dataclasses.field(default_factory=dict)
+    regressions: list[tuple[float, int, int, int]] = dataclasses.field(default_factory=list)
+
+    @property
+    def stalled(self) -> bool:
+        """Work is waiting and nothing was committed for STALL_S: the run cannot finish."""
+        return self.lag != 0 and time.monotonic() - self.advanced_at > STALL_S
+
+
+async def create_topics(bootstrap: str, tier: Tier, run_id: str) -> dict[str, str]:
+    names = {"input": f"chaos-{run_id}-in", "output": f"chaos-{run_id}-out",
+             "dlq": f"chaos-{run_id}-dlq", "group": f"chaos-{run_id}-group"}
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([
+            NewTopic(names["input"], tier.input_partitions, 1),
+            NewTopic(names["output"], tier.output_partitions, 1),
+            NewTopic(names["dlq"], tier.dlq_partitions, 1),
+        ])
+    finally:
+        await admin.close()
+    for topic in ("input", "output", "dlq"):  # until every partition has a leader
+        await logread.partitions(bootstrap, names[topic])
+    return names
+
+
+async def feed(bootstrap: str, topic: str, workload: Workload, base_url: str, tier: Tier,
+               progress: Progress) -> None:
+    """Publish every input, paced, held back by the group's lag; rides broker restarts.
+
+    A send whose outcome is unknown (the broker died) is sent again, so an input
+    may appear twice in the input topic: the checker takes the input topic as it
+    is, and only requires each of its records to have exactly one outcome.
+    """
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
+                                linger_ms=5, request_timeout_ms=15_000)
+    await producer.start()
+    rate = tier.inputs / tier.feed_s
+    started = time.monotonic()
+    try:
+        n = 0
+        while n < tier.inputs:
+            due = started + n / rate
+            if time.monotonic() < due:
+                await asyncio.sleep(due - time.monotonic())
+            if progress.lag is None or progress.lag > tier.max_lag:
+                await asyncio.sleep(0.2)
+                started += 0.2  # pacing resumes where it stopped, not with a burst
+                continue
+            chunk = range(n, min(tier.inputs, n + max(1, int(rate))))
+            try:
+                futures = [await producer.send(topic, workload.input_value(i, base_url),
+                                               partition=i % tier.input_partitions)
+                           for i in chunk]
+                await asyncio.gather(*futures)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                say(f"  feeder: {exc!r}; sending again")
+                await asyncio.sleep(1)
+                continue
+            n += len(chunk)
+            progress.fed = n
+    finally:
+        await producer.stop()
+        progress.feeding_done = True
+
+
+async def watch(view: logread.GroupView, progress: Progress, stop: asyncio.Event,
+                started: float) -> None:
+    while not stop.is_set():
+        found = await view.offsets()
+        if found is None:
+            progress.lag = None
+        else:
+            committed, end = found
+            for p, offset in committed.items():
+                before = progress.highest.get(p, -1)
+                if offset < before:
+                    progress.regressions.append(
+                        (round(time.monotonic() - started, 1), p, before, offset))
+                    say(f"  broker: the group's committed offset of input partition {p} went "
+                        f"back from {before} to {offset}")
+                progress.highest[p] = max(before, offset)
+            progress.lag = sum(end[p] - committed.get(p, 0) for p in end)
+            if sum(committed.values()) > progress.committed:
+                progress.advanced_at = time.monotonic()
+            progress.committed = sum(committed.values())
+        try:
+            await asyncio.wait_for(stop.wait(), 0.5)
+        except TimeoutError:
+            pass
+
+
+async def report_progress(progress: Progress, copiers: list[Copier], tier: Tier,
+                          stop: asyncio.Event, started: float) -> None:
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), 15)
+        except TimeoutError:
+            alive = sum(1 for c in copiers if c.alive and not c.stopped)
+            say(f"[{time.monotonic() - started:6.1f}s] progress  fed {progress.fed}/{tier.inputs}"
+                f", committed {progress.committed}, lag {progress.lag}, copiers running {alive}")
+
+
+async def wait_stable(bootstrap: str, topics: list[str], timeout: float) -> bool:
+    """Until every partition's last stable offset equals its high watermark."""
+    import kafka_io  # tools/, on the path above
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            stable = all([
+                await kafka_io.end_offsets(bootstrap, t, "read_committed")
+                == await kafka_io.end_offsets(bootstrap, t, "read_uncommitted")
+                for t in topics])
+        except KafkaError:
+            stable = False
+        if stable:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.5)
+
+
+def copier_env(bootstrap: str, names: dict[str, str], tier: Tier, mode: str) -> dict[str, str]:
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "INPUT_TOPIC": names["input"],
+        "OUTPUT_TOPIC": names["output"],
+        "DLQ_TOPIC": names["dlq"],
+        "GROUP_ID": names["group"],
+        "HTTP_PORT": "0",
+        "DOWNLOAD_ALLOW_PRIVATE_NETWORKS": "true",
+        "SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS),
+        "SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
+        "TEST_ABORT_RATE": str(tier.abort_rate),
+        "MAX_ATTEMPTS": "50",
+        "RETRY_BACKOFF_S": "0.05",
+        "RETRY_BACKOFF_MAX_S": "1",
+        "DOWNLOAD_CONNECT_TIMEOUT_S": "5",
+        "DOWNLOAD_READ_TIMEOUT_S": str(READ_TIMEOUT_S),
+        "DOWNLOAD_TOTAL_TIMEOUT_S": "30",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "info",
+        "BROKEN_MODE": mode,
+    }
+
+
+class Run:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tier = TIERS[args.tier]
+        self.seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
+        self.run_id = f"{args.tier}-{self.seed}-{os.getpid()}"
+        self.work = Path(tempfile.mkdtemp(prefix=f"txingest-chaos-{args.tier}-"))
+        self.data = self.work / "kafka"
+        self.logs = self.work / "logs"
+        self.logs.mkdir()
+        self.started = time.monotonic()
+        self.phases: dict[str, float] = {}
+        self.failures: list[str] = []     # run-level: exit codes, plan not met, harness
+        self.verdict: checker.Verdict | None = None
+        self.scheduler: Scheduler | None = None
+        self.server: FaultyServer | None = None
+        self.names: dict[str, str] = {}
+        self.env: dict[str, str] = {}
+        self.final_exit_codes: dict[str, int | None] = {}
+        self.broker_started = False
+        self.progress: Progress | None = None
+
+    def mark(self, phase: str, since: float) -> float:
+        now = time.monotonic()
+        self.phases[phase] = round(now - since, 1)
+        return now
+
+    async def main(self) -> None:
+        args, tier = self.args, self.tier
+        say(f"chaos: tier {args.tier}, seed {self.seed}, copier {args.copier}"
+            f"{' (' + args.broken_mode + ')' if args.copier == 'broken' else ''}, "
+            f"work dir {self.work}")
+        t = time.monotonic()
+        if args.bootstrap:
+            bootstrap = args.bootstrap
+            broker_kill = broker_restart = None
+        else:
+            broker = await asyncio.to_thread(local_kafka.start, None, self.data)
+            self.broker_started = True
+            bootstrap = broker.bootstrap
+
+            async def broker_kill() -> None:
+                await asyncio.to_thread(local_kafka.kill, self.data)
+
+            async def broker_restart() -> None:
+                await asyncio.to_thread(local_kafka.restart, self.data, 180)
+        self.names = await create_topics(bootstrap, tier, self.run_id)
+        t = self.mark("setup_s", t)
+
+        workload = Workload(self.seed)
+        self.server = server = await FaultyServer(workload, stall_s=READ_TIMEOUT_S + 1.5).start()
+        module = "chaos.broken" if args.copier == "broken" else "app"
+        self.env = copier_env(bootstrap, self.names, tier, args.broken_mode)
+        copiers = [Copier(f"{self.run_id}-{i}", python_module(module), self.env, self.logs)
+                   for i in range(COPIERS)]
+        rng = random.Random(self.seed)
+        self.scheduler = scheduler = Scheduler(
+            rng, tier.plan, copiers, tier.input_partitions, SESSION_TIMEOUT_MS / 1000,
+            TERM_TIMEOUT_S, broker_kill, broker_restart, server.burst, say, self.started)
+        say(f"chaos: plan {' '.join(scheduler.events)}")
+
+        view = logread.GroupView(bootstrap, self.names["input"], self.names["group"],
+                                 tier.input_partitions)
+        progress = Progress()
+        stop = asyncio.Event()
+        self.progress = progress
+        background = [asyncio.create_task(watch(view, progress, stop, self.started)),
+                      asyncio.create_task(report_progress(progress, copiers, tier, stop,
+                                                          self.started))]
+        feeder = asyncio.create_task(feed(bootstrap, self.names["input"], workload,
+                                          server.base_url, tier, progress))
+        try:
+            scheduler.first()
+            await scheduler.run(keep_going=lambda: not feeder.done() and not progress.stalled)
+            if progress.stalled:
+                self.failures.append(f"stalled: nothing committed for {STALL_S:.0f}s "
+                                     f"(fed {progress.fed}, lag {progress.lag})")
+                feeder.cancel()
+            await asyncio.gather(feeder, return_exceptions=True)
+            last_fault = scheduler.last_fault_at or time.monotonic()
+            t = self.mark("faults_s", t)
+            say(f"chaos: faults over; waiting for the group to commit everything "
+                f"(lag {progress.lag})")
+            done_at = None
+            deadline = last_fault + LIVENESS_S + 120  # past the limit: to report how late
+            while time.monotonic() < deadline and not progress.stalled:
+                if progress.lag == 0 and progress.feeding_done:
+                    done_at = time.monotonic()
+                    break
+                await asyncio.sleep(0.25)
+            t = self.mark("recovery_s", t)
+            scheduler.check_running()
+            for c in scheduler.active:
+                if c.stopped:
+                    c.resume()
+                await c.wait_consuming(60)  # not while it is still importing its modules
+                self.final_exit_codes[c.name] = await c.term(TERM_TIMEOUT_S)
+            committed_offsets = await view.offsets()
+        finally:
+            stop.set()
+            feeder.cancel()
+            for task in background:
+                await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(feeder, return_exceptions=True)
+            await view.close()
+        if not await wait_stable(bootstrap, [self.names["output"], self.names["dlq"]], 60):
+            say("chaos: last stable offset still below the high watermark after 60s")
+        t = self.mark("shutdown_s", t)
+
+        inputs_raw = await logread.read_values(bootstrap, self.names["input"])
+        outputs = await logread.read_committed(bootstrap, self.names["output"])
+        dead = await logread.read_committed(bootstrap, self.names["dlq"])
+        out_log, out_ends = await logread.read_log(bootstrap, self.names["output"])
+        dlq_log, dlq_ends = await logread.read_log(bootstrap, self.names["dlq"])
+        while committed_offsets is None:  # the broker is up: this answers
+            committed_offsets = await logread.GroupView(
+                bootstrap, self.names["input"], self.names["group"],
+                tier.input_partitions).offsets()
+        group, ends = committed_offsets
+
+        inputs = {}
+        for p, o, value in inputs_raw:
+            want = workload.expected(value)
+            if want is None:
+                self.failures.append(f"input {p}@{o} is no file of this workload: {value!r}")
+                continue
+            inputs[(p, o)] = want
+        missing = set(range(tier.inputs)) - {w.n for w in inputs.values()}
+        if missing:
+            self.failures.append(f"the feeder did not publish {len(missing)} inputs")
+        self.verdict = checker.check(
+            inputs=inputs, input_topic=self.names["input"], outputs=outputs,
+            dead_letters=dead, output_log=out_log, dlq_log=dlq_log, group_offsets=group,
+            input_ends=ends, output_ends=out_ends, dlq_ends=dlq_ends,
+            last_fault_at=last_fault, done_at=done_at, liveness_s=LIVENESS_S,
+            require_aborts=tier.abort_rate > 0)
+        self.mark("check_s", t)
+        self._plan_met()
+
+    def _plan_met(self) -> None:
+        assert self.scheduler is not None
+        self.scheduler.count_fenced_zombies()
+        c, p = self.scheduler.counts, self.tier.plan
+        broker_needed = p.broker_restarts if self.broker_started else 0
+        for what, got, need in (("kills", c.kills, p.kills), ("terms", c.terms, p.terms),
+                                ("zombies", c.zombies, p.zombies),
+                                ("broker_restarts", c.broker_restarts, broker_needed)):
+            if got < need:
+                self.failures.append(f"plan not met: {what}={got} < {need}")
+        if p.kill_rounds:
+            for copier in self.scheduler.copiers:
+                if c.kills_by_copier[copier.name] < p.kill_rounds:
+                    self.failures.append(f"plan not met: {copier.name} killed "
+                                         f"{c.kills_by_copier[copier.name]} times")
+        bad_terms = [code for code in c.term_exit_codes if code != 0]
+        if bad_terms:
+            self.failures.append(f"SIGTERM did not exit 0: exit codes {bad_terms}")
+        bad_final = {k: v for k, v in self.final_exit_codes.items() if v != 0}
+        if bad_final:
+            self.failures.append(f"final SIGTERM did not exit 0: {bad_final}")
+        if c.unexpected_exits:
+            self.failures.append(f"copiers exited on their own: {c.unexpected_exits}")
+        if c.zombie_takeover_timeouts:
+            self.failures.append(f"{c.zombie_takeover_timeouts} zombie(s) resumed before the "
+                                 "others took their partitions over")
+
+    def cleanup(self, keep: bool) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop_all()
+        if self.broker_started:
+            local_kafka.stop(self.data, remove=not keep)
+        if not keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def outcome(self) -> tuple[bool, str, dict]:
+        v = self.verdict
+        counts = dict(v.counts) if v else {}
+        failures = [*(v.failures if v else []), *self.failures]
+        passed = v is not None and not failures
+        c = self.scheduler.counts if self.scheduler else None
+        elapsed = time.monotonic() - self.started
+        g = counts.get
+        line = (f"chaos: {'PASS' if passed else 'FAIL'} inputs={g('inputs', 0)} "
+                f"outputs={g('outputs', 0)} duplicates={g('duplicates', 0)} lost={g('lost', 0)} "
+                f"aborted_visible={g('aborted_visible', 0)} "
+                f"order_violations={g('order_violations', 0)} "
+                f"aborted_attempts={g('aborted_attempts', 0)} kills={c.kills if c else 0} "
+                f"terms={c.terms if c else 0} zombies={c.zombies if c else 0} "
+                f"broker_restarts={c.broker_restarts if c else 0} elapsed={elapsed:.0f}s")
+        report = {
+            "suite": "chaos",
+            "tier": self.args.tier,
+            "copier": self.args.copier,
+            "broken_mode": self.args.broken_mode if self.args.copier == "broken" else None,
+            "expect": self.args.expect,
+            "seed": self.seed,
+            "verdict": "PASS" if passed else "FAIL",
+            "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "elapsed_s": round(elapsed, 1),
+            "phases_s": self.phases,
+            "recovery_after_last_fault_s": (round(v.recovery_s, 1)
+                                            if v and v.recovery_s is not None else None),
+            "counts": counts,
+            "faults": ({**{k: val for k, val in dataclasses.asdict(c).items()
+                           if k not in ("timeline", "kills_by_copier")},
+                        "kills_by_copier": dict(c.kills_by_copier),
+                        "final_exit_codes": self.final_exit_codes} if c else {}),
+            "http": dict(self.server.counts) if self.server else {},
+            "committed_offset_regressions": [
+                {"at_s": at, "input_partition": p, "from": a, "to": b}
+                for at, p, a, b in (self.progress.regressions if self.progress else [])],
+            "failures": failures,
+            "examples": v.examples if v else {},
+            "tier_config": {**dataclasses.asdict(self.tier)},
+            "settings": {k: val for k, val in self.env.items()
+                         if k not in ("KAFKA_BOOTSTRAP_SERVERS",)},
+            "timeline": c.timeline if c else [],
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                        "kafka": local_kafka.kafka_version(), "platform": platform.platform()},
+            "last_line": line,
+        }
+        return passed, line, report
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m chaos.run", description=__doc__.split("\n")[0])
+    parser.add_argument("--tier", choices=sorted(TIERS), default="ci")
+    parser.add_argument("--seed", type=int, help="fault and workload seed (default: random)")
+    parser.add_argument("--copier", choices=("service", "broken"), default="service")
+    parser.add_argument("--broken-mode", choices=("autocommit", "pod-txn-id"),
+                        default="autocommit")
+    parser.add_argument("--expect", choices=("pass", "fail"),
+                        help="default: pass for the service, fail for the broken copier")
+    parser.add_argument("--bootstrap", help="use this broker instead of a private one "
+                        "(then no broker faults)")
+    parser.add_argument("--report", type=Path, help="where the JSON report goes "
+                        "(default: chaos/results/<tier>-latest.json)")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, broker "
+                        "data) even on PASS")
+    args = parser.parse_args(argv)
+    if args.expect is None:
+        args.expect = "fail" if args.copier == "broken" else "pass"
+    if args.report is None:
+        name = args.tier if args.copier == "service" else f"broken-{args.tier}"
+        args.report = RESULTS / f"{name}-latest.json"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the broker restarts on purpose
+    run = Run(args)
+    try:
+        asyncio.run(run.main())
+    except BaseException as exc:  # noqa: BLE001 - reported as a FAIL, with the cause
+        traceback.print_exc()
+        run.failures.append(f"harness error: {exc!r}")
+    passed, line, report = run.outcome()
+    # Keep the logs and broker data of an unexpected FAIL (or on --keep) for a post-mortem.
+    keep = args.keep or (not passed and args.expect == "pass")
+    if keep:
+        report["work_dir"] = str(run.work)
+    run.cleanup(keep)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.report.with_name(args.report.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    tmp.replace(args.report)
+    for failure in report["failures"]:
+        say(f"  FAIL {failure}")
+    for kind, examples in list(report["examples"].items())[:12]:
+        say(f"  e.g. {kind}: {examples[0]}")
+    if report["committed_offset_regressions"]:
+        say(f"  note: the broker's committed offsets for the group went backwards "
+            f"{len(report['committed_offset_regressions'])} times (committed_offset_regressions "
+            "in the report): work redone after that is the broker's loss, not the copiers'")
+    say(f"chaos: report {args.report}")
+    if args.expect == "fail":
+        caught = [k for k in RECORD_LEVEL if report["counts"].get(k)]
+        if passed or not caught:
+            say("chaos: the broken copier was NOT caught by the checker")
+            say(line)
+            return 1
+        say(f"chaos: expected FAIL, and the checker caught the broken copier ({', '.join(caught)})")
+        say(line)
+        return 0
+    say(line)
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

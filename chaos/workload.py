@@ -1,0 +1,284 @@
+"""The workload: deterministic transaction files, and a local HTTP server serving
+them with transient faults.
+
+Everything about file ``n`` follows from ``(seed, n)``: its format, its
+transactions (compact JSON, byte-equal to what the service writes), whether it is
+poison (and which dead-letter reason it must get), how its input record spells the
+URL, and which faults its first requests get. So the checker can rebuild what each
+input record must produce from the record alone, and a run can be repeated.
+
+Faults are transient by construction: each file fails at most ``MAX_FILE_FAULTS``
+requests in a row (then it is served), plus server-wide 5xx bursts of a few
+seconds, so with the service's ``MAX_ATTEMPTS`` (set high by the runner) every
+good file eventually succeeds. Poison files are known up front.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import gzip
+import random
+import re
+import socket
+import struct
+import time
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+
+FORMATS = ("ndjson", "array", "gzip-file", "gzip-encoding")
+EXTENSIONS = {"ndjson": ".ndjson", "array": ".json", "gzip-file": ".ndjson.gz",
+              "gzip-encoding": ".ndjson"}
+# Poison kinds and the dead-letter reason each must get.
+POISON = {
+    "invalid_json": "invalid_json",
+    "not_an_object": "not_an_object",
+    "http_404": "http_error",
+    "bad_gzip": "bad_gzip",
+    "bad_input": "invalid_input_record",
+}
+# Per-request faults; "stall" answers only after the client's read timeout.
+FAULTS = ("503", "500", "502", "429", "reset", "truncated", "stall")
+FAULT_WEIGHTS = (3, 2, 1, 1, 3, 3, 1)
+MAX_FILE_FAULTS = 3
+MAX_ITEMS = 50
+_MEMOS = ("coffee", "naïve café ✓", "日本 送金", 'quote " and \\ backslash', "tab\there",
+          "emoji 🙂", "rent", "")
+_FILE_NUMBER = re.compile(rb"/f/(\d+)\.")
+_BAD_INPUT = re.compile(rb"^not a url: file (\d+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class FileSpec:
+    n: int
+    fmt: str
+    count: int                 # transactions in the file (0 for poison)
+    poison: str | None         # a key of POISON, known up front
+    spelling: str              # how the input record carries the URL: text, json or object
+    faults: tuple[str, ...]    # what this file's first requests get
+    delay: float               # every good answer waits this long (a slow server)
+    exact_numbers: bool        # items carry numbers only a Fragment keeps exact
+
+    @property
+    def path(self) -> str:
+        return f"f/{self.n}{EXTENSIONS[self.fmt]}"
+
+    @property
+    def dlq_reason(self) -> str | None:
+        return POISON[self.poison] if self.poison else None
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What one input record must produce: its transactions, or one dead letter."""
+
+    n: int
+    url: str | None
+    items: tuple[bytes, ...] | None   # None: the record must be dead-lettered
+    dlq_reason: str | None
+
+
+class Workload:
+    def __init__(self, seed: int, poison_rate: float = 0.01, fault_rate: float = 0.3,
+                 delay_rate: float = 0.15, exact_rate: float = 0.1) -> None:
+        self.seed = seed
+        self.poison_rate = poison_rate
+        self.fault_rate = fault_rate
+        self.delay_rate = delay_rate
+        self.exact_rate = exact_rate
+
+    @functools.lru_cache(maxsize=8192)  # noqa: B019 - one Workload per run
+    def spec(self, n: int) -> FileSpec:
+        rng = random.Random(f"{self.seed}:spec:{n}")
+        poison = None
+        if rng.random() < self.poison_rate:
+            poison = rng.choice(sorted(POISON))
+        faults: tuple[str, ...] = ()
+        if rng.random() < self.fault_rate:
+            faults = tuple(rng.choices(FAULTS, FAULT_WEIGHTS, k=rng.randint(1, MAX_FILE_FAULTS)))
+        return FileSpec(
+            n=n,
+            fmt="gzip-encoding" if poison == "bad_gzip" else rng.choice(FORMATS),
+            count=0 if poison else rng.randint(1, MAX_ITEMS),
+            poison=poison,
+            spelling=rng.choices(("text", "json", "object"), (6, 2, 2))[0],
+            faults=faults,
+            delay=rng.uniform(0.02, 0.4) if rng.random() < self.delay_rate else 0.0,
+            exact_numbers=rng.random() < self.exact_rate,
+        )
+
+    def items(self, n: int) -> list[bytes]:
+        """The file's transactions as the service must write them: compact JSON."""
+        spec = self.spec(n)
+        rng = random.Random(f"{self.seed}:items:{n}")
+        out = []
+        for i in range(spec.count):
+            item = orjson.dumps({
+                "id": f"s{self.seed}-f{n}-t{i}",
+                "file": n,
+                "seq": i,
+                "account": f"acct-{rng.randrange(10_000):04d}",
+                "amount": "\x00amount" if spec.exact_numbers else rng.randrange(-10**9, 10**9),
+                "fee": round(rng.uniform(0, 100), 2),
+                "currency": rng.choice(("EUR", "USD", "JPY", "GBP")),
+                "memo": rng.choice(_MEMOS),
+                "tags": rng.sample(("a", "b", "c", "d"), rng.randint(0, 3)),
+                "meta": {"batch": n % 97, "ok": rng.random() < 0.5, "note": None},
+            })
+            if spec.exact_numbers:  # digits no float or int64 can hold, kept as written
+                exact = f"{rng.randrange(10**29, 10**30)}.{rng.randrange(10**17):017d}0"
+                item = item.replace(b'"\\u0000amount"', exact.encode())
+            out.append(item)
+        return out
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one Workload per run
+    def body(self, n: int) -> tuple[bytes, tuple[tuple[str, str], ...]]:
+        """The file as served: body and response headers."""
+        spec = self.spec(n)
+        if spec.poison == "invalid_json":
+            return f'[{{"id":"broken-{n}","amount":1'.encode(), ()
+        if spec.poison == "not_an_object":
+            return b'[1, 2, 3]\n', ()
+        if spec.poison == "bad_gzip":  # a gzip stream cut short, with a matching length
+            return gzip.compress(b'{"id":"cut"}\n' * 50, mtime=0)[:-12], (
+                ("Content-Encoding", "gzip"),)
+        items = self.items(n)
+        ndjson = b"".join(item + (b"\n\n" if i % 7 == 3 else b"\n") for i, item in enumerate(items))
+        if spec.fmt == "array":
+            return b"[\n" + b",\n".join(items) + b"\n]\n", (("Content-Type", "application/json"),)
+        if spec.fmt == "gzip-file":
+            return gzip.compress(ndjson, mtime=0), (("Content-Type", "application/gzip"),)
+        if spec.fmt == "gzip-encoding":
+            return gzip.compress(ndjson, mtime=0), (("Content-Encoding", "gzip"),)
+        return ndjson, (("Content-Type", "application/x-ndjson"),)
+
+    def input_value(self, n: int, base_url: str) -> bytes:
+        """The input record for file ``n``: its URL, spelled one of three ways."""
+        spec = self.spec(n)
+        if spec.poison == "bad_input":
+            return f"not a url: file {n}".encode()
+        url = f"{base_url}/{spec.path}"
+        if spec.spelling == "json":
+            return orjson.dumps(url)
+        if spec.spelling == "object":
+            return orjson.dumps({"url": url, "n": n})
+        return url.encode()
+
+    def expected(self, value: bytes | None) -> Expected | None:
+        """What an input record must produce; None if no file of this workload made it."""
+        value = value or b""
+        bad = _BAD_INPUT.match(value)
+        if bad:
+            n = int(bad.group(1))
+            return Expected(n, None, None, POISON["bad_input"])
+        found = _FILE_NUMBER.search(value)
+        if not found:
+            return None
+        n = int(found.group(1))
+        spec = self.spec(n)
+        if spec.spelling == "text":
+            url = value.decode()
+        else:
+            doc = orjson.loads(value)
+            url = doc["url"] if isinstance(doc, dict) else doc
+        if spec.poison:
+            return Expected(n, url, None, spec.dlq_reason)
+        return Expected(n, url, tuple(self.items(n)), None)
+
+
+# -- the file server ---------------------------------------------------------------------
+
+class FaultyServer:
+    """Serves a Workload on 127.0.0.1 with its per-file faults and server-wide 5xx bursts.
+
+    ``counts`` tallies requests and every fault injected, by kind.
+    """
+
+    def __init__(self, workload: Workload, stall_s: float) -> None:
+        self.workload = workload
+        self.stall_s = stall_s
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._requests: collections.Counter[int] = collections.Counter()
+        self._burst_until = 0.0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> FaultyServer:
+        app = web.Application()
+        app.router.add_get("/f/{name}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=512)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def burst(self, seconds: float) -> None:
+        """Answer every request with 503 for ``seconds`` (a flapping backend)."""
+        self._burst_until = time.monotonic() + seconds
+        self.counts["bursts"] += 1
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        try:
+            n = int(name.split(".", 1)[0])
+        except ValueError:
+            return web.Response(status=404)
+        spec = self.workload.spec(n)
+        if name != spec.path.removeprefix("f/"):
+            return web.Response(status=404)
+        self.counts["requests"] += 1
+        if time.monotonic() < self._burst_until:
+            self.counts["burst_503"] += 1
+            return web.Response(status=503, text="burst")
+        attempt = self._requests[n]
+        self._requests[n] += 1
+        if attempt < len(spec.faults):
+            kind = spec.faults[attempt]
+            self.counts[f"fault_{kind}"] += 1
+            return await self._fault(request, kind, n)
+        if spec.poison == "http_404":
+            return web.Response(status=404, text="gone for good")
+        if spec.delay:
+            self.counts["delayed"] += 1
+            await asyncio.sleep(spec.delay)
+        body, headers = self.workload.body(n)
+        self.counts["served"] += 1
+        return web.Response(body=body, headers=dict(headers))
+
+    async def _fault(self, request: web.Request, kind: str, n: int) -> web.StreamResponse:
+        if kind.isdigit():
+            return web.Response(status=int(kind), text="injected")
+        if kind == "stall":  # past the client's read timeout; it gives up first
+            await asyncio.sleep(self.stall_s)
+            return web.Response(status=503, text="too late")
+        transport = request.transport
+        if kind == "reset":
+            if transport is not None:
+                sock = transport.get_extra_info("socket")
+                if sock is not None:  # RST instead of FIN
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                transport.abort()
+            return web.Response(status=503)  # never reaches the client
+        # truncated: promise more than is sent, then hang up. Always strictly less: a
+        # 404 file's body is empty, and a whole empty body would be a valid empty file.
+        body, headers = self.workload.body(n)
+        response = web.StreamResponse(headers=dict(headers))
+        response.content_length = max(len(body), 64)
+        await response.prepare(request)
+        await response.write(body[: len(body) // 2])
+        if transport is not None:
+            transport.close()
+        return response

@@ -1,0 +1,132 @@
+"""The chaos workload: deterministic files the service parses back byte for byte, poison
+known up front, and a file server whose faults are all transient (real HTTP, the
+service's own downloader; no Kafka)."""
+
+from __future__ import annotations
+
+import collections
+
+from app.errors import IngestError, Kind
+from app.fetch import Downloader, DownloadLimits
+from app.parse import parse_input_url, parse_transactions
+from chaos.workload import FORMATS, MAX_FILE_FAULTS, POISON, FaultyServer, Workload
+
+BASE = "http://127.0.0.1:8000"
+
+
+def test_files_are_deterministic_and_differ_by_seed():
+    a, b, c = Workload(5), Workload(5), Workload(6)
+    assert [a.spec(n) for n in range(50)] == [b.spec(n) for n in range(50)]
+    assert [a.body(n) for n in range(50)] == [b.body(n) for n in range(50)]
+    assert [a.items(n) for n in range(50)] != [c.items(n) for n in range(50)]
+
+
+def test_every_format_parses_back_to_the_items_byte_for_byte():
+    w = Workload(3, poison_rate=0.0)
+    seen = collections.Counter()
+    for n in range(400):
+        spec = w.spec(n)
+        body, headers = w.body(n)
+        if dict(headers).get("Content-Encoding") == "gzip":
+            import gzip
+            body = gzip.decompress(body)
+        elif spec.fmt == "gzip-file":
+            import gzip
+            body = gzip.decompress(body)
+        parsed = [item.value for item in parse_transactions(body, max_items=1000)]
+        assert parsed == w.items(n), (n, spec)
+        assert 1 <= spec.count <= 50
+        seen[spec.fmt] += 1
+        seen["exact"] += spec.exact_numbers
+    assert set(FORMATS) <= set(seen) and seen["exact"] > 0
+
+
+def test_input_records_map_back_to_what_they_must_produce():
+    w = Workload(4, poison_rate=0.2)
+    kinds = collections.Counter()
+    for n in range(300):
+        value = w.input_value(n, BASE)
+        want = w.expected(value)
+        spec = w.spec(n)
+        assert want is not None and want.n == n
+        kinds[spec.poison or spec.spelling] += 1
+        if spec.poison == "bad_input":
+            assert want.url is None and want.dlq_reason == "invalid_input_record"
+            continue
+        assert parse_input_url(value) == want.url  # the service reads the same URL
+        if spec.poison:
+            assert want.items is None and want.dlq_reason == POISON[spec.poison]
+        else:
+            assert want.items == tuple(w.items(n))
+    assert set(POISON) | {"text", "json", "object"} <= set(kinds)
+    assert w.expected(b"something else") is None
+
+
+async def test_every_fault_is_transient_and_every_file_is_served_in_the_end():
+    w = Workload(9, poison_rate=0.15, fault_rate=0.9, delay_rate=0.1)
+    server = await FaultyServer(w, stall_s=1.0).start()  # delays stay under 0.4 s
+    downloader = Downloader(DownloadLimits(read_timeout_s=0.6, allow_private_networks=True))
+    await downloader.start()
+    reasons: collections.Counter[str] = collections.Counter()
+    try:
+        for n in range(60):
+            spec = w.spec(n)
+            want = w.expected(w.input_value(n, server.base_url))
+            assert want is not None
+            if spec.poison == "bad_input":
+                continue
+            for _ in range(2 * MAX_FILE_FAULTS + 1):  # a reset may take two requests
+                try:
+                    body = await downloader.download(want.url)
+                    items = [i.value for i in parse_transactions(body, max_items=1000)]
+                except IngestError as exc:
+                    reasons[exc.reason] += 1
+                    if exc.kind is Kind.POISON:
+                        assert exc.reason == spec.dlq_reason, (n, spec)
+                        break
+                    continue
+                assert spec.poison is None and items == w.items(n)
+                break
+            else:
+                raise AssertionError(f"file {n} was never served: {spec}")
+        server.burst(0.5)
+        try:
+            await downloader.download(f"{server.base_url}/{w.spec(0).path}")
+        except IngestError as exc:
+            assert exc.kind is Kind.TRANSIENT and exc.reason == "http_transient"
+    finally:
+        await downloader.close()
+        await server.close()
+    assert {"http_transient", "truncated_body", "download_timeout", "connection_error"} <= set(
+        reasons)
+    injected = {k for k in server.counts if k.startswith("fault_")}
+    assert injected == {"fault_503", "fault_500", "fault_502", "fault_429", "fault_reset",
+                        "fault_truncated", "fault_stall"}
+    assert server.counts["burst_503"] == 1
+
+
+async def test_a_truncated_answer_is_never_a_whole_body_even_for_an_empty_one():
+    """A 404 file's good body is empty: its truncated answer must still fall short."""
+    w = Workload(1, poison_rate=1.0, fault_rate=1.0)
+    cases = [n for n in range(400) if w.spec(n).poison == "http_404"
+             and "truncated" in w.spec(n).faults][:5]
+    assert cases
+    server = await FaultyServer(w, stall_s=1.0).start()
+    downloader = Downloader(DownloadLimits(read_timeout_s=0.6, allow_private_networks=True))
+    await downloader.start()
+    try:
+        for n in cases:
+            url = w.expected(w.input_value(n, server.base_url)).url
+            outcomes = []
+            for _ in range(2 * MAX_FILE_FAULTS + 1):
+                try:
+                    outcomes.append(await downloader.download(url))
+                except IngestError as exc:
+                    outcomes.append(exc.kind)
+                    if exc.kind is Kind.POISON:
+                        break
+            assert outcomes[-1] is Kind.POISON and Kind.POISON not in outcomes[:-1], outcomes
+            assert all(o is Kind.TRANSIENT for o in outcomes[:-1]), outcomes
+    finally:
+        await downloader.close()
+        await server.close()
