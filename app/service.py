@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -118,26 +119,44 @@ class Service:
         web_runner = await web.serve(self, settings.http_port) if settings.http_port else None
         downloader = Downloader(download_limits(settings))
         await downloader.start()
-        consumer = make_consumer(settings)
-        supervisor = self.supervisor = self._supervisor(consumer, downloader)
-        code, held = 1, 0
+        code, held, supervisor = 0, 0, None
         try:
-            await consumer.start()
-            log.info("consuming", extra={"topic": settings.input_topic, "group": settings.group_id,
-                                         "pod": settings.pod_name})
-            code = await self._poll(consumer, supervisor)
-        except kafka.KafkaConnectionError as exc:
-            log.error("cannot start: Kafka at %s: %s", settings.kafka_bootstrap_servers, exc)
+            started = await self._connect(downloader)
+            if started is not None:
+                consumer, supervisor = started
+                log.info("consuming", extra={"topic": settings.input_topic,
+                                             "group": settings.group_id, "pod": settings.pod_name})
+                code = await self._poll(consumer, supervisor)
         finally:
             self.stopping.set()  # readiness fails from here on
-            held = len(supervisor.tasks)
-            await supervisor.close(settings.shutdown_timeout_s)
-            await consumer.stop()
+            if supervisor is not None:
+                held = len(supervisor.tasks)
+                await supervisor.close(settings.shutdown_timeout_s)
+                await supervisor.consumer.stop()
             await downloader.close()
             if web_runner is not None:
                 await web_runner.cleanup()
         log.info("stopped: %s", self.stats.summary(held))
         return code
+
+    async def _connect(self, downloader: Downloader
+                       ) -> tuple[AIOKafkaConsumer, Supervisor] | None:
+        """A started consumer and its supervisor, waiting out a broker that is down."""
+        attempt = 0
+        while not self.stopping.is_set():
+            consumer = make_consumer(self.settings)
+            self.supervisor = self._supervisor(consumer, downloader)
+            try:
+                await consumer.start()
+                return consumer, self.supervisor
+            except kafka.KafkaConnectionError as exc:
+                attempt += 1
+                log.warning("waiting for Kafka at %s: %s", self.settings.kafka_bootstrap_servers,
+                            exc, extra={"attempt": attempt})
+                await consumer.stop()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
+        return None
 
     def _supervisor(self, consumer: AIOKafkaConsumer, downloader: Downloader) -> Supervisor:
         settings = self.settings
