@@ -234,6 +234,7 @@ def markdown(doc: dict, chart: str) -> str:
              f"{info['machine']['memory_gb']} GB, {info['machine']['cpu']}; "
              f"Kafka {info['machine']['kafka']}, one local broker. Load average at start: "
              f"{info['machine']['loadavg_at_start'][0]:.1f} (per run: latest.json).",
+             *([f"Note: {info['note']}"] if info.get("note") else []),
              *([f"Merged: scenarios {', '.join(info['merged']['scenarios'])} from the run "
                 f"started {info['merged']['from']}; the rest from this one."]
                if info.get("merged") else []),

@@ -34,6 +34,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -511,11 +512,29 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the broker restarts on purpose
     run = Run(args)
+    terminated: list[bool] = []
+
+    async def guarded() -> None:
+        # SIGTERM (like Ctrl-C) ends the run through the same cleanup: every process
+        # started here is stopped by its pid, and the report says why it ended.
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_term() -> None:
+            terminated.append(True)
+            task.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_term)
+        await run.main()
+
     try:
-        asyncio.run(run.main())
+        asyncio.run(guarded())
     except BaseException as exc:  # noqa: BLE001 - reported as a FAIL, with the cause
-        traceback.print_exc()
-        run.failures.append(f"harness error: {exc!r}")
+        if terminated:
+            run.failures.append("stopped by SIGTERM before the end")
+        else:
+            traceback.print_exc()
+            run.failures.append(f"harness error: {exc!r}")
     passed, line, report = run.outcome()
     # Keep the logs and broker data of an unexpected FAIL (or on --keep) for a post-mortem.
     keep = args.keep or (not passed and args.expect == "pass")

@@ -277,8 +277,11 @@ class FaultyServer:
         body, headers = self.workload.body(n)
         response = web.StreamResponse(headers=dict(headers))
         response.content_length = max(len(body), 64)
-        await response.prepare(request)
-        await response.write(body[: len(body) // 2])
+        try:
+            await response.prepare(request)
+            await response.write(body[: len(body) // 2])
+        except ConnectionResetError:  # the client is gone already (e.g. a copier killed)
+            return web.Response(status=503)  # aiohttp drops it quietly
         if transport is not None:
             transport.close()
         return response
