@@ -290,10 +290,14 @@ def draw(doc: dict, summary: dict, path: Path) -> str | None:
     panels = [p for p in (_s1_panel, _s2_panel, _s3_panel, _sweep_panel) if p(summary, None)]
     if not panels:
         return "nothing to draw"
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(7.0, 5.0 * len(panels)), 4.6),
+    cols = min(2, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 6.0 * cols), 4.4 * rows + 0.4),
                              squeeze=False)
-    for panel, ax in zip(panels, axes[0], strict=True):
+    for panel, ax in zip(panels, axes.flat, strict=False):
         panel(summary, ax)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
     fig.suptitle(f"txingest benchmarks ({doc['info']['mode']}, {doc['info']['started']}, "
                  f"{doc['info']['machine']['nproc']} cores, shared)\n"
                  "median of the runs that passed the gate; whiskers: min-max", fontsize=9)

@@ -119,11 +119,18 @@ async def scenario(name: str, specs: list[Spec], variants: list[Variant], runs: 
 
 
 async def warm_up(broker: local_kafka.Broker, logs: Path, timeout: float) -> None:
-    """An untimed R2 run first: a fresh JVM compiles its hot paths in the first minute."""
+    """Untimed runs first, R2 then the service, on small files: a fresh JVM compiles its
+    hot paths (transactions; then group membership and read_committed fetches) in its
+    first minutes."""
     spec = Spec(files=WARM_UP_FILES, partitions=8, latency_ms=0)
-    ctx = Ctx(broker.bootstrap, broker.pid, "http://warm-up", spec, make_files(spec), logs,
-              timeout)
-    await _one("warm-up", ctx, r2(), 0)
+    files = make_files(spec)
+    server, base = await serve(files, spec.latency_ms)
+    try:
+        ctx = Ctx(broker.bootstrap, broker.pid, base, spec, files, logs, timeout)
+        for variant in (r2(), SERVICE):
+            await _one("warm-up", ctx, variant, 0)
+    finally:
+        await server.cleanup()
 
 
 async def _one(name: str, ctx: Ctx, variant: Variant, round_no: int) -> dict:
