@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 
 import orjson
+from aiokafka.partitioner import murmur2
 
 from tests.integration.harness import (
     Route,
@@ -52,6 +53,8 @@ async def test_every_transaction_once_exact_with_headers(kafka_bootstrap, file_s
     assert_exactly_once(outputs, expected)
     for url, records in by_source(outputs).items():
         assert len({r.partition for r in records}) == 1, "a file's transactions share a key"
+        # Where every Kafka client's default partitioner puts this key.
+        assert records[0].partition == (murmur2(url.encode()) & 0x7FFFFFFF) % topics.partitions
         for index, record in enumerate(records):
             headers = dict(record.headers)
             assert record.key == url.encode()

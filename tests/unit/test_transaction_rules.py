@@ -32,7 +32,11 @@ class ScriptedProducer:
     async def begin_transaction(self):
         await self._step("begin")
 
-    async def send(self, topic, value, key=None, headers=None):
+    async def partitions_for(self, topic):
+        return {0, 1, 2}
+
+    async def send(self, topic, value, key=None, headers=None, partition=None):
+        assert partition in (0, 1, 2), "the task names the partition of every keyed record"
         self.calls.append("send")
         future = asyncio.get_running_loop().create_future()
         error = self.fail.pop("send", None)
