@@ -44,11 +44,15 @@ chaos-broken: install
 
 # Benchmarks (bench/run.py): results in bench/results/latest.{json,md,png}.
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--runs 5 --s2-files 300".
-bench: install
+bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run --all $(BENCH_ARGS)
 
-bench-quick: install
+bench-quick: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
+
+$(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check -r bench/requirements.lock
+	touch $@
 
 image:
 	docker build -t txingest:0.1.0 .

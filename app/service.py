@@ -58,8 +58,9 @@ class Rebalance(ConsumerRebalanceListener):
         self._recent.append(time.monotonic())
         if len(self._recent) == THRASH_REBALANCES and self._recent[-1] - self._recent[0] < 60:
             # aiokafka reports a duplicate group.instance.id only as "member_id not recognized".
-            log.error("%d rebalances within a minute: is another process using POD_NAME=%s?",
-                      THRASH_REBALANCES, self.pod_name)
+            log.warning("%d rebalances within a minute: replicas are joining and leaving "
+                        "often, or another process uses POD_NAME=%s (each would take this "
+                        "member's slot in turn)", THRASH_REBALANCES, self.pod_name)
             self._recent.clear()
 
 

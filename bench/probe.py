@@ -11,11 +11,6 @@ It can also try a proposed change to the service before anyone edits app/:
   they are in flight, then await every send's result, then commit (the service
   awaits the sends first). Every send is still checked before the commit.
 - ``PROBE_LINGER_MS=N``: the producers' linger_ms (the service uses 5).
-- ``PROBE_PARTITION_ONCE=1``: pick the output partition once per (topic, key) with
-  aiokafka's own DefaultPartitioner and pass ``partition=`` to every send (the same
-  partition the producer would pick, without murmur2 per record).
-- ``PROBE_AWAIT_IN_ORDER=1``: check the sends' results by awaiting them in order
-  (most are already done) instead of one asyncio.gather over thousands of futures.
 - ``PROBE_TIMING=0``: no timing wrappers, only the count of retry answers.
 """
 
@@ -31,7 +26,6 @@ import time
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
 
 from app import __main__ as service_main
 from app import clients, partition
@@ -91,43 +85,6 @@ async def overlapped_transaction(self, record, prepared) -> None:
     self.stats.commit_seconds.observe(time.monotonic() - started)
 
 
-async def partition_for(producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int | None:
-    if key is None:
-        return None
-    partitions = sorted(await producer.partitions_for(topic))
-    return DefaultPartitioner()(key, partitions, partitions)
-
-
-def lean_send_all(once: bool, in_order: bool):
-    async def send_all(self, producer, prepared) -> None:
-        sends: list[asyncio.Future] = []
-        chosen: dict[tuple, int | None] = {}
-        try:
-            for r in prepared.records:
-                part = None
-                if once:
-                    if (r.topic, r.key) not in chosen:
-                        chosen[r.topic, r.key] = await partition_for(producer, r.topic, r.key)
-                    part = chosen[r.topic, r.key]
-                sends.append(await producer.send(r.topic, r.value, key=r.key, headers=r.headers,
-                                                 partition=part))
-        except BaseException:
-            for sent in sends:
-                sent.add_done_callback(partition._ignore_outcome)
-            raise
-        if not in_order:
-            results = await asyncio.gather(*sends, return_exceptions=True)
-        else:
-            for sent in sends:
-                if not sent.done():
-                    await asyncio.wait([sent])
-            results = [sent.exception() for sent in sends]
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-    return send_all
-
-
 def with_linger(linger_ms: int) -> type[AIOKafkaProducer]:
     class Producer(AIOKafkaProducer):
         def __init__(self, **options) -> None:
@@ -140,10 +97,6 @@ def install() -> None:
         PartitionTask._transaction = overlapped_transaction
     if "PROBE_LINGER_MS" in os.environ:
         clients.AIOKafkaProducer = with_linger(int(os.environ["PROBE_LINGER_MS"]))
-    once = os.environ.get("PROBE_PARTITION_ONCE") == "1"
-    in_order = os.environ.get("PROBE_AWAIT_IN_ORDER") == "1"
-    if once or in_order:
-        PartitionTask._send_all = lean_send_all(once, in_order)
     count_retries()
     if os.environ.get("PROBE_TIMING") == "0":
         return  # count the broker's "retry" answers only, with no wrapper in the loop

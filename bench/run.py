@@ -34,11 +34,8 @@ SERVICE = Variant("service", "service")
 UPPER = Variant("upper_bound", "service", env={"PROCESSING_GUARANTEE": "at_least_once"})
 R1 = Variant("r1", "baseline", cfg={"variant": "r1"})
 PEER = Variant("peer", "peer")
-# The unchanged service, instrumented: where each transaction's time goes, broker retries.
-PROBE = Variant("service_probe", "service", module="bench.probe")
-# A change proposed for app/partition.py, measured with bench/probe.py (see its docstring).
-PROPOSED = Variant("proposed", "service", module="bench.probe",
-                   env={"PROBE_PARTITION_ONCE": "1", "PROBE_AWAIT_IN_ORDER": "1"})
+# Not in --all (add with --add NAME@bench.probe:...): the service instrumented by
+# bench/probe.py, for where a transaction's time goes and changes to try first.
 
 
 def r2(backoff_ms: int = 20, name: str = "r2", offsets_first: bool = False) -> Variant:
@@ -84,11 +81,11 @@ def _plan(args: argparse.Namespace) -> dict[str, tuple[list[Spec], list[Variant]
         return {"S1": ([s1], [SERVICE, naive(args.naive_files), r2()])}
     s3 = [Spec(files=args.s3_files, partitions=p, latency_ms=10) for p in (8, 32, 128)]
     return {  # the longest last: results are written after each scenario
-        "S1": ([s1], [SERVICE, UPPER, naive(args.naive_files), r2(), PROBE]),
+        "S1": ([s1], [SERVICE, UPPER, naive(args.naive_files), r2()]),
         "S3": (s3, [SERVICE, r2()]),
         "R2": ([Spec(files=args.sweep_files, partitions=8, latency_ms=0)], sweep()),
         "S2": ([Spec(files=args.s2_files, partitions=4, latency_ms=0, large=True)],
-               [SERVICE, UPPER, R1, PEER, PROPOSED]),
+               [SERVICE, UPPER, R1, PEER]),
     }
 
 
@@ -184,7 +181,8 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     mode.add_argument("--quick", action="store_true", help="S1 with naive and R2 only")
     mode.add_argument("--all", action="store_true", help="every scenario")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", default="", help="comma-separated scenarios (with --all)")
+    parser.add_argument("--only", default="", help="comma-separated scenarios (with --all); "
+                        "R2, the retry_backoff_ms sweep, runs only when named here")
     parser.add_argument("--s1-files", type=int)
     parser.add_argument("--naive-files", type=int)
     parser.add_argument("--s2-files", type=int, default=200)
@@ -229,7 +227,9 @@ async def main(args: argparse.Namespace) -> int:
                      "s2_files": args.s2_files, "s3_files": args.s3_files,
                      "sweep_files": args.sweep_files}
     chosen = {s.strip() for s in args.only.split(",") if s.strip()}
-    scenarios = {k: v for k, v in plan(args).items() if not chosen or k in chosen}
+    # R2 (the retry_backoff_ms sweep) answered its question (README): only on request.
+    scenarios = {k: v for k, v in plan(args).items()
+                 if k in chosen or (not chosen and k != "R2")}
     results = kept_runs(args, info, set(scenarios))
     paths: list[Path] = []
     for name, (specs, variants) in scenarios.items():

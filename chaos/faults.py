@@ -183,7 +183,7 @@ class Scheduler:
 
     def __init__(self, rng: random.Random, plan: Plan, copiers: list[Copier],
                  partitions: int, session_timeout_s: float, term_timeout_s: float,
-                 broker_kill: Callable[[], Awaitable[None]] | None,
+                 broker_kill: Callable[[], Awaitable[str]] | None,
                  broker_restart: Callable[[], Awaitable[None]] | None,
                  burst: Callable[[float], None], log: Callable[[str], None],
                  started: float | None = None) -> None:
@@ -324,9 +324,9 @@ class Scheduler:
             c.term_exit_codes.append(code)
         elif kind == "broker":
             assert self.broker_kill is not None and self.broker_restart is not None
-            await self.broker_kill()
+            which = await self.broker_kill()
             down = self.rng.uniform(0.5, 4.0)
-            self._note("broker", f"kill -9, restart in {down:.1f}s")
+            self._note("broker", f"kill -9 {which}, restart in {down:.1f}s")
             await asyncio.sleep(down)
             started = time.monotonic()
             await self.broker_restart()

@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import dataclasses
 import datetime
+import itertools
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +54,8 @@ from chaos.workload import FaultyServer, Workload
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
+import local_cluster  # noqa: E402
+
 import local_kafka  # noqa: E402
 
 RESULTS = ROOT / "chaos" / "results"
@@ -77,6 +81,7 @@ class Tier:
     output_partitions: int = 6
     dlq_partitions: int = 2
     abort_rate: float = 0.05
+    brokers: int = 1            # 3: a KRaft cluster, replication 3, min ISR 2
 
 
 TIERS = {
@@ -89,7 +94,8 @@ TIERS = {
                  plan=Plan(kills=15, terms=6, zombies=3, broker_restarts=3, bursts=8,
                            kill_all=2, kill_rounds=3, gap=(6.0, 20.0),
                            extra=(("kill", 6), ("term", 2), ("burst", 2), ("zombie", 1),
-                                  ("kill_all", 0.5)))),
+                                  ("kill_all", 0.5))),
+                 brokers=3),
     # For tests: a minute against an existing broker (no broker faults there).
     "smoke": Tier(inputs=300, feed_s=15, max_lag=150,
                   plan=Plan(kills=3, terms=1, zombies=0, broker_restarts=0, bursts=1,
@@ -123,13 +129,15 @@ class Progress:
 async def create_topics(bootstrap: str, tier: Tier, run_id: str) -> dict[str, str]:
     names = {"input": f"chaos-{run_id}-in", "output": f"chaos-{run_id}-out",
              "dlq": f"chaos-{run_id}-dlq", "group": f"chaos-{run_id}-group"}
+    replicas = min(tier.brokers, local_cluster.REPLICATION)
+    configs = {"min.insync.replicas": str(min(replicas, local_cluster.MIN_ISR))}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics([
-            NewTopic(names["input"], tier.input_partitions, 1),
-            NewTopic(names["output"], tier.output_partitions, 1),
-            NewTopic(names["dlq"], tier.dlq_partitions, 1),
+            NewTopic(names["input"], tier.input_partitions, replicas, topic_configs=configs),
+            NewTopic(names["output"], tier.output_partitions, replicas, topic_configs=configs),
+            NewTopic(names["dlq"], tier.dlq_partitions, replicas, topic_configs=configs),
         ])
     finally:
         await admin.close()
@@ -263,6 +271,8 @@ class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.tier = TIERS[args.tier]
+        if args.brokers:
+            self.tier = dataclasses.replace(self.tier, brokers=args.brokers)
         self.seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
         self.run_id = f"{args.tier}-{self.seed}-{os.getpid()}"
         self.work = Path(tempfile.mkdtemp(prefix=f"txingest-chaos-{args.tier}-"))
@@ -281,6 +291,29 @@ class Run:
         self.broker_started = False
         self.progress: Progress | None = None
 
+    async def start_kafka(self) -> tuple[str, Callable[[], Awaitable[str]],
+                                         Callable[[], Awaitable[None]]]:
+        """The private broker (or cluster) and the fault scheduler's kill and restart:
+        in a cluster each restart takes the next node in turn, so every node is bounced."""
+        size = self.tier.brokers
+        if size == 1:
+            nodes = [await asyncio.to_thread(local_kafka.start, None, self.data)]
+        else:
+            nodes = await asyncio.to_thread(local_cluster.start, size, self.data)
+        self.broker_started = True
+        victims = itertools.cycle(node.data for node in nodes)
+        victim = nodes[0].data
+
+        async def broker_kill() -> str:
+            nonlocal victim
+            victim = next(victims)
+            await asyncio.to_thread(local_kafka.kill, victim)
+            return "the broker" if size == 1 else f"broker {victim.name} of {size}"
+
+        async def broker_restart() -> None:
+            await asyncio.to_thread(local_kafka.restart, victim, 180)
+        return local_cluster.bootstrap(nodes), broker_kill, broker_restart
+
     def mark(self, phase: str, since: float) -> float:
         now = time.monotonic()
         self.phases[phase] = round(now - since, 1)
@@ -296,15 +329,7 @@ class Run:
             bootstrap = args.bootstrap
             broker_kill = broker_restart = None
         else:
-            broker = await asyncio.to_thread(local_kafka.start, None, self.data)
-            self.broker_started = True
-            bootstrap = broker.bootstrap
-
-            async def broker_kill() -> None:
-                await asyncio.to_thread(local_kafka.kill, self.data)
-
-            async def broker_restart() -> None:
-                await asyncio.to_thread(local_kafka.restart, self.data, 180)
+            bootstrap, broker_kill, broker_restart = await self.start_kafka()
         self.names = await create_topics(bootstrap, tier, self.run_id)
         t = self.mark("setup_s", t)
 
@@ -428,7 +453,9 @@ class Run:
     def cleanup(self, keep: bool) -> None:
         if self.scheduler is not None:
             self.scheduler.stop_all()
-        if self.broker_started:
+        if self.broker_started and self.tier.brokers > 1:
+            local_cluster.stop(self.data, remove=not keep)
+        elif self.broker_started:
             local_kafka.stop(self.data, remove=not keep)
         if not keep:
             shutil.rmtree(self.work, ignore_errors=True)
@@ -487,6 +514,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m chaos.run", description=__doc__.split("\n")[0])
     parser.add_argument("--tier", choices=sorted(TIERS), default="ci")
     parser.add_argument("--seed", type=int, help="fault and workload seed (default: random)")
+    parser.add_argument("--brokers", type=int, choices=(1, 3),
+                        help="a single broker or a 3-node cluster (default: the tier's)")
     parser.add_argument("--copier", choices=("service", "broken"), default="service")
     parser.add_argument("--broken-mode", choices=("autocommit", "pod-txn-id"),
                         default="autocommit")

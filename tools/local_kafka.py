@@ -286,7 +286,7 @@ def start(port: int | None = None, data: Path | None = None, timeout: float = 12
     (data / "log4j2.properties").write_text(LOG4J2.format(log=data / "server.log"))
     cluster_id = new_cluster_id()
     subprocess.run(
-        [*_java(jars, data), "kafka.tools.StorageTool", "format", "-t", cluster_id,
+        [*java(jars, data), "kafka.tools.StorageTool", "format", "-t", cluster_id,
          "-c", str(data / "server.properties"), *format_args],
         check=True, stdout=subprocess.DEVNULL,
     )
@@ -321,7 +321,7 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _java(jars: Path, data: Path) -> list[str]:
+def java(jars: Path, data: Path) -> list[str]:
     return [
         "java", "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={data / 'log4j2.properties'}",
@@ -330,20 +330,26 @@ def _java(jars: Path, data: Path) -> list[str]:
 
 
 def _launch(jars: Path, data: Path, port: int, timeout: float) -> Broker:
+    broker, proc, log_from = spawn(jars, data, port)
+    wait_ready(broker, proc, timeout, log_from)
+    return broker
+
+
+def spawn(jars: Path, data: Path, port: int) -> tuple[Broker, subprocess.Popen, int]:
+    """Start the java process on a formatted ``data`` dir; not yet ready. Returns the
+    broker, its process and where this start's lines begin in server.log."""
     log = data / "server.log"
     started_at = log.stat().st_size if log.exists() else 0
     with open(data / "stdout.log", "ab") as out:
         proc = subprocess.Popen(
-            [*_java(jars, data), "kafka.Kafka", str(data / "server.properties")],
+            [*java(jars, data), "kafka.Kafka", str(data / "server.properties")],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     _pidfile(data).write_text(str(proc.pid))
-    broker = Broker(port, data, proc.pid, _secured(data))
-    _wait_ready(broker, proc, timeout, started_at)
-    return broker
+    return Broker(port, data, proc.pid, _secured(data)), proc, started_at
 
 
-def _wait_ready(broker: Broker, proc: subprocess.Popen, timeout: float, log_from: int) -> None:
+def wait_ready(broker: Broker, proc: subprocess.Popen, timeout: float, log_from: int) -> None:
     deadline = time.monotonic() + timeout
     log = broker.data / "server.log"
     while time.monotonic() < deadline:

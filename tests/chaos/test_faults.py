@@ -27,8 +27,9 @@ def scheduler(tmp_path: Path, seed: int, program: str = FAKE) -> Scheduler:
     copiers = [Copier(f"c{i}", [sys.executable, "-c", program], {}, tmp_path) for i in range(3)]
     broker = {"kills": 0, "restarts": 0}
 
-    async def kill() -> None:
+    async def kill() -> str:
         broker["kills"] += 1
+        return "the broker"
 
     async def restart() -> None:
         broker["restarts"] += 1
