@@ -150,9 +150,14 @@ class Service:
             try:
                 await consumer.start()
                 return consumer, self.supervisor
-            except kafka.KafkaConnectionError as exc:
+            except FATAL_CONSUMER_ERRORS:
+                await consumer.stop()
+                raise
+            except kafka.KafkaError as exc:
+                # Down, restarting, or a coordinator still loading (seen as SyncGroup
+                # UnknownError): what a restart would do, without the crash loop.
                 attempt += 1
-                log.warning("waiting for Kafka at %s: %s", self.settings.kafka_bootstrap_servers,
+                log.warning("waiting for Kafka at %s: %r", self.settings.kafka_bootstrap_servers,
                             exc, extra={"attempt": attempt})
                 await consumer.stop()
                 with contextlib.suppress(TimeoutError):
