@@ -55,7 +55,6 @@ from chaos.workload import FaultyServer, Workload
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import local_cluster  # noqa: E402
-
 import local_kafka  # noqa: E402
 
 RESULTS = ROOT / "chaos" / "results"
