@@ -140,7 +140,7 @@ def _fast_array(core: bytes, max_items: int, max_depth: int) -> list[Item] | Non
         doc = orjson.loads(core)
         if len(doc) > max_items or any(type(obj) is not dict for obj in doc):
             return None  # let the exact path name the problem
-        values = [orjson.dumps(obj) for obj in doc]
+        values = [_owned(orjson.dumps(obj)) for obj in doc]
     except (orjson.JSONDecodeError, orjson.JSONEncodeError):
         return None
     # Equal concatenation means every value is its source item's exact text.
@@ -182,7 +182,14 @@ def _fast_line(line: bytes, max_depth: int) -> Item | None:
         return None
     if value != line or type(obj) is not dict or _too_deep(value, obj, max_depth):
         return None
-    return Item(value, obj)
+    return Item(line, obj)  # equal to value, and sized to fit (see _owned)
+
+
+def _owned(value: bytes) -> bytes:
+    """A copy of an orjson.dumps result that keeps only its own bytes: the original
+    keeps orjson's whole write buffer (measured: 100,000 values of 211 bytes held
+    393 MB of RSS; their copies 26 MB). Items live until their transaction commits."""
+    return memoryview(value).tobytes()
 
 
 def _decode(data: bytes, where: str, offset: int = 0) -> str:
@@ -220,7 +227,7 @@ def _exact_item(obj: Any, where: str, max_depth: int) -> Item:
         raise PoisonError("invalid_json", f"{where}: string has an unpaired surrogate") from None
     if _too_deep(value, obj, max_depth):
         raise _nesting(where, max_depth)
-    return Item(value, obj)
+    return Item(_owned(value), obj)
 
 
 def _too_deep(value: bytes, obj: dict[str, Any], max_depth: int) -> bool:
@@ -267,4 +274,4 @@ def output_key(item: Item, key_field: str | None, url: str) -> bytes:
         raise PoisonError("missing_key_field", f"item has no field {key_field!r}") from None
     if type(value) is str:
         return value.encode("utf-8")
-    return orjson.dumps(value)
+    return _owned(orjson.dumps(value))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -411,3 +412,26 @@ def test_round_trip(items: list[dict], compact: bool, ascii_only: bool) -> None:
         assert got == items
         # dumps keeps dict order, so equal text means keys kept their order at every level.
         assert json.dumps(got) == json.dumps(items)
+
+
+@pytest.mark.parametrize("form", ["ndjson", "array", "exact"])
+def test_parsed_values_hold_only_their_own_bytes(form):
+    # orjson.dumps results keep orjson's whole write buffer (about 4 KB each); items
+    # are held until their transaction commits, so a large file would take 15x its size.
+    lines = [b'{"id":"%d","amount":%d.5,"memo":"%s"}' % (i, i, b"m" * 150) for i in range(2000)]
+    if form == "ndjson":
+        body = b"\n".join(lines)
+    elif form == "array":
+        body = b"[" + b",".join(lines) + b"]"
+    else:  # ", " separators: the exact path re-encodes every item
+        body = b"\n".join(line.replace(b",", b", ") for line in lines)
+    tracemalloc.start()
+    try:
+        items = parse_transactions(body, max_items=10_000)
+        for item in items:
+            item.obj.clear()  # count the values only
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(items) == 2000
+    assert held / len(items) < 600, f"{held / len(items):.0f} bytes held per item"
