@@ -10,5 +10,7 @@ for lost writes, aborted reads and torn transactions.
     logread.py   reading topics back: the client's read_committed view and the raw log
     checker.py   pure: records in, verdict and counts out
     broken.py    a deliberately wrong copier, to prove the checker can fail
-    run.py       ``python -m chaos.run --tier ci|full``: all of it against a private broker
+    harness.py   tiers, topics, the paced feeder, the group watcher, copier settings
+    run.py       ``python -m chaos.run --tier ci|full``: all of it against a private
+                 broker (ci) or a 3-node cluster (full, tools/local_cluster.py)
 """
