@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -90,13 +91,15 @@ def _plan(args: argparse.Namespace) -> dict[str, tuple[list[Spec], list[Variant]
 
 
 async def scenario(name: str, specs: list[Spec], variants: list[Variant], runs: int,
-                   timeout: float, warm: bool = True) -> list[dict]:
+                   timeout: float, warm: bool, results: list[dict],
+                   after_round: Callable[[], object]) -> None:
+    """Append each run's result to ``results``; call ``after_round`` after each round
+    (it writes the report, so an interrupted run keeps its finished rounds)."""
     data = Path(tempfile.mkdtemp(prefix=f"bench-{name}-kafka-"))
     broker = local_kafka.start(data=data)
     logs = Path(tempfile.mkdtemp(prefix=f"bench-{name}-logs-"))
     print(f"bench {name}: broker pid {broker.pid} at {broker.bootstrap}; logs in {logs}",
           flush=True)
-    results: list[dict] = []
     try:
         if warm:
             await warm_up(broker, logs, timeout)
@@ -108,11 +111,11 @@ async def scenario(name: str, specs: list[Spec], variants: list[Variant], runs: 
                     ctx = Ctx(broker.bootstrap, broker.pid, base, spec, files, logs, timeout)
                     for variant in _rotated(variants, round_no):
                         results.append(await _one(name, ctx, variant, round_no))
+                after_round()
         finally:
             await server.cleanup()
     finally:
         local_kafka.stop(data)
-    return results
 
 
 async def warm_up(broker: local_kafka.Broker, logs: Path, timeout: float) -> None:
@@ -231,16 +234,19 @@ async def main(args: argparse.Namespace) -> int:
     scenarios = {k: v for k, v in plan(args).items()
                  if k in chosen or (not chosen and k != "R2")}
     results = kept_runs(args, info, set(scenarios))
-    paths: list[Path] = []
+
+    def write() -> list[Path]:
+        info["duration_s"] = round(time.time() - started)
+        return report.write(args.out, info, results)
     for name, (specs, variants) in scenarios.items():
         if any(v.kind == "peer" for v in variants):
             info["peer_error"] = peer.ensure_venv()
             if info["peer_error"]:
                 print(f"bench: peer missing: {info['peer_error']}", file=sys.stderr)
                 variants = [v for v in variants if v.kind != "peer"]
-        results += await scenario(name, specs, variants, args.runs, args.timeout, args.warm_up)
-        info["duration_s"] = round(time.time() - started)
-        paths = report.write(args.out, info, results)  # after each scenario: keep what is done
+        await scenario(name, specs, variants, args.runs, args.timeout, args.warm_up,
+                       results, write)
+    paths = write()
     print("bench: wrote " + ", ".join(str(p) for p in paths))
     print((args.out / "latest.md").read_text())
     return 0 if all(r.get("ok") for r in results) else 1
