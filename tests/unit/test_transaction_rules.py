@@ -17,6 +17,19 @@ from app.prepare import ByteBudget, OutRecord, Prepared, Preparer
 from app.stats import Stats
 
 
+class ScriptedBatch:
+    """Holds two records, like a full record batch."""
+
+    def __init__(self) -> None:
+        self.records: list[bytes] = []
+
+    def append(self, *, key, value, timestamp, headers):
+        if len(self.records) == 2:
+            return None
+        self.records.append(value)
+        return object()
+
+
 class ScriptedProducer:
     """Records calls; raises the scripted error at the named step once."""
 
@@ -36,10 +49,13 @@ class ScriptedProducer:
     async def partitions_for(self, topic):
         return {0, 1, 2}
 
-    async def send(self, topic, value, key=None, headers=None, partition=None):
-        assert partition in (0, 1, 2), "the task names the partition of every record"
+    def create_batch(self):
+        return ScriptedBatch()
+
+    async def send_batch(self, batch, topic, *, partition):
+        assert partition in (0, 1, 2), "the task names the partition of every batch"
         self.calls.append("send")
-        self.sent.append(value)
+        self.sent.extend(batch.records)
         future = asyncio.get_running_loop().create_future()
         error = self.fail.pop("send", None)
         future.set_exception(error) if error else future.set_result(None)
@@ -137,11 +153,35 @@ async def test_at_least_once_sends_then_commits_the_offset_without_a_transaction
     assert task.consumer.commits == [{TopicPartition("in", 0): 42}]  # type: ignore[attr-defined]
 
 
-async def test_every_record_is_sent_once_in_order_with_its_partition():
+async def test_records_are_packed_into_batches_and_keep_their_order_per_key():
     records = [OutRecord("out", b"ab"[i % 2:i % 2 + 1], str(i).encode(), []) for i in range(7)]
     producer = ScriptedProducer({})
     task = make_task(producer)
     assert await task._commit(RECORD, Prepared(records, dead_lettered=False, attempts=1,
                                                nbytes=7))
-    assert producer.sent == [r.value for r in records]
-    assert producer.calls == ["begin"] + ["send"] * 7 + ["offsets", "commit"]
+    assert sorted(producer.sent) == sorted(r.value for r in records), "each record once"
+    for key in (b"a", b"b"):
+        mine = [r.value for r in records if r.key == key]
+        assert [v for v in producer.sent if v in mine] == mine
+    assert 4 <= producer.calls.count("send") <= 5  # batches of two, not one send per record
+
+
+async def test_a_failed_later_batch_aborts_the_whole_transaction():
+    records = [OutRecord("out", b"k", str(i).encode(), []) for i in range(5)]
+    producer = ScriptedProducer({})
+    original = producer.send_batch
+    batches = 0
+
+    async def second_fails(batch, topic, *, partition):
+        nonlocal batches
+        batches += 1
+        if batches == 2:
+            producer.fail["send"] = kafka.KafkaTimeoutError()
+        return await original(batch, topic, partition=partition)
+
+    producer.send_batch = second_fails  # type: ignore[method-assign]
+    task = make_task(producer)
+    assert await task._commit(RECORD, Prepared(records, dead_lettered=False, attempts=1,
+                                               nbytes=5))
+    assert producer.calls == ["begin", "send", "send", "send", "abort",
+                              "begin", "send", "send", "send", "offsets", "commit"]
