@@ -12,5 +12,5 @@ for lost writes, aborted reads and torn transactions.
     broken.py    a deliberately wrong copier, to prove the checker can fail
     harness.py   tiers, topics, the paced feeder, the group watcher, copier settings
     run.py       ``python -m chaos.run --tier ci|full``: all of it against a private
-                 broker (ci) or a 3-node cluster (full, tools/local_cluster.py)
+                 3-node cluster (tools/local_cluster.py; --brokers 1: one broker)
 """

@@ -1,6 +1,6 @@
 """``python -m chaos.run --tier ci|full``: exactly once under faults, end to end.
 
-1. A private broker (tools/local_kafka.py, a free port, a temp data dir), topics
+1. A private 3-node cluster (tools/local_cluster.py; or one broker), topics
    and a group with unique names, and the faulty file server.
 2. A feeder publishes the input URLs round-robin over the input partitions, paced
    to last about as long as the planned faults and held back while the group's
