@@ -277,19 +277,17 @@ class PartitionTask:
                 _append(batch, r)  # an empty batch takes any one record
             for (topic, where), batch in open_batches.items():
                 sent.append(await producer.send_batch(batch, topic, partition=where))
+            # aiokafka would commit even if a send failed: every result must be checked.
+            for future in sent:
+                if not future.done():
+                    await asyncio.wait([future])
+                failure = future.exception()
+                if failure is not None:
+                    raise failure
         except BaseException:
             for future in sent:  # their outcome no longer matters; the abort covers them
                 future.add_done_callback(_ignore_outcome)
             raise
-        # aiokafka would commit even if a send failed: every result must be checked.
-        for future in sent:
-            if not future.done():
-                await asyncio.wait([future])
-            failure = future.exception()
-            if failure is not None:
-                for rest in sent:
-                    rest.add_done_callback(_ignore_outcome)
-                raise failure
 
     def _inject_abort(self) -> bool:
         """Testing aid (off by default): lets chaos tests prove aborts stay invisible."""

@@ -78,9 +78,20 @@ async def main() -> int:
         return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers,
                                 transactional_id=transactional_id, linger_ms=5)
 
-    producer = new_producer()
+    async def started_producer() -> AIOKafkaProducer:
+        """A fresh producer, started; retried while the broker is away."""
+        while True:
+            producer = new_producer()
+            try:
+                await producer.start()
+                return producer
+            except Exception as err:  # noqa: BLE001
+                log.warning("producer start failed: %r", err)
+                await _quietly(producer.stop())
+                await asyncio.sleep(1)
+
     await consumer.start()
-    await producer.start()
+    producer = await started_producer()
     log.info("consuming", extra={"mode": mode, "pod": settings.pod_name})
     try:
         while not stop.is_set():
@@ -111,16 +122,7 @@ async def main() -> int:
                             log.warning("transaction failed, new producer: %r", exc)
                             await _quietly(producer.stop())
                             await asyncio.sleep(0.5)
-                            producer = new_producer()
-                            while True:
-                                try:
-                                    await producer.start()
-                                    break
-                                except Exception as err:  # noqa: BLE001
-                                    log.warning("producer start failed: %r", err)
-                                    await _quietly(producer.stop())
-                                    await asyncio.sleep(1)
-                                    producer = new_producer()
+                            producer = await started_producer()
     finally:
         await _quietly(consumer.stop())
         await _quietly(producer.stop())
