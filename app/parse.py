@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 from urllib.parse import urlsplit
 
 import orjson
@@ -26,8 +25,7 @@ _ORJSON_MAX_DUMP_DEPTH = 254  # orjson.dumps refuses anything deeper
 _FAST_MISS_ALLOWANCE = 8  # NDJSON misses tolerated before the fast path is given up
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
+class Item(NamedTuple):  # a tuple: built once per line of multi-MB files, it must be cheap
     """One transaction: ``value`` is compact JSON with the source's keys, order and numbers.
 
     In ``obj`` numbers are int/float on the fast path (they print as their source tokens)

@@ -80,6 +80,10 @@ def backoff(attempt: int, first: float, longest: float) -> float:
     return random.uniform(0.5, 1.0) * min(longest, first * 2 ** (attempt - 1))
 
 
+def _size(headers: Headers) -> int:
+    return sum(len(k) + len(v) for k, v in headers)
+
+
 def source_headers(msg: ConsumerRecord, url: str | None) -> Headers:
     headers = [
         ("source-topic", msg.topic.encode()),
@@ -144,15 +148,19 @@ class Preparer:
         topic, limit = self.settings.output_topic, self.settings.max_record_bytes
         base = source_headers(msg, url)
         count = str(len(items)).encode()
+        # Headers are base + index + count: only the index's size varies by record
+        # (this loop runs once per output message; S2's profile put 25% of CPU here).
+        fixed = _size(base) + len("index") + len("count") + len(count)
         records, nbytes = [], 0
         key_field, url_key = self.settings.output_key_field, url.encode()
         for index, item in enumerate(items):
             key = url_key if key_field is None else output_key(item, key_field, url)
-            headers = [*base, ("index", str(index).encode()), ("count", count)]
-            size = len(key) + len(item.value) + sum(len(k) + len(v) for k, v in headers)
+            position = str(index).encode()
+            size = len(key) + len(item.value) + fixed + len(position)
             if size + RECORD_OVERHEAD > limit:
                 raise PoisonError("record_too_large", f"transaction {index} makes a record of "
                                   f"{size} bytes; MAX_RECORD_BYTES is {limit}")
+            headers = [*base, ("index", position), ("count", count)]
             records.append(OutRecord(topic, key, item.value, headers))
             nbytes += size + HELD_RECORD_OVERHEAD
         self.budget.take(nbytes)
