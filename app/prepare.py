@@ -84,6 +84,10 @@ def _size(headers: Headers) -> int:
     return sum(len(k) + len(v) for k, v in headers)
 
 
+def _headers(base: Headers, index: bytes, count: bytes) -> Headers:
+    return [*base, ("index", index), ("count", count)]
+
+
 def source_headers(msg: ConsumerRecord, url: str | None) -> Headers:
     headers = [
         ("source-topic", msg.topic.encode()),
@@ -148,9 +152,9 @@ class Preparer:
         topic, limit = self.settings.output_topic, self.settings.max_record_bytes
         base = source_headers(msg, url)
         count = str(len(items)).encode()
-        # Headers are base + index + count: only the index's size varies by record
+        # Only the index's digits vary by record: size the rest once, not per record
         # (this loop runs once per output message; S2's profile put 25% of CPU here).
-        fixed = _size(base) + len("index") + len("count") + len(count)
+        fixed = _size(_headers(base, b"", count))
         records, nbytes = [], 0
         key_field, url_key = self.settings.output_key_field, url.encode()
         for index, item in enumerate(items):
@@ -160,8 +164,7 @@ class Preparer:
             if size + RECORD_OVERHEAD > limit:
                 raise PoisonError("record_too_large", f"transaction {index} makes a record of "
                                   f"{size} bytes; MAX_RECORD_BYTES is {limit}")
-            headers = [*base, ("index", position), ("count", count)]
-            records.append(OutRecord(topic, key, item.value, headers))
+            records.append(OutRecord(topic, key, item.value, _headers(base, position, count)))
             nbytes += size + HELD_RECORD_OVERHEAD
         self.budget.take(nbytes)
         return Prepared(records, dead_lettered=False, attempts=attempts, nbytes=nbytes)

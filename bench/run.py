@@ -251,9 +251,11 @@ async def main(args: argparse.Namespace) -> int:
     print((args.out / "latest.md").read_text())
     # A discarded run is reported (latest.md lists it); fail only when a variant has no
     # run that passed the gate, as then its ratios cannot be computed.
-    variants = {(r.get("scenario"), r.get("partitions"), r["variant"]) for r in results}
-    passed = {(r.get("scenario"), r.get("partitions"), r["variant"]) for r in results
-              if r.get("ok")}
+    def variant(r: dict) -> tuple:
+        return r.get("scenario"), r.get("partitions"), r["variant"]
+
+    variants = {variant(r) for r in results}
+    passed = {variant(r) for r in results if r.get("ok")}
     for missing in sorted(variants - passed, key=str):
         print(f"bench: no run of {missing} passed the gate", file=sys.stderr)
     return 0 if variants == passed else 1

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from app import __main__ as app_main
 from app.config import load_settings
 from app.errors import PoisonError
 from app.parse import parse_transactions
@@ -63,13 +60,3 @@ def test_the_largest_record_is_measured_to_the_byte(slack: int, fits: bool) -> N
         assert caught.value.reason == "record_too_large"
         assert "transaction 11 " in caught.value.message
 
-
-def test_the_service_tunes_the_collector_at_start() -> None:
-    before = gc.get_threshold()
-    try:
-        app_main.tune_gc()
-        assert gc.get_freeze_count() > 0
-        assert gc.get_threshold()[0] >= 10_000
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*before)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 
 from aiokafka import errors as kafka_errors
 
+from app import __main__ as app_main
 from app import service as service_module
 from app.config import load_settings
 
@@ -85,3 +87,14 @@ async def test_an_authorization_error_at_start_is_not_retried(monkeypatch):
     else:
         raise AssertionError("an authorization error must stop the start")
     assert consumer.stops == 1
+
+
+def test_the_service_tunes_the_collector_at_start() -> None:
+    before = gc.get_threshold()
+    try:
+        app_main.tune_gc()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold()[0] >= 10_000
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
