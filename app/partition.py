@@ -89,7 +89,8 @@ class PartitionTask:
         self.ready = True
         self._resume()
         self._runner = asyncio.create_task(self._run(), name=f"partition-{self.tp.partition}")
-        log.info("partition task started", extra=self._ctx(offset=committed))
+        log.info("partition task started",
+                 extra=self._ctx(event="task_started", offset=committed))
 
     @property
     def running(self) -> bool:
@@ -298,7 +299,7 @@ class PartitionTask:
         if not self._exactly_once:
             return  # nothing to abort: outputs may be written again (at least once)
         self.stats.aborted()
-        log.warning("transaction aborted, will retry: %r", cause, extra=self._ctx())
+        log.warning("transaction aborted, will retry: %r", cause, extra=self._ctx(event="aborted"))
         assert self._producer is not None
         try:
             await self._producer.abort_transaction()

@@ -172,7 +172,8 @@ class Preparer:
     def dead_letter(self, msg: ConsumerRecord, url: str | None, exc: IngestError,
                     attempts: int) -> Prepared:
         log.warning("dead-lettering record: %s", exc.message, extra={
-            "partition": msg.partition, "offset": msg.offset, "reason": exc.reason,
+            "event": "dead_lettered", "partition": msg.partition, "offset": msg.offset,
+            "reason": exc.reason,
             "url": redact_url(url) if url else None, "attempts": attempts})
         value = orjson.dumps({
             "url": url,

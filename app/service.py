@@ -49,11 +49,13 @@ class Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         if revoked:
-            log.info("partitions revoked", extra={"partitions": _numbers(revoked)})
+            log.info("partitions revoked", extra={"event": "revoked",
+                                                  "partitions": _numbers(revoked)})
         await self.supervisor.revoke(revoked, self.timeout)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions assigned", extra={"partitions": _numbers(assigned)})
+        log.info("partitions assigned", extra={"event": "assigned",
+                                               "partitions": _numbers(assigned)})
         self.supervisor.assign(assigned)
         self._recent.append(time.monotonic())
         if len(self._recent) == THRASH_REBALANCES and self._recent[-1] - self._recent[0] < 60:
@@ -125,7 +127,7 @@ class Service:
             started = await self._connect(downloader)
             if started is not None:
                 consumer, supervisor = started
-                log.info("consuming", extra={"topic": settings.input_topic,
+                log.info("consuming", extra={"event": "consuming", "topic": settings.input_topic,
                                              "group": settings.group_id, "pod": settings.pod_name})
                 code = await self._poll(consumer, supervisor)
         finally:
@@ -137,7 +139,8 @@ class Service:
             await downloader.close()
             if web_runner is not None:
                 await web_runner.cleanup()
-        log.info("stopped: %s", self.stats.summary(held))
+        log.info("stopped: %s", self.stats.summary(held),
+                 extra={"event": "stopped", **self.stats.summary_fields(held)})
         return code
 
     async def _connect(self, downloader: Downloader
@@ -158,7 +161,7 @@ class Service:
                 # UnknownError): what a restart would do, without the crash loop.
                 attempt += 1
                 log.warning("waiting for Kafka at %s: %r", self.settings.kafka_bootstrap_servers,
-                            exc, extra={"attempt": attempt})
+                            exc, extra={"event": "waiting_for_kafka", "attempt": attempt})
                 await consumer.stop()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))

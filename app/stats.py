@@ -74,8 +74,16 @@ class Stats:
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
-    def summary(self, partitions: int) -> str:
+    def summary_fields(self, partitions: int) -> dict[str, int]:
+        """The shutdown summary's counts, also logged as fields for other tools to read."""
         t = self.totals
-        return (f"records committed={t['committed']} dead_lettered={t['dead_lettered']} "
-                f"outputs={t['outputs']} aborted={t['aborted']} retries={t['retries']} "
-                f"restarts={t['restarts']} partitions_held={partitions}")
+        return {"committed": t["committed"], "dead_lettered": t["dead_lettered"],
+                "outputs": t["outputs"], "aborted": t["aborted"], "retries": t["retries"],
+                "restarts": t["restarts"], "partitions_held": partitions}
+
+    def summary(self, partitions: int) -> str:
+        fields = self.summary_fields(partitions)
+        fields["records committed"] = fields.pop("committed")
+        order = ("records committed", "dead_lettered", "outputs", "aborted", "retries",
+                 "restarts", "partitions_held")
+        return " ".join(f"{name}={fields[name]}" for name in order)

@@ -92,11 +92,11 @@ class Supervisor:
             return  # closed by revoke or shutdown
         except TaskFenced as exc:
             log.warning("partition fenced by another producer; dropping its task: %s", exc,
-                        extra={"partition": tp.partition})
+                        extra={"event": "fenced", "partition": tp.partition})
             next_delay = self.settings.session_timeout_ms / 1000
         except TaskFailed as exc:
             log.warning("partition task failed; starting a new producer: %s", exc,
-                        extra={"partition": tp.partition})
+                        extra={"event": "task_failed", "partition": tp.partition})
             failures += 1
         except Exception as exc:  # e.g. init_transactions while the broker is down
             log.warning("partition task could not run: %r", exc, extra={"partition": tp.partition})
