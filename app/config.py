@@ -82,13 +82,6 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise ValueError("must be a number from 0 up to (not including) 1")
-    return value
-
-
 def _secret(help: str) -> Any:
     """Never shown in repr or logs; may also come from a file (``NAME_FILE``)."""
     return dataclasses.field(default=None, repr=False, metadata={
@@ -161,8 +154,6 @@ class Settings:
     processing_guarantee: str = _setting(
         "exactly_once", _choice("exactly_once", "at_least_once"),
         "at_least_once: no transactions (a baseline for benchmarks)")
-    test_abort_rate: float = _setting(
-        0.0, _fraction, "TESTING AID: abort this share of transactions just before commit")
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("json", _choice("json", "text"), "log line format")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import random
 
 from aiokafka import errors as kafka
 
@@ -76,3 +77,8 @@ def classify(exc: BaseException) -> Kind:
     if isinstance(exc, kafka.KafkaError) and exc.retriable:
         return Kind.TRANSIENT
     return Kind.FATAL
+
+
+def backoff(attempt: int, first: float, longest: float) -> float:
+    """Exponential with full jitter: spreads retries of many partitions apart."""
+    return random.uniform(0.5, 1.0) * min(longest, first * 2 ** (attempt - 1))

@@ -12,6 +12,7 @@ import socket
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -21,6 +22,9 @@ from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
 from app.errors import PoisonError, TransientError
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -42,6 +46,20 @@ class DownloadLimits:
     allow_private_networks: bool = False
     allowed_hosts: frozenset[str] = frozenset()  # "host" or "host:port", exempt from the block
     allowed_ports: frozenset[int] = frozenset()  # empty: any port
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DownloadLimits:
+        return cls(
+            max_file_bytes=settings.max_file_bytes,
+            connect_timeout_s=settings.download_connect_timeout_s,
+            read_timeout_s=settings.download_read_timeout_s,
+            total_timeout_s=settings.download_total_timeout_s,
+            max_concurrent=settings.max_concurrent_downloads,
+            allow_private_networks=settings.download_allow_private_networks,
+            allowed_hosts=settings.allowed_hosts,
+            allowed_ports=settings.allowed_ports,
+            max_redirects=settings.download_max_redirects,
+        )
 
 
 def redact_url(url: str) -> str:

@@ -8,76 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import NamedTuple
 
 import orjson
 from aiokafka.structs import ConsumerRecord
 
+from app.budget import ByteBudget
 from app.config import Settings
-from app.errors import IngestError, PoisonError, TransientError
+from app.errors import IngestError, PoisonError, TransientError, backoff
 from app.fetch import Downloader, redact_url
 from app.parse import Item, output_key, parse_input_url, parse_transactions
+from app.records import Headers, OutRecord, Prepared
 from app.stats import Stats
 
 log = logging.getLogger(__name__)
-Headers = list[tuple[str, bytes]]
 # Record framing the broker counts on top of key, value and headers.
 RECORD_OVERHEAD = 64
 PARSE_INLINE_BYTES = 256 * 1024
 # What a prepared record's Python objects take beyond its bytes, so MAX_BUFFERED_BYTES
-# bounds memory (measured on 2-5 MB files: 705 bytes held per 358-byte record).
+# bounds memory (docs/benchmarks.md has the measurement).
 HELD_RECORD_OVERHEAD = 350
-
-
-class OutRecord(NamedTuple):
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: Headers
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    records: list[OutRecord]
-    dead_lettered: bool
-    attempts: int
-    nbytes: int
-
-
-class ByteBudget:
-    """Caps bytes held by prepared-but-uncommitted records across all partitions.
-
-    A new download waits while the cap is exceeded; one already running finishes,
-    so memory stays within the cap plus the downloads in flight.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._room = asyncio.Event()
-        self._room.set()
-
-    async def wait_for_room(self) -> None:
-        await self._room.wait()
-
-    def take(self, nbytes: int) -> None:
-        self.used += nbytes
-        if self.used >= self.limit:
-            self._room.clear()
-
-    def give_back(self, nbytes: int) -> None:
-        self.used -= nbytes
-        if self.used < self.limit:
-            self._room.set()
-
-
-def backoff(attempt: int, first: float, longest: float) -> float:
-    """Exponential with full jitter: spreads retries of many partitions apart."""
-    return random.uniform(0.5, 1.0) * min(longest, first * 2 ** (attempt - 1))
 
 
 def _size(headers: Headers) -> int:
@@ -153,7 +104,7 @@ class Preparer:
         base = source_headers(msg, url)
         count = str(len(items)).encode()
         # Only the index's digits vary by record: size the rest once, not per record
-        # (this loop runs once per output message; S2's profile put 25% of CPU here).
+        # (this loop runs once per output message, the hottest loop in big files).
         fixed = _size(_headers(base, b"", count))
         records, nbytes = [], 0
         key_field, url_key = self.settings.output_key_field, url.encode()
@@ -166,8 +117,8 @@ class Preparer:
                                   f"{size} bytes; MAX_RECORD_BYTES is {limit}")
             records.append(OutRecord(topic, key, item.value, _headers(base, position, count)))
             nbytes += size + HELD_RECORD_OVERHEAD
-        self.budget.take(nbytes)
-        return Prepared(records, dead_lettered=False, attempts=attempts, nbytes=nbytes)
+        return Prepared(records, dead_lettered=False, attempts=attempts,
+                        claim=self.budget.take(nbytes))
 
     def dead_letter(self, msg: ConsumerRecord, url: str | None, exc: IngestError,
                     attempts: int) -> Prepared:
@@ -183,4 +134,4 @@ class Preparer:
             "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
         })
         record = OutRecord(self.settings.dlq_topic, msg.key, value, source_headers(msg, url))
-        return Prepared([record], dead_lettered=True, attempts=attempts, nbytes=0)
+        return Prepared([record], dead_lettered=True, attempts=attempts)

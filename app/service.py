@@ -8,28 +8,29 @@ settle). A second signal exits at once.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka
-from aiokafka.structs import TopicPartition
 
 from app import web
+from app.budget import ByteBudget
 from app.clients import FatalStartupError, check_connection, make_consumer, producer_factory
+from app.commit import Committer, make_committer
 from app.config import Settings
 from app.fetch import Downloader, DownloadLimits
-from app.prepare import ByteBudget, Preparer
+from app.partition import TaskContext
+from app.prepare import Preparer
 from app.stats import Stats
-from app.supervisor import Supervisor
+from app.supervisor import Rebalance, Supervisor
 
 log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 200
-THRASH_REBALANCES = 5
 # Errors that no retry will fix: stop the service with a clear message.
 FATAL_CONSUMER_ERRORS = (
     kafka.GroupAuthorizationFailedError,
@@ -38,55 +39,11 @@ FATAL_CONSUMER_ERRORS = (
 )
 
 
-class Rebalance(ConsumerRebalanceListener):
-    """aiokafka awaits these before rejoining: closing here finishes in time."""
-
-    def __init__(self, supervisor: Supervisor, timeout: float, pod_name: str) -> None:
-        self.supervisor = supervisor
-        self.timeout = timeout
-        self.pod_name = pod_name
-        self._recent: collections.deque[float] = collections.deque(maxlen=THRASH_REBALANCES)
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        if revoked:
-            log.info("partitions revoked", extra={"event": "revoked",
-                                                  "partitions": _numbers(revoked)})
-        await self.supervisor.revoke(revoked, self.timeout)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions assigned", extra={"event": "assigned",
-                                               "partitions": _numbers(assigned)})
-        self.supervisor.assign(assigned)
-        self._recent.append(time.monotonic())
-        if len(self._recent) == THRASH_REBALANCES and self._recent[-1] - self._recent[0] < 60:
-            # aiokafka reports a duplicate group.instance.id only as "member_id not recognized".
-            log.warning("%d rebalances within a minute: replicas are joining and leaving "
-                        "often, or another process uses POD_NAME=%s (each would take this "
-                        "member's slot in turn)", THRASH_REBALANCES, self.pod_name)
-            self._recent.clear()
-
-
-def _numbers(partitions: set[TopicPartition]) -> list[int]:
-    return sorted(tp.partition for tp in partitions)
-
-
-def download_limits(settings: Settings) -> DownloadLimits:
-    return DownloadLimits(
-        max_file_bytes=settings.max_file_bytes,
-        connect_timeout_s=settings.download_connect_timeout_s,
-        read_timeout_s=settings.download_read_timeout_s,
-        total_timeout_s=settings.download_total_timeout_s,
-        max_concurrent=settings.max_concurrent_downloads,
-        allow_private_networks=settings.download_allow_private_networks,
-        allowed_hosts=settings.allowed_hosts,
-        allowed_ports=settings.allowed_ports,
-        max_redirects=settings.download_max_redirects,
-    )
-
-
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 wrap_committer: Callable[[Committer], Committer] | None = None) -> None:
         self.settings = settings
+        self._wrap_committer = wrap_committer  # a testing aid: see chaos/copier.py
         self.stats = Stats()
         self.stopping = asyncio.Event()
         self.supervisor: Supervisor | None = None
@@ -120,7 +77,7 @@ class Service:
             log.error("cannot start: %s", exc)
             return 1
         web_runner = await web.serve(self, settings.http_port) if settings.http_port else None
-        downloader = Downloader(download_limits(settings))
+        downloader = Downloader(DownloadLimits.from_settings(settings))
         await downloader.start()
         code, held, supervisor = 0, 0, None
         try:
@@ -133,7 +90,7 @@ class Service:
         finally:
             self.stopping.set()  # readiness fails from here on
             if supervisor is not None:
-                held = len(supervisor.tasks)
+                held = len(supervisor.slots)
                 await supervisor.close(settings.shutdown_timeout_s)
                 await supervisor.consumer.stop()
             await downloader.close()
@@ -171,8 +128,11 @@ class Service:
         settings = self.settings
         preparer = Preparer(settings, downloader, ByteBudget(settings.max_buffered_bytes),
                             self.stats)
-        supervisor = Supervisor(settings, consumer, preparer, self.stats,
-                                producer_factory(settings))
+        committer: Committer = make_committer(settings, consumer)
+        if self._wrap_committer is not None:
+            committer = self._wrap_committer(committer)
+        supervisor = Supervisor(TaskContext(settings, consumer, preparer, self.stats, committer,
+                                            producer_factory(settings)))
         consumer.subscribe([settings.input_topic],
                            listener=Rebalance(supervisor, settings.shutdown_timeout_s,
                                               str(settings.pod_name)))

@@ -31,10 +31,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 
 from app import log as app_log
 from app.config import load_settings
-from app.fetch import Downloader
-from app.prepare import ByteBudget, Preparer
-from app.service import download_limits
+from app.budget import ByteBudget
+from app.fetch import Downloader, DownloadLimits
+from app.prepare import Preparer
 from app.stats import Stats
+from chaos.copier import abort_rate
 
 log = logging.getLogger("chaos.broken")
 MODES = ("autocommit", "pod-txn-id")
@@ -61,7 +62,7 @@ async def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    downloader = Downloader(download_limits(settings))
+    downloader = Downloader(DownloadLimits.from_settings(settings))
     await downloader.start()
     preparer = Preparer(settings, downloader, ByteBudget(settings.max_buffered_bytes), Stats())
     consumer = AIOKafkaConsumer(
@@ -113,7 +114,7 @@ async def main() -> int:
                             if mode == "pod-txn-id":
                                 await producer.send_offsets_to_transaction(
                                     {tp: record.offset + 1}, settings.group_id)
-                            if random.random() < settings.test_abort_rate:
+                            if random.random() < abort_rate(os.environ):
                                 await producer.abort_transaction()
                                 continue
                             await producer.commit_transaction()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from app.budget import ByteBudget
 from app.config import load_settings
 from app.errors import PoisonError
 from app.parse import parse_transactions
-from app.prepare import HELD_RECORD_OVERHEAD, RECORD_OVERHEAD, ByteBudget, Preparer
+from app.prepare import HELD_RECORD_OVERHEAD, RECORD_OVERHEAD, Preparer
 from app.stats import Stats
 
 URL = "http://files.example/ledger.ndjson"

@@ -1,0 +1,35 @@
+"""What a prepared input record becomes: the records to write, and the bytes they hold."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from app.budget import NOTHING, Claim
+
+Headers = list[tuple[str, bytes]]
+
+
+class OutRecord(NamedTuple):
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An input record's outputs (or its one dead letter), holding ``claim`` on the budget
+    until its owner calls ``release``."""
+
+    records: list[OutRecord]
+    dead_lettered: bool
+    attempts: int
+    claim: Claim = NOTHING
+
+    @property
+    def nbytes(self) -> int:
+        return self.claim.nbytes
+
+    def release(self) -> None:
+        self.claim.release()

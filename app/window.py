@@ -1,0 +1,107 @@
+"""One partition's prefetch window: records being prepared ahead of their commit.
+
+Records enter in offset order; at most ``depth`` are prepared at once; the head is
+committed first. The consumer is paused for the partition while the window and
+the records waiting behind it reach ``depth``, and resumed when there is room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from app.records import Prepared
+
+Entry = tuple[ConsumerRecord, "asyncio.Task[Prepared]"]
+
+
+class PrefetchWindow:
+    def __init__(self, tp: TopicPartition, consumer: AIOKafkaConsumer, depth: int,
+                 prepare: Callable[[ConsumerRecord], Coroutine[Any, Any, Prepared]]) -> None:
+        self.tp, self.consumer, self.depth = tp, consumer, depth
+        self._prepare = prepare
+        self._inbox: collections.deque[ConsumerRecord] = collections.deque()
+        self._entries: collections.deque[Entry] = collections.deque()
+        self._next_offset = -1   # the offset after the last record received
+        self._open = False
+        self._wake = asyncio.Event()
+
+    def open(self, offset: int) -> None:
+        """Take records from ``offset`` on."""
+        self._next_offset = offset
+        self._open = True
+        self._resume()
+
+    def close(self) -> None:
+        """Take nothing new; cancel what is being prepared (a prepared head stays)."""
+        self._open = False
+        self.pause()
+        self._inbox.clear()
+        for _, pending in self._entries:
+            pending.cancel()
+        self._wake.set()
+
+    def clear(self) -> None:
+        while self._entries:
+            _drop(self._entries.popleft()[1])
+
+    def deliver(self, records: list[ConsumerRecord]) -> None:
+        if not self._open:
+            return
+        for record in records:
+            # Anything below the position we sought to is a leftover of an old fetch.
+            if record.offset >= self._next_offset:
+                self._inbox.append(record)
+                self._next_offset = record.offset + 1
+        self._fill()
+
+    @property
+    def pending(self) -> int:
+        return len(self._inbox) + len(self._entries)
+
+    async def head(self) -> tuple[ConsumerRecord, Prepared] | None:
+        """The oldest record once prepared; None when the window was closed meanwhile."""
+        while not self._entries:
+            if not self._open:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        record, pending = self._entries[0]
+        await asyncio.wait([pending])
+        return None if pending.cancelled() else (record, pending.result())
+
+    def pop(self) -> None:
+        """The head is committed: release it and prepare the next."""
+        _drop(self._entries.popleft()[1])
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._inbox and len(self._entries) < self.depth:
+            record = self._inbox.popleft()
+            self._entries.append((record, asyncio.create_task(self._prepare(record))))
+        if self._entries:
+            self._wake.set()
+        if self.pending >= self.depth:
+            self.pause()
+        else:
+            self._resume()
+
+    def pause(self) -> None:
+        if self.tp in self.consumer.assignment():
+            self.consumer.pause(self.tp)
+
+    def _resume(self) -> None:
+        if self._open and self.tp in self.consumer.assignment():
+            self.consumer.resume(self.tp)
+
+
+def _drop(pending: asyncio.Task[Prepared]) -> None:
+    """The one place a window entry's bytes go back to the budget."""
+    pending.cancel()
+    if pending.done() and not pending.cancelled() and pending.exception() is None:
+        pending.result().release()
