@@ -132,3 +132,13 @@ async def test_close_releases_every_prepared_record_and_takes_nothing_new():
     assert budget.used == 0 and task.state is TaskState.CLOSED
     task.deliver([record(9, "http://files/0")])
     assert task.pending == 0 and TP in consumer.paused
+
+
+async def test_close_does_not_wait_for_downloads_in_flight():
+    producer = ScriptedProducer()
+    task, _, downloader = await started(producer, urls(2))
+    downloader.gate = asyncio.Event()  # the downloads never finish by themselves
+    task.deliver([record(5, "http://files/0"), record(6, "http://files/1")])
+    await until(lambda: len(downloader.requests) == 2, "both downloads started")
+    await asyncio.wait_for(task.close(timeout=3600), 5)  # cancelled, not waited for
+    assert task.state is TaskState.CLOSED and "begin" not in producer.calls

@@ -3,6 +3,8 @@ assigned, after the right wait; revocation closes it; readiness follows the task
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
@@ -91,6 +93,6 @@ async def test_revoking_a_task_still_waiting_to_restart_cancels_it():
     supervisor.assign([TP])
     await until(lambda: len(sleeps.delays) == 1, "the replacement waiting out its backoff")
     life = supervisor.slots[TP].life
-    await supervisor.revoke([TP], 1)
+    await asyncio.wait_for(supervisor.revoke([TP], 1), 5)
     assert life.cancelled() and supervisor.slots == {}
     assert len(made) == 1, "no producer made for a revoked partition"
