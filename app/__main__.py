@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import gc
-import os
-import sys
-from collections.abc import Callable
+from app.signals import catch_early
 
-import uvloop
+catch_early()  # before the imports below, which take a noticeable time
 
-from app import log
-from app.commit import Committer
-from app.config import load_settings
-from app.errors import ConfigError
-from app.service import Service
+import asyncio  # noqa: E402
+import gc  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+
+import uvloop  # noqa: E402
+
+from app import log  # noqa: E402
+from app.commit import Committer  # noqa: E402
+from app.config import load_settings  # noqa: E402
+from app.errors import ConfigError  # noqa: E402
+from app.service import Service  # noqa: E402
 
 
 async def serve(service: Service) -> int:

@@ -7,6 +7,8 @@ never retries, logs or counts. What to do next is the partition task's decision:
     RETRY    nothing of it is visible (the transaction was aborted, or at least once:
              the offset was not committed): the same records may be tried again
     FENCED   another producer owns this partition's transactional id: drop the task
+    TIMED_OUT  fenced after the transaction outlived TRANSACTION_TIMEOUT_MS: the
+             coordinator aborted it (a record too big to commit in time, or a stall)
     UNKNOWN  the commit was sent and its answer lost: it may have been applied, so
              never abort it; a new producer's init settles it, the committed offset tells
     FATAL    the producer is unusable: replace it and resume from the committed offset
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -38,6 +41,7 @@ class Outcome(enum.Enum):
     DONE = "done"
     RETRY = "retry"
     FENCED = "fenced"
+    TIMED_OUT = "timed_out"
     UNKNOWN = "unknown"
     FATAL = "fatal"
 
@@ -67,11 +71,21 @@ class ExactlyOnceCommitter:
 
     transactional = True
 
-    def __init__(self, group_id: str) -> None:
+    def __init__(self, group_id: str, transaction_timeout_s: float = float("inf")) -> None:
         self.group_id = group_id
+        self.transaction_timeout_s = transaction_timeout_s
 
     async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
                      records: Sequence[OutRecord]) -> Result:
+        started = time.monotonic()
+        result = await self._commit(producer, offsets, records)
+        if (result.outcome is Outcome.FENCED
+                and time.monotonic() - started >= self.transaction_timeout_s):
+            return Result(Outcome.TIMED_OUT, result.cause)
+        return result
+
+    async def _commit(self, producer: AIOKafkaProducer, offsets: Offsets,
+                      records: Sequence[OutRecord]) -> Result:
         try:
             await producer.begin_transaction()
             await send_all(producer, records)
@@ -126,7 +140,7 @@ class AtLeastOnceCommitter:
 def make_committer(settings: Settings, consumer: AIOKafkaConsumer
                    ) -> ExactlyOnceCommitter | AtLeastOnceCommitter:
     if settings.processing_guarantee == "exactly_once":
-        return ExactlyOnceCommitter(settings.group_id)
+        return ExactlyOnceCommitter(settings.group_id, settings.transaction_timeout_ms / 1000)
     return AtLeastOnceCommitter(consumer)
 
 

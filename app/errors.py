@@ -47,6 +47,14 @@ class TransientError(IngestError):
     kind = Kind.TRANSIENT
 
 
+class TaskFenced(Exception):
+    """Another producer took this partition's transactional id."""
+
+
+class TaskFailed(Exception):
+    """The producer is unusable or a commit's outcome is unknown: start afresh."""
+
+
 class ConfigError(Exception):
     """A setting is invalid; the service refuses to start."""
 

@@ -1,13 +1,10 @@
 """One input partition: its producer, its prefetch window, its commits in offset order.
 
-Lifecycle, driven by the supervisor (app/supervisor.py):
-
-    start()      init the producer (this fences and settles any previous owner's
-                 transaction), read the committed offset, seek, begin running
-    deliver()    records from the consumer's poll loop
-    close(t)     stop taking records, let the commit in flight finish (or give
-                 up at t), stop the producer
-    terminate()  the same, at once
+Lifecycle, driven by the supervisor (app/supervisor.py): ``start`` inits the producer
+(this fences and settles any previous owner's transaction), reads the committed offset,
+seeks and runs; ``deliver`` takes records from the poll loop; ``close(t)`` stops taking
+records, lets the commit in flight finish (or gives up at t) and stops the producer;
+``terminate`` does the same at once.
 
 A task lives once. When it ends on its own (fenced, or its producer failed) the
 supervisor decides whether to start a new one; the new one resumes from the
@@ -18,12 +15,13 @@ made (transactions or not) is the committer's business (app/commit.py).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -31,21 +29,13 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.commit import Committer, Outcome, Result
 from app.config import Settings
-from app.errors import PoisonError, backoff
+from app.errors import PoisonError, TaskFailed, TaskFenced, backoff
 from app.prepare import Preparer
 from app.records import Prepared
 from app.stats import Stats
 from app.window import PrefetchWindow
 
 log = logging.getLogger(__name__)
-
-
-class TaskFenced(Exception):
-    """Another producer took this partition's transactional id."""
-
-
-class TaskFailed(Exception):
-    """The producer is unusable or a commit's outcome is unknown: start afresh."""
 
 
 class TaskState(enum.Enum):
@@ -66,6 +56,9 @@ class TaskContext:
     committer: Committer
     make_producer: Callable[[int], AIOKafkaProducer]
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    # Attempts of a record whose transaction timed out, kept across its partition's tasks.
+    timeouts: collections.Counter[tuple[TopicPartition, int]] = field(
+        default_factory=collections.Counter)
 
 
 class PartitionTask:
@@ -76,7 +69,7 @@ class PartitionTask:
         self.transactional_id = self.settings.transactional_id(tp.partition)
         self.state = TaskState.STARTING
         self.window = PrefetchWindow(tp, self.consumer, self.settings.prefetch_per_partition,
-                                     context.preparer.prepare)
+                                     context.preparer.prepare, context.preparer.budget)
         self.committed_offset = -1  # the offset after the last record committed
         self._producer: AIOKafkaProducer | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -165,24 +158,32 @@ class PartitionTask:
 
     async def _commit(self, record: ConsumerRecord, prepared: Prepared) -> bool:
         """Commit the record's outputs and offset, retrying; False if closed meanwhile."""
-        offsets, attempt = {self.tp: record.offset + 1}, 0
+        key, attempt = (self.tp, record.offset), 0
+        if self.context.timeouts[key] >= self.settings.max_attempts:
+            prepared = self.context.preparer.dead_letter(record, None, PoisonError(
+                "transaction_timeout", f"{self.context.timeouts[key]} transactions did not "
+                f"commit within TRANSACTION_TIMEOUT_MS={self.settings.transaction_timeout_ms}"),
+                prepared.attempts)
         while True:
             attempt += 1
             started = time.monotonic()
-            result = await self.context.committer.commit(self._producer, offsets,  # type: ignore[arg-type]
-                                                         prepared.records)
+            result = await self.context.committer.commit(
+                self._producer, {self.tp: record.offset + 1}, prepared.records)  # type: ignore[arg-type]
             if result.outcome is Outcome.DONE:
                 self.committed_offset = record.offset + 1
                 self.stats.commit_seconds.observe(time.monotonic() - started)
+                self.context.timeouts.pop(key, None)
                 self._count(prepared)
                 return True
-            self._give_up_if_final(result)
+            self._give_up_if_final(result, key)
             if result.aborted:
                 self.stats.aborted()
                 log.warning("transaction aborted, will retry: %r", result.cause,
                             extra=self._ctx(event="aborted"))
             if result.refused and not prepared.dead_lettered:
-                prepared = self._dead_letter(record, prepared, result.cause)
+                prepared = self.context.preparer.dead_letter(record, None, PoisonError(
+                    "record_too_large", f"the broker refused an output record: {result.cause!r}"),
+                    prepared.attempts)
                 continue
             if self.state is not TaskState.RUNNING:
                 return False
@@ -190,20 +191,18 @@ class PartitionTask:
             await self.context.sleep(backoff(attempt, self.settings.retry_backoff_s,
                                              self.settings.retry_backoff_max_s))
 
-    @staticmethod
-    def _give_up_if_final(result: Result) -> None:
+    def _give_up_if_final(self, result: Result, key: tuple[TopicPartition, int]) -> None:
         cause = result.cause
         if result.outcome is Outcome.FENCED:
             raise TaskFenced(repr(cause)) from cause
+        if result.outcome is Outcome.TIMED_OUT:
+            self.context.timeouts[key] += 1  # a new producer tries again, at once
+            raise TaskFailed(f"transaction timed out ({self.context.timeouts[key]} of "
+                             f"{self.settings.max_attempts} attempts): {cause!r}") from cause
         if result.outcome is Outcome.UNKNOWN:
             raise TaskFailed(f"commit outcome unknown: {cause!r}") from cause
         if result.outcome is Outcome.FATAL:
             raise TaskFailed(f"producer failed: {cause!r}") from cause
-
-    def _dead_letter(self, record: ConsumerRecord, prepared: Prepared,
-                     exc: BaseException | None) -> Prepared:
-        error = PoisonError("record_too_large", f"the broker refused an output record: {exc!r}")
-        return self.context.preparer.dead_letter(record, None, error, prepared.attempts)
 
     def _count(self, prepared: Prepared) -> None:
         if prepared.dead_lettered:

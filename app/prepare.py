@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from app.budget import ByteBudget
+from app.budget import UNCOUNTED, MemoryBudget, NoRoom, Reservation
 from app.config import Settings
 from app.errors import IngestError, PoisonError, TransientError, backoff
 from app.fetch import Downloader, redact_url
@@ -27,8 +27,25 @@ log = logging.getLogger(__name__)
 RECORD_OVERHEAD = 64
 PARSE_INLINE_BYTES = 256 * 1024
 # What a prepared record's Python objects take beyond its bytes, so MAX_BUFFERED_BYTES
-# bounds memory (docs/benchmarks.md has the measurement).
+# bounds memory (docs/benchmarks-memory.md has the measurements).
 HELD_RECORD_OVERHEAD = 350
+# Counted for each decoded byte while a file downloads and parses: the body, then its
+# lines; and for each "{" (at least one per transaction) the objects its record will take.
+BODY_COST = 2
+OBJECT_COST = 400
+ADMISSION_BYTES = 256 * 1024  # what a download of unknown size is first admitted with
+
+
+class _Meter:
+    """Counts a download's decoded pieces against its reservation before they are kept."""
+
+    def __init__(self, reservation: Reservation) -> None:
+        self.reservation = reservation
+        self.cost = 0
+
+    def count(self, piece: bytes) -> None:
+        self.cost += BODY_COST * len(piece) + OBJECT_COST * piece.count(b"{")
+        self.reservation.grow_to(self.cost)
 
 
 def _size(headers: Headers) -> int:
@@ -51,7 +68,7 @@ def source_headers(msg: ConsumerRecord, url: str | None) -> Headers:
 
 
 class Preparer:
-    def __init__(self, settings: Settings, downloader: Downloader, budget: ByteBudget,
+    def __init__(self, settings: Settings, downloader: Downloader, budget: MemoryBudget,
                  stats: Stats, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.settings = settings
         self.downloader = downloader
@@ -59,7 +76,8 @@ class Preparer:
         self.stats = stats
         self._sleep = sleep
 
-    async def prepare(self, msg: ConsumerRecord) -> Prepared:
+    async def prepare(self, msg: ConsumerRecord, reservation: Reservation = UNCOUNTED
+                      ) -> Prepared:
         """Download and parse with bounded retries; never raises IngestError."""
         try:
             url = parse_input_url(msg.value)
@@ -69,19 +87,9 @@ class Preparer:
         while True:
             attempt += 1
             try:
-                try:
-                    await self.budget.wait_for_room()
-                    started = time.monotonic()
-                    body = await self.downloader.download(url)
-                    self.stats.downloaded(time.monotonic() - started, len(body))
-                    items = await self._parse(body)
-                    return self.outputs(msg, url, items, attempt)
-                except IngestError:
-                    raise
-                except Exception as exc:  # a bug must not wedge the partition
-                    log.exception("unexpected error preparing a record")
-                    raise TransientError("internal_error", repr(exc)) from exc
+                return await self._attempt(msg, url, reservation, attempt)
             except IngestError as exc:
+                reservation.settle(0)
                 if isinstance(exc, PoisonError) or attempt >= self.settings.max_attempts:
                     return self.dead_letter(msg, url, exc, attempt)
                 self.stats.retried(exc.reason)
@@ -91,15 +99,50 @@ class Preparer:
                 await self._sleep(backoff(attempt, self.settings.retry_backoff_s,
                                           self.settings.retry_backoff_max_s))
 
+    async def _attempt(self, msg: ConsumerRecord, url: str, reservation: Reservation,
+                       attempt: int) -> Prepared:
+        try:
+            body = await self._download(url, reservation)
+            items = await self._parse(body)
+            del body  # the items hold what they need of it
+            return self.outputs(msg, url, items, attempt, reservation)
+        except IngestError:
+            raise
+        except Exception as exc:  # a bug must not wedge the partition
+            log.exception("unexpected error preparing a record")
+            raise TransientError("internal_error", repr(exc)) from exc
+
+    async def _download(self, url: str, reservation: Reservation) -> bytes:
+        """The body, counted against the budget as it arrives. A download that outgrows
+        the room it was given stops, waits (holding no connection) until twice what it
+        had seen fits, and starts again: that is not a failed attempt."""
+        need = ADMISSION_BYTES
+        while True:
+            await reservation.admit(need)
+            meter = _Meter(reservation)
+            started = time.monotonic()
+            try:
+                body = await self.downloader.download(url, meter.count)
+            except NoRoom:
+                need = 2 * meter.cost
+                reservation.settle(0)
+                self.stats.retried("memory_budget")
+                continue
+            self.stats.downloaded(time.monotonic() - started, len(body))
+            return body
+
     async def _parse(self, body: bytes) -> list[Item]:
         limit = self.settings.max_transactions_per_file
+        keep = self.settings.output_key_field is not None
         if len(body) < PARSE_INLINE_BYTES:
-            return parse_transactions(body, max_items=limit)
+            return parse_transactions(body, max_items=limit, keep_objects=keep)
         # A large file parses for 100+ ms: off the event loop, so heartbeats,
         # commits and other partitions keep moving.
-        return await asyncio.to_thread(parse_transactions, body, max_items=limit)
+        return await asyncio.to_thread(parse_transactions, body, max_items=limit,
+                                       keep_objects=keep)
 
-    def outputs(self, msg: ConsumerRecord, url: str, items: list[Item], attempts: int) -> Prepared:
+    def outputs(self, msg: ConsumerRecord, url: str, items: list[Item], attempts: int,
+                reservation: Reservation = UNCOUNTED) -> Prepared:
         topic, limit = self.settings.output_topic, self.settings.max_record_bytes
         base = source_headers(msg, url)
         count = str(len(items)).encode()
@@ -117,8 +160,8 @@ class Preparer:
                                   f"{size} bytes; MAX_RECORD_BYTES is {limit}")
             records.append(OutRecord(topic, key, item.value, _headers(base, position, count)))
             nbytes += size + HELD_RECORD_OVERHEAD
-        return Prepared(records, dead_lettered=False, attempts=attempts,
-                        claim=self.budget.take(nbytes))
+        reservation.settle(nbytes)
+        return Prepared(records, dead_lettered=False, attempts=attempts, claim=reservation)
 
     def dead_letter(self, msg: ConsumerRecord, url: str | None, exc: IngestError,
                     attempts: int) -> Prepared:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from app.budget import NOTHING, Claim
+from app.budget import UNCOUNTED, Reservation
 
 Headers = list[tuple[str, bytes]]
 
@@ -19,17 +19,17 @@ class OutRecord(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """An input record's outputs (or its one dead letter), holding ``claim`` on the budget
-    until its owner calls ``release``."""
+    """An input record's outputs (or its one dead letter), holding ``claim`` on the memory
+    budget until its owner calls ``release``."""
 
     records: list[OutRecord]
     dead_lettered: bool
     attempts: int
-    claim: Claim = NOTHING
+    claim: Reservation = UNCOUNTED
 
     @property
     def nbytes(self) -> int:
-        return self.claim.nbytes
+        return self.claim.held
 
     def release(self) -> None:
         self.claim.release()

@@ -13,24 +13,28 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+from aiohttp.web import AppRunner
 from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka
 
 from app import web
-from app.budget import ByteBudget
+from app.budget import MemoryBudget
 from app.clients import FatalStartupError, check_connection, make_consumer, producer_factory
 from app.commit import Committer, make_committer
 from app.config import Settings
 from app.fetch import Downloader, DownloadLimits
 from app.partition import TaskContext
 from app.prepare import Preparer
+from app.signals import STOP_SIGNALS, received_early
 from app.stats import Stats
 from app.supervisor import Rebalance, Supervisor
 
 log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 200
+T = TypeVar("T")
 # Errors that no retry will fix: stop the service with a clear message.
 FATAL_CONSUMER_ERRORS = (
     kafka.GroupAuthorizationFailedError,
@@ -58,8 +62,10 @@ class Service:
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
+        for sig in received_early():
+            self._on_signal(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
@@ -72,14 +78,15 @@ class Service:
     async def run(self) -> int:
         settings = self.settings
         try:
-            await check_connection(settings)
+            await self._unless_stopped(check_connection(settings))
         except FatalStartupError as exc:
             log.error("cannot start: %s", exc)
             return 1
         web_runner = await web.serve(self, settings.http_port) if settings.http_port else None
         downloader = Downloader(DownloadLimits.from_settings(settings))
         await downloader.start()
-        code, held, supervisor = 0, 0, None
+        code, supervisor = 0, None
+        lag_watch = asyncio.create_task(self.stats.watch_loop_lag())
         try:
             started = await self._connect(downloader)
             if started is not None:
@@ -89,16 +96,38 @@ class Service:
                 code = await self._poll(consumer, supervisor)
         finally:
             self.stopping.set()  # readiness fails from here on
-            if supervisor is not None:
-                held = len(supervisor.slots)
-                await supervisor.close(settings.shutdown_timeout_s)
-                await supervisor.consumer.stop()
-            await downloader.close()
-            if web_runner is not None:
-                await web_runner.cleanup()
+            lag_watch.cancel()
+            held = await self._close(supervisor, downloader, web_runner)
         log.info("stopped: %s", self.stats.summary(held),
                  extra={"event": "stopped", **self.stats.summary_fields(held)})
         return code
+
+    async def _close(self, supervisor: Supervisor | None, downloader: Downloader,
+                     web_runner: AppRunner | None) -> int:
+        """Close everything, whatever state the connections are in; the partitions held."""
+        timeout, held = self.settings.shutdown_timeout_s, 0
+        if supervisor is not None:
+            held = len(supervisor.slots)
+            await _quietly("closing partition tasks", supervisor.close(timeout), timeout + 5)
+            await _quietly("stopping the consumer", supervisor.consumer.stop(), 10)
+        await _quietly("closing downloads", downloader.close(), 5)
+        if web_runner is not None:
+            await _quietly("stopping the HTTP server", web_runner.cleanup(), 5)
+        return held
+
+    async def _unless_stopped(self, work: Awaitable[T]) -> tuple[bool, T | None]:
+        """(True, its result), or (False, None) if a stop was asked for first (then
+        ``work`` is cancelled): start-up steps never hold up a SIGTERM."""
+        running = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if running.done():
+            return True, running.result()
+        running.cancel()
+        with contextlib.suppress(BaseException):
+            await running
+        return False, None
 
     async def _connect(self, downloader: Downloader
                        ) -> tuple[AIOKafkaConsumer, Supervisor] | None:
@@ -108,10 +137,11 @@ class Service:
             consumer = make_consumer(self.settings)
             self.supervisor = self._supervisor(consumer, downloader)
             try:
-                await consumer.start()
-                return consumer, self.supervisor
+                started, _ = await self._unless_stopped(consumer.start())
+                if started:
+                    return consumer, self.supervisor
             except FATAL_CONSUMER_ERRORS:
-                await consumer.stop()
+                await _quietly("stopping the consumer", consumer.stop(), 10)
                 raise
             except kafka.KafkaError as exc:
                 # Down, restarting, or a coordinator still loading (seen as SyncGroup
@@ -119,14 +149,14 @@ class Service:
                 attempt += 1
                 log.warning("waiting for Kafka at %s: %r", self.settings.kafka_bootstrap_servers,
                             exc, extra={"event": "waiting_for_kafka", "attempt": attempt})
-                await consumer.stop()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
+            await _quietly("stopping the consumer", consumer.stop(), 10)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
         return None
 
     def _supervisor(self, consumer: AIOKafkaConsumer, downloader: Downloader) -> Supervisor:
         settings = self.settings
-        preparer = Preparer(settings, downloader, ByteBudget(settings.max_buffered_bytes),
+        preparer = Preparer(settings, downloader, MemoryBudget(settings.max_buffered_bytes),
                             self.stats)
         committer: Committer = make_committer(settings, consumer)
         if self._wrap_committer is not None:
@@ -156,3 +186,20 @@ class Service:
                 continue
             supervisor.deliver(batch)
         return 0
+
+
+async def _quietly(what: str, work: Awaitable[object], timeout: float) -> None:
+    """Await a shutdown step; a failure or a hang is logged, never raised.
+
+    aiokafka's consumer.stop() can raise CancelledError out of its fetcher while the
+    broker is unreachable; that must not cost the summary or the exit code."""
+    try:
+        await asyncio.wait_for(work, timeout)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled ourselves
+        log.warning("%s was cancelled inside a client library", what,
+                    extra={"event": "shutdown_step_failed"})
+    except Exception as exc:
+        log.warning("%s failed: %r", what, exc, extra={"event": "shutdown_step_failed"})

@@ -7,11 +7,15 @@ partition numbers; never a URL or an id.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+LOOP_LAG_TICK_S = 0.1
 
 
 class Stats:
@@ -38,6 +42,16 @@ class Stats:
                               registry=r)
         self.lag = Gauge("txingest_consumer_lag", "Records behind the input's last stable offset",
                          ["partition"], registry=r)
+        self.memory_reserved = Gauge("txingest_memory_reserved_bytes", "Memory counted against "
+                                     "MAX_BUFFERED_BYTES (downloads, parsing, prepared records)",
+                                     registry=r)
+        self.memory_peak = Gauge("txingest_memory_reserved_peak_bytes",
+                                 "Most memory ever counted against MAX_BUFFERED_BYTES", registry=r)
+        self.loop_lag = Histogram("txingest_event_loop_lag_seconds", "How late the event loop "
+                                  "ran a timer (a blocked loop delays heartbeats and commits)",
+                                  buckets=LOOP_LAG_BUCKETS, registry=r)
+        self.loop_lag_max = Gauge("txingest_event_loop_lag_max_seconds",
+                                  "The event loop's worst lag since start", registry=r)
         for outcome in ("committed", "dead_lettered"):
             self.records.labels(outcome)
         for result in ("committed", "aborted"):
@@ -70,6 +84,18 @@ class Stats:
     def downloaded(self, seconds: float, nbytes: int) -> None:
         self.download_seconds.observe(seconds)
         self.download_bytes.inc(nbytes)
+
+    async def watch_loop_lag(self) -> None:
+        """Until cancelled: how late each short sleep wakes up is the loop's lag."""
+        worst = 0.0
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(LOOP_LAG_TICK_S)
+            lag = max(0.0, time.monotonic() - started - LOOP_LAG_TICK_S)
+            self.loop_lag.observe(lag)
+            if lag > worst:
+                worst = lag
+                self.loop_lag_max.set(lag)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

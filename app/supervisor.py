@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from app.errors import backoff
-from app.partition import PartitionTask, TaskContext, TaskFailed, TaskFenced, TaskState
+from app.errors import TaskFailed, TaskFenced, backoff
+from app.partition import PartitionTask, TaskContext, TaskState
 
 log = logging.getLogger(__name__)
 THRASH_REBALANCES = 5
@@ -72,6 +72,9 @@ class Supervisor:
         """Refresh the gauges that describe the held partitions."""
         self.stats.assigned.set(len(self.slots))
         self.stats.inflight.set(sum(slot.task.pending for slot in self.slots.values()))
+        budget = self.context.preparer.budget
+        self.stats.memory_reserved.set(budget.used)
+        self.stats.memory_peak.set(budget.peak)
         for tp, slot in self.slots.items():
             stable = self.consumer.last_stable_offset(tp)
             committed = slot.task.committed_offset

@@ -3,6 +3,7 @@
 Records enter in offset order; at most ``depth`` are prepared at once; the head is
 committed first. The consumer is paused for the partition while the window and
 the records waiting behind it reach ``depth``, and resumed when there is room.
+Each entry holds a reservation of the memory budget, released when it leaves.
 """
 
 from __future__ import annotations
@@ -10,21 +11,33 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
+from app.budget import MemoryBudget, Reservation
 from app.records import Prepared
 
-Entry = tuple[ConsumerRecord, "asyncio.Task[Prepared]"]
+Prepare = Callable[[ConsumerRecord, Reservation], Coroutine[Any, Any, Prepared]]
+
+
+class Entry(NamedTuple):
+    record: ConsumerRecord
+    reservation: Reservation
+    pending: asyncio.Task[Prepared]
+
+    def drop(self) -> None:
+        """The one place an entry's memory goes back to the budget."""
+        self.pending.cancel()
+        self.reservation.release()
 
 
 class PrefetchWindow:
     def __init__(self, tp: TopicPartition, consumer: AIOKafkaConsumer, depth: int,
-                 prepare: Callable[[ConsumerRecord], Coroutine[Any, Any, Prepared]]) -> None:
+                 prepare: Prepare, budget: MemoryBudget) -> None:
         self.tp, self.consumer, self.depth = tp, consumer, depth
-        self._prepare = prepare
+        self._prepare, self._budget = prepare, budget
         self._inbox: collections.deque[ConsumerRecord] = collections.deque()
         self._entries: collections.deque[Entry] = collections.deque()
         self._next_offset = -1   # the offset after the last record received
@@ -42,13 +55,13 @@ class PrefetchWindow:
         self._open = False
         self.pause()
         self._inbox.clear()
-        for _, pending in self._entries:
-            pending.cancel()
+        for entry in self._entries:
+            entry.pending.cancel()
         self._wake.set()
 
     def clear(self) -> None:
         while self._entries:
-            _drop(self._entries.popleft()[1])
+            self._entries.popleft().drop()
 
     def deliver(self, records: list[ConsumerRecord]) -> None:
         if not self._open:
@@ -71,19 +84,25 @@ class PrefetchWindow:
                 return None
             self._wake.clear()
             await self._wake.wait()
-        record, pending = self._entries[0]
+        record, _, pending = self._entries[0]
         await asyncio.wait([pending])
         return None if pending.cancelled() else (record, pending.result())
 
     def pop(self) -> None:
         """The head is committed: release it and prepare the next."""
-        _drop(self._entries.popleft()[1])
+        self._entries.popleft().drop()
+        if self._entries:
+            self._entries[0].reservation.promote()
         self._fill()
 
     def _fill(self) -> None:
         while self._inbox and len(self._entries) < self.depth:
             record = self._inbox.popleft()
-            self._entries.append((record, asyncio.create_task(self._prepare(record))))
+            reservation = self._budget.reservation()
+            if not self._entries:
+                reservation.head = True
+            self._entries.append(Entry(record, reservation,
+                                       asyncio.create_task(self._prepare(record, reservation))))
         if self._entries:
             self._wake.set()
         if self.pending >= self.depth:
@@ -98,10 +117,3 @@ class PrefetchWindow:
     def _resume(self) -> None:
         if self._open and self.tp in self.consumer.assignment():
             self.consumer.resume(self.tp)
-
-
-def _drop(pending: asyncio.Task[Prepared]) -> None:
-    """The one place a window entry's bytes go back to the budget."""
-    pending.cancel()
-    if pending.done() and not pending.cancelled() and pending.exception() is None:
-        pending.result().release()

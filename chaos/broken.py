@@ -30,8 +30,8 @@ import sys
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
 from app import log as app_log
+from app.budget import MemoryBudget
 from app.config import load_settings
-from app.budget import ByteBudget
 from app.fetch import Downloader, DownloadLimits
 from app.prepare import Preparer
 from app.stats import Stats
@@ -64,7 +64,7 @@ async def main() -> int:
 
     downloader = Downloader(DownloadLimits.from_settings(settings))
     await downloader.start()
-    preparer = Preparer(settings, downloader, ByteBudget(settings.max_buffered_bytes), Stats())
+    preparer = Preparer(settings, downloader, MemoryBudget(settings.max_buffered_bytes), Stats())
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group_id,
         group_instance_id=settings.pod_name, isolation_level="read_committed",

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from app.budget import ByteBudget
+from app.budget import MemoryBudget
 from app.commit import make_committer
 from app.config import Settings, load_settings
 from app.errors import TransientError
@@ -137,8 +137,9 @@ class FileDownloader:
         self.failures: dict[str, list[Exception]] = {}
         self.requests: list[str] = []
         self.gate: asyncio.Event | None = None
+        self.piece = 64 * 1024
 
-    async def download(self, url: str) -> bytes:
+    async def download(self, url: str, count=None) -> bytes:
         self.requests.append(url)
         if self.gate is not None:
             await self.gate.wait()
@@ -147,7 +148,12 @@ class FileDownloader:
             raise failures.pop(0)
         if url not in self.files:
             raise TransientError("connection_error", f"no such file {url}")
-        return self.files[url]
+        body = self.files[url]
+        for start in range(0, len(body), self.piece):  # counted as they "arrive"
+            if count is not None:
+                count(body[start:start + self.piece])
+            await asyncio.sleep(0)
+        return body
 
 
 def settings(*flags: str) -> Settings:
@@ -177,10 +183,10 @@ class Sleeps:
 
 def context(config: Settings, consumer: MemoryConsumer, downloader: FileDownloader,
             make_producer: Callable[[int], ScriptedProducer], sleep: Sleeps | None = None,
-            budget: ByteBudget | None = None) -> TaskContext:
+            budget: MemoryBudget | None = None) -> TaskContext:
     stats = Stats()
     sleep = sleep or Sleeps()
-    preparer = Preparer(config, downloader, budget or ByteBudget(1 << 30), stats,  # type: ignore[arg-type]
+    preparer = Preparer(config, downloader, budget or MemoryBudget(1 << 30), stats,  # type: ignore[arg-type]
                         sleep=sleep)
     return TaskContext(config, consumer, preparer, stats,  # type: ignore[arg-type]
                        make_committer(config, consumer), make_producer, sleep)  # type: ignore[arg-type]

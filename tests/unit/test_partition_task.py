@@ -9,8 +9,9 @@ import pytest
 from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
-from app.budget import ByteBudget
-from app.partition import PartitionTask, TaskFailed, TaskFenced, TaskState
+from app.budget import MemoryBudget
+from app.errors import TaskFailed, TaskFenced
+from app.partition import PartitionTask, TaskState
 from tests.unit.fakes import (
     FileDownloader,
     MemoryConsumer,
@@ -30,7 +31,7 @@ def urls(n: int) -> dict[str, bytes]:
 
 
 async def started(producer: ScriptedProducer, files: dict[str, bytes], *flags: str,
-                  committed: int = 5, budget: ByteBudget | None = None
+                  committed: int = 5, budget: MemoryBudget | None = None
                   ) -> tuple[PartitionTask, MemoryConsumer, FileDownloader]:
     consumer = MemoryConsumer({TP: committed})
     consumer.assigned.add(TP)
@@ -84,7 +85,7 @@ async def test_an_aborted_transaction_is_retried_after_a_backoff():
 
 async def test_a_record_the_broker_refuses_is_dead_lettered_and_its_bytes_released():
     producer = ScriptedProducer({"send": kafka.MessageSizeTooLargeError()})
-    budget = ByteBudget(1 << 20)
+    budget = MemoryBudget(1 << 20)
     task, _, _ = await started(producer, urls(1), budget=budget)
     task.deliver([record(5, "http://files/0")])
     await until(lambda: task.committed_offset == 6, "the dead letter's commit")
@@ -124,7 +125,7 @@ async def test_the_window_pauses_the_partition_when_full_and_resumes_when_draine
 
 async def test_close_releases_every_prepared_record_and_takes_nothing_new():
     producer = ScriptedProducer({"begin": [kafka.KafkaTimeoutError()] * 1000})
-    budget = ByteBudget(1 << 20)
+    budget = MemoryBudget(1 << 20)
     task, consumer, downloader = await started(producer, urls(3), budget=budget)
     task.deliver([record(5 + i, f"http://files/{i}") for i in range(3)])
     await until(lambda: budget.used > 0 and len(downloader.requests) == 3, "prepared")

@@ -3,7 +3,7 @@ MAX_ATTEMPTS, then dead-lettered; a poison failure is dead-lettered at once."""
 
 from __future__ import annotations
 
-from app.budget import ByteBudget
+from app.budget import MemoryBudget
 from app.errors import PoisonError, TransientError
 from app.prepare import Preparer
 from app.stats import Stats
@@ -14,7 +14,7 @@ URL = "http://files/a"
 
 def preparer(downloader: FileDownloader, sleeps: Sleeps, *flags: str) -> Preparer:
     return Preparer(settings("--max-attempts", "3", *flags), downloader,  # type: ignore[arg-type]
-                    ByteBudget(1 << 20), Stats(), sleep=sleeps)
+                    MemoryBudget(1 << 20), Stats(), sleep=sleeps)
 
 
 async def test_transient_failures_are_retried_then_succeed():
