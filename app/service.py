@@ -20,6 +20,7 @@ from aiohttp.web import AppRunner
 from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka
 
+from app import log as log_setup
 from app import web
 from app.budget import MemoryBudget
 from app.clients import FatalStartupError, check_connection, make_consumer, producer_factory
@@ -54,6 +55,7 @@ class Service:
         self.last_progress = time.monotonic()
         self.stall_after = settings.health_stall_s
         self._signals = 0
+        self._client_errors_seen = log_setup.client_errors.total
 
     @property
     def ready(self) -> bool:
@@ -168,12 +170,19 @@ class Service:
                                               str(settings.pod_name)))
         return supervisor
 
+    def _observe_client_errors(self) -> None:
+        errors = log_setup.client_errors
+        errors.tick()
+        self.stats.kafka_errors.inc(errors.total - self._client_errors_seen)
+        self._client_errors_seen = errors.total
+
     async def _poll(self, consumer: AIOKafkaConsumer, supervisor: Supervisor) -> int:
         observed = 0.0
         while not self.stopping.is_set():
             self.last_progress = time.monotonic()
             if self.last_progress - observed > 1:
                 supervisor.observe()
+                self._observe_client_errors()
                 observed = self.last_progress
             try:
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)

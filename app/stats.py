@@ -47,6 +47,9 @@ class Stats:
                                      registry=r)
         self.memory_peak = Gauge("txingest_memory_reserved_peak_bytes",
                                  "Most memory ever counted against MAX_BUFFERED_BYTES", registry=r)
+        self.kafka_errors = Counter("txingest_kafka_client_errors", "Warnings and errors "
+                                    "logged by the Kafka client (summarised in the log)",
+                                    registry=r)
         self.loop_lag = Histogram("txingest_event_loop_lag_seconds", "How late the event loop "
                                   "ran a timer (a blocked loop delays heartbeats and commits)",
                                   buckets=LOOP_LAG_BUCKETS, registry=r)
