@@ -27,7 +27,8 @@ async def test_a_transaction_that_always_times_out_is_dead_lettered(
     big_url = file_server.add("big.ndjson", Route(big))
     small_items = make_items("after", 3)
     small_url = file_server.add("small.ndjson", Route(b"\n".join(small_items)))
-    await produce(kafka_bootstrap, topics.input, [big_url, small_url])
+    await produce(kafka_bootstrap, topics.input, [big_url.encode(), small_url.encode()],
+                  topics.partitions)
     service = services(service_env(
         kafka_bootstrap, topics, TRANSACTION_TIMEOUT_MS="500", SHUTDOWN_TIMEOUT_S="0.4",
         MAX_ATTEMPTS="2")).start()

@@ -42,7 +42,7 @@ async def test_sigterm_at_any_moment_exits_zero_and_loses_nothing(
         body, headers = encode(items, "ndjson")
         url = file_server.add(f"term{i}.ndjson", Route(body, headers=headers, delay=0.3))
         expected[url] = items
-    await produce(kafka_bootstrap, topics.input, list(expected))
+    await produce(kafka_bootstrap, topics.input, [u.encode() for u in expected], topics.partitions)
     env = service_env(kafka_bootstrap, topics, SHUTDOWN_TIMEOUT_S="10")
     for n, delay in enumerate(DELAYS_S):
         service = services(env, name=f"term-{n}").start()
