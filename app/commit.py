@@ -171,7 +171,7 @@ async def _send_batches(producer: AIOKafkaProducer, records: Sequence[OutRecord]
     open_batches: dict[tuple[str, int], Any] = {}
     chosen: dict[tuple[str, bytes | None], int] = {}
     for r in records:
-        where = chosen.get((r.topic, r.key))
+        where = r.partition if r.partition is not None else chosen.get((r.topic, r.key))
         if where is None:
             where = chosen[r.topic, r.key] = await _partition_for(producer, r.topic, r.key)
         batch = open_batches.get((r.topic, where))

@@ -82,6 +82,15 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    value = float(number) * unit
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive duration: seconds, or a number with s, m, h or d")
+    return value
+
+
 def _secret(help: str) -> Any:
     """Never shown in repr or logs; may also come from a file (``NAME_FILE``)."""
     return dataclasses.field(default=None, repr=False, metadata={
@@ -151,6 +160,16 @@ class Settings:
     session_timeout_ms: int = _setting(10_000, _positive_int, "consumer group session timeout")
     kafka_retry_backoff_ms: int = _setting(
         20, _positive_int, "producer retry backoff (back-to-back transactions wait on it)")
+    dedup: str = _setting("off", _choice("off", "url", "content"),
+                          "skip inputs whose file URL (url) or body (content) was committed")
+    dedup_topic: str | None = _setting(
+        None, _optional_name, "compacted changelog of the dedup store (default: GROUP_ID-dedup)")
+    dedup_retention: float = _setting(
+        7 * 86400.0, _duration, "how long a key is remembered (s, or with m, h, d)")
+    dedup_max_entries: int = _setting(
+        1_000_000, _positive_int, "keys remembered per input partition (oldest go first)")
+    dedup_replication_factor: int = _setting(
+        0, _non_negative_int, "replicas of a created DEDUP_TOPIC (0: min(3, brokers))")
     processing_guarantee: str = _setting(
         "exactly_once", _choice("exactly_once", "at_least_once"),
         "at_least_once: no transactions (a baseline for benchmarks)")
@@ -241,13 +260,19 @@ def _derive(settings: Settings) -> Settings:
     derived: dict[str, Any] = {}
     if settings.transactional_id_prefix is None:
         derived["transactional_id_prefix"] = settings.group_id
+    if settings.dedup_topic is None:
+        derived["dedup_topic"] = f"{settings.group_id}-dedup"
     if settings.pod_name is None:
         derived["pod_name"] = socket.gethostname()
     settings = dataclasses.replace(settings, **derived)
     if settings.retry_backoff_max_s < settings.retry_backoff_s:
         raise ConfigError("invalid setting RETRY_BACKOFF_MAX_S: must be >= RETRY_BACKOFF_S")
-    if settings.output_topic == settings.input_topic or settings.dlq_topic == settings.input_topic:
-        raise ConfigError("invalid setting OUTPUT_TOPIC/DLQ_TOPIC: must differ from INPUT_TOPIC")
+    topics = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+    if settings.dedup != "off":
+        topics.append(str(settings.dedup_topic))
+    if len(set(topics)) < len(topics):
+        raise ConfigError("invalid setting OUTPUT_TOPIC/DLQ_TOPIC/DEDUP_TOPIC: "
+                          "must differ from INPUT_TOPIC and from each other")
     _check_security(settings)
     if settings.shutdown_timeout_s * 1000 >= settings.transaction_timeout_ms:
         raise ConfigError("invalid setting SHUTDOWN_TIMEOUT_S: must be shorter than "

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import enum
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,11 +28,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from app.commit import Committer, Outcome, Result
+from app.commit import Committer
 from app.config import Settings
-from app.errors import PoisonError, TaskFailed, TaskFenced, backoff
+from app.dedup import Deduplicator
+from app.errors import TaskFailed, TaskFenced
 from app.prepare import Preparer
-from app.records import Prepared
+from app.record_commit import RecordCommitter
 from app.stats import Stats
 from app.window import PrefetchWindow
 
@@ -59,6 +61,8 @@ class TaskContext:
     # Attempts of a record whose transaction timed out, kept across its partition's tasks.
     timeouts: collections.Counter[tuple[TopicPartition, int]] = field(
         default_factory=collections.Counter)
+    make_dedup: Callable[[int], Deduplicator] | None = None  # with DEDUP on
+    make_restore_consumer: Callable[[], AIOKafkaConsumer] | None = None
 
 
 class PartitionTask:
@@ -68,11 +72,16 @@ class PartitionTask:
         self.settings, self.consumer, self.stats = context.settings, context.consumer, context.stats
         self.transactional_id = self.settings.transactional_id(tp.partition)
         self.state = TaskState.STARTING
+        self.dedup = context.make_dedup(tp.partition) if context.make_dedup else None
+        prepare = functools.partial(context.preparer.prepare,
+                                    known=self.dedup.known if self.dedup else None)
         self.window = PrefetchWindow(tp, self.consumer, self.settings.prefetch_per_partition,
-                                     context.preparer.prepare, context.preparer.budget)
+                                     prepare, context.preparer.budget)
         self.committed_offset = -1  # the offset after the last record committed
         self._producer: AIOKafkaProducer | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._records = RecordCommitter(tp, context, self.dedup, lambda: self._producer,
+                                        lambda: self.state is TaskState.RUNNING, self._ctx())
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -82,6 +91,8 @@ class PartitionTask:
         # Order matters: init_transactions first, so the previous owner's
         # transaction is committed or aborted before we read the offset it wrote.
         await self._producer.start()
+        if self.dedup is not None:
+            await self._restore(self.dedup)
         committed = await self.consumer.committed(self.tp)
         if committed is None:
             committed = (await self.consumer.beginning_offsets([self.tp]))[self.tp]
@@ -94,6 +105,19 @@ class PartitionTask:
         self._runner = asyncio.create_task(self._run(), name=f"partition-{self.tp.partition}")
         log.info("partition task started",
                  extra=self._ctx(event="task_started", offset=committed))
+
+    async def _restore(self, dedup: Deduplicator) -> None:
+        """The dedup store as committed: after init_transactions settled any open one."""
+        started, consumer = time.monotonic(), self.context.make_restore_consumer()  # type: ignore[misc]
+        await consumer.start()
+        try:
+            entries = await dedup.restore(consumer)
+        finally:
+            await consumer.stop()
+        seconds = time.monotonic() - started
+        self.stats.restored(self.tp.partition, entries, seconds)
+        log.info("dedup store restored: %d entries in %.2fs", entries, seconds,
+                 extra=self._ctx(event="restored", entries=entries))
 
     @property
     def ready(self) -> bool:
@@ -149,66 +173,13 @@ class PartitionTask:
         try:
             while self.state is TaskState.RUNNING:
                 head = await self.window.head()
-                if head is None or not await self._commit(*head):
+                if head is None or not await self._records.commit(*head):
                     break  # closing
+                self.committed_offset = head[0].offset + 1
                 self.window.pop()
         finally:
             if self.state is TaskState.RUNNING:  # ended on its own: fenced or failed
                 self.state = TaskState.CLOSING
-
-    async def _commit(self, record: ConsumerRecord, prepared: Prepared) -> bool:
-        """Commit the record's outputs and offset, retrying; False if closed meanwhile."""
-        key, attempt = (self.tp, record.offset), 0
-        if self.context.timeouts[key] >= self.settings.max_attempts:
-            prepared = self.context.preparer.dead_letter(record, None, PoisonError(
-                "transaction_timeout", f"{self.context.timeouts[key]} transactions did not "
-                f"commit within TRANSACTION_TIMEOUT_MS={self.settings.transaction_timeout_ms}"),
-                prepared.attempts)
-        while True:
-            attempt += 1
-            started = time.monotonic()
-            result = await self.context.committer.commit(
-                self._producer, {self.tp: record.offset + 1}, prepared.records)  # type: ignore[arg-type]
-            if result.outcome is Outcome.DONE:
-                self.committed_offset = record.offset + 1
-                self.stats.commit_seconds.observe(time.monotonic() - started)
-                self.context.timeouts.pop(key, None)
-                self._count(prepared)
-                return True
-            self._give_up_if_final(result, key)
-            if result.aborted:
-                self.stats.aborted()
-                log.warning("transaction aborted, will retry: %r", result.cause,
-                            extra=self._ctx(event="aborted"))
-            if result.refused and not prepared.dead_lettered:
-                prepared = self.context.preparer.dead_letter(record, None, PoisonError(
-                    "record_too_large", f"the broker refused an output record: {result.cause!r}"),
-                    prepared.attempts)
-                continue
-            if self.state is not TaskState.RUNNING:
-                return False
-            self.stats.retried("transaction")
-            await self.context.sleep(backoff(attempt, self.settings.retry_backoff_s,
-                                             self.settings.retry_backoff_max_s))
-
-    def _give_up_if_final(self, result: Result, key: tuple[TopicPartition, int]) -> None:
-        cause = result.cause
-        if result.outcome is Outcome.FENCED:
-            raise TaskFenced(repr(cause)) from cause
-        if result.outcome is Outcome.TIMED_OUT:
-            self.context.timeouts[key] += 1  # a new producer tries again, at once
-            raise TaskFailed(f"transaction timed out ({self.context.timeouts[key]} of "
-                             f"{self.settings.max_attempts} attempts): {cause!r}") from cause
-        if result.outcome is Outcome.UNKNOWN:
-            raise TaskFailed(f"commit outcome unknown: {cause!r}") from cause
-        if result.outcome is Outcome.FATAL:
-            raise TaskFailed(f"producer failed: {cause!r}") from cause
-
-    def _count(self, prepared: Prepared) -> None:
-        if prepared.dead_lettered:
-            self.stats.dead_lettered()
-        else:
-            self.stats.committed(len(prepared.records))
 
     def _ctx(self, **extra: Any) -> dict[str, Any]:
         return {"partition": self.tp.partition, "transactional_id": self.transactional_id,

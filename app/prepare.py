@@ -10,12 +10,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import orjson
 from aiokafka.structs import ConsumerRecord
 
 from app.budget import UNCOUNTED, MemoryBudget, NoRoom, Reservation
 from app.config import Settings
+from app.dedup import content_key, url_key
 from app.errors import IngestError, PoisonError, TransientError, backoff
 from app.fetch import Downloader, redact_url
 from app.parse import Item, output_key, parse_input_url, parse_transactions
@@ -23,6 +25,7 @@ from app.records import Headers, OutRecord, Prepared
 from app.stats import Stats
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Record framing the broker counts on top of key, value and headers.
 RECORD_OVERHEAD = 64
 PARSE_INLINE_BYTES = 256 * 1024
@@ -34,6 +37,14 @@ HELD_RECORD_OVERHEAD = 350
 BODY_COST = 2
 OBJECT_COST = 400
 ADMISSION_BYTES = 256 * 1024  # what a download of unknown size is first admitted with
+
+
+async def _off_loop(work: Callable[[bytes], T], body: bytes) -> T:
+    """``work(body)``; off the event loop for a big body (100+ ms of parsing or hashing),
+    so heartbeats, commits and other partitions keep moving."""
+    if len(body) < PARSE_INLINE_BYTES:
+        return work(body)
+    return await asyncio.to_thread(work, body)
 
 
 class _Meter:
@@ -76,22 +87,28 @@ class Preparer:
         self.stats = stats
         self._sleep = sleep
 
-    async def prepare(self, msg: ConsumerRecord, reservation: Reservation = UNCOUNTED
-                      ) -> Prepared:
-        """Download and parse with bounded retries; never raises IngestError."""
+    async def prepare(self, msg: ConsumerRecord, reservation: Reservation = UNCOUNTED,
+                      known: Callable[[bytes], bool] | None = None) -> Prepared:
+        """Download and parse with bounded retries; never raises IngestError.
+
+        With DEDUP=url, a record whose key ``known`` says was committed is not
+        downloaded (the task decides again at commit time)."""
         try:
             url = parse_input_url(msg.value)
         except PoisonError as exc:
             return self.dead_letter(msg, None, exc, attempts=1)
+        key = url_key(url) if self.settings.dedup == "url" else None
+        if key is not None and known is not None and known(key):
+            return Prepared([], dead_lettered=False, attempts=0, dedup_key=key, skipped=True)
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await self._attempt(msg, url, reservation, attempt)
+                return await self._attempt(msg, url, reservation, attempt, key)
             except IngestError as exc:
                 reservation.settle(0)
                 if isinstance(exc, PoisonError) or attempt >= self.settings.max_attempts:
-                    return self.dead_letter(msg, url, exc, attempt)
+                    return self.dead_letter(msg, url, exc, attempt, key)
                 self.stats.retried(exc.reason)
                 log.warning("download failed, will retry: %s", exc.message, extra={
                     "partition": msg.partition, "offset": msg.offset, "url": redact_url(url),
@@ -100,12 +117,14 @@ class Preparer:
                                           self.settings.retry_backoff_max_s))
 
     async def _attempt(self, msg: ConsumerRecord, url: str, reservation: Reservation,
-                       attempt: int) -> Prepared:
+                       attempt: int, key: bytes | None) -> Prepared:
         try:
             body = await self._download(url, reservation)
-            items = await self._parse(body)
+            if self.settings.dedup == "content":
+                key = await _off_loop(content_key, body)
+            items = await _off_loop(self._parse, body)
             del body  # the items hold what they need of it
-            return self.outputs(msg, url, items, attempt, reservation)
+            return self.outputs(msg, url, items, attempt, reservation, key)
         except IngestError:
             raise
         except Exception as exc:  # a bug must not wedge the partition
@@ -131,18 +150,13 @@ class Preparer:
             self.stats.downloaded(time.monotonic() - started, len(body))
             return body
 
-    async def _parse(self, body: bytes) -> list[Item]:
-        limit = self.settings.max_transactions_per_file
-        keep = self.settings.output_key_field is not None
-        if len(body) < PARSE_INLINE_BYTES:
-            return parse_transactions(body, max_items=limit, keep_objects=keep)
-        # A large file parses for 100+ ms: off the event loop, so heartbeats,
-        # commits and other partitions keep moving.
-        return await asyncio.to_thread(parse_transactions, body, max_items=limit,
-                                       keep_objects=keep)
+    def _parse(self, body: bytes) -> list[Item]:
+        return parse_transactions(body, max_items=self.settings.max_transactions_per_file,
+                                  keep_objects=self.settings.output_key_field is not None)
 
     def outputs(self, msg: ConsumerRecord, url: str, items: list[Item], attempts: int,
-                reservation: Reservation = UNCOUNTED) -> Prepared:
+                reservation: Reservation = UNCOUNTED, dedup_key: bytes | None = None
+                ) -> Prepared:
         topic, limit = self.settings.output_topic, self.settings.max_record_bytes
         base = source_headers(msg, url)
         count = str(len(items)).encode()
@@ -161,10 +175,11 @@ class Preparer:
             records.append(OutRecord(topic, key, item.value, _headers(base, position, count)))
             nbytes += size + HELD_RECORD_OVERHEAD
         reservation.settle(nbytes)
-        return Prepared(records, dead_lettered=False, attempts=attempts, claim=reservation)
+        return Prepared(records, dead_lettered=False, attempts=attempts, claim=reservation,
+                        dedup_key=dedup_key)
 
     def dead_letter(self, msg: ConsumerRecord, url: str | None, exc: IngestError,
-                    attempts: int) -> Prepared:
+                    attempts: int, dedup_key: bytes | None = None) -> Prepared:
         log.warning("dead-lettering record: %s", exc.message, extra={
             "event": "dead_lettered", "partition": msg.partition, "offset": msg.offset,
             "reason": exc.reason,
@@ -177,4 +192,4 @@ class Preparer:
             "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
         })
         record = OutRecord(self.settings.dlq_topic, msg.key, value, source_headers(msg, url))
-        return Prepared([record], dead_lettered=True, attempts=attempts)
+        return Prepared([record], dead_lettered=True, attempts=attempts, dedup_key=dedup_key)

@@ -13,8 +13,9 @@ Headers = list[tuple[str, bytes]]
 class OutRecord(NamedTuple):
     topic: str
     key: bytes | None
-    value: bytes
+    value: bytes  # None only in a changelog tombstone
     headers: Headers
+    partition: int | None = None  # None: the default partitioner's pick for the key
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,8 @@ class Prepared:
     dead_lettered: bool
     attempts: int
     claim: Reservation = UNCOUNTED
+    dedup_key: bytes | None = None  # what makes a later record a repeat of this one
+    skipped: bool = False  # not downloaded: its key was already committed when it came
 
     @property
     def nbytes(self) -> int:

@@ -23,9 +23,18 @@ from aiokafka import errors as kafka
 from app import log as log_setup
 from app import web
 from app.budget import MemoryBudget
-from app.clients import FatalStartupError, check_connection, make_consumer, producer_factory
+from app.changelog import InputTopicMissing, ensure_changelog
+from app.clients import (
+    FatalStartupError,
+    check_connection,
+    make_consumer,
+    make_restore_consumer,
+    producer_factory,
+)
 from app.commit import Committer, make_committer
 from app.config import Settings
+from app.dedup import dedup_factory
+from app.errors import ConfigError
 from app.fetch import Downloader, DownloadLimits
 from app.partition import TaskContext
 from app.prepare import Preparer
@@ -84,6 +93,10 @@ class Service:
         except FatalStartupError as exc:
             log.error("cannot start: %s", exc)
             return 1
+        if settings.dedup != "off" and not await self._ensure_changelog():
+            log.info("stopped: %s", self.stats.summary(0),
+                     extra={"event": "stopped", **self.stats.summary_fields(0)})
+            return 2 if not self.stopping.is_set() else 0
         web_runner = await web.serve(self, settings.http_port) if settings.http_port else None
         downloader = Downloader(DownloadLimits.from_settings(settings))
         await downloader.start()
@@ -131,6 +144,27 @@ class Service:
             await running
         return False, None
 
+    async def _ensure_changelog(self) -> bool:
+        """DEDUP_TOPIC created or checked; False if it is wrong (logged) or a stop came."""
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                ok, done = await self._unless_stopped(ensure_changelog(self.settings))
+            except ConfigError as exc:
+                log.error("cannot start: %s", exc, extra={"event": "bad_changelog"})
+                return False
+            except (kafka.KafkaError, OSError, InputTopicMissing) as exc:
+                attempt += 1
+                log.warning("waiting to set up DEDUP_TOPIC: %r", exc,
+                            extra={"event": "waiting_for_kafka", "attempt": attempt})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
+                continue
+            if ok:
+                log.info("dedup changelog: %s", done, extra={"event": "changelog_ready"})
+            return ok
+        return False
+
     async def _connect(self, downloader: Downloader
                        ) -> tuple[AIOKafkaConsumer, Supervisor] | None:
         """A started consumer and its supervisor, waiting out a broker that is down."""
@@ -163,8 +197,10 @@ class Service:
         committer: Committer = make_committer(settings, consumer)
         if self._wrap_committer is not None:
             committer = self._wrap_committer(committer)
-        supervisor = Supervisor(TaskContext(settings, consumer, preparer, self.stats, committer,
-                                            producer_factory(settings)))
+        supervisor = Supervisor(TaskContext(
+            settings, consumer, preparer, self.stats, committer, producer_factory(settings),
+            make_dedup=dedup_factory(settings) if settings.dedup != "off" else None,
+            make_restore_consumer=lambda: make_restore_consumer(settings)))
         consumer.subscribe([settings.input_topic],
                            listener=Rebalance(supervisor, settings.shutdown_timeout_s,
                                               str(settings.pod_name)))
