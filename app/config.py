@@ -139,6 +139,8 @@ class Settings:
         None, _optional_name, "transaction field to key output records by (default: the URL)")
     prefetch_per_partition: int = _setting(
         8, _positive_int, "records downloaded ahead per partition while one commits")
+    transaction_max_records: int = _setting(
+        1, _positive_int, "input records per transaction at most (1: one transaction a file)")
     max_concurrent_downloads: int = _setting(32, _positive_int, "downloads at once, all partitions")
     max_buffered_bytes: int = _setting(
         256 * 1024 * 1024, _positive_int, "no new download starts while this much is buffered")
@@ -274,6 +276,9 @@ def _derive(settings: Settings) -> Settings:
         raise ConfigError("invalid setting OUTPUT_TOPIC/DLQ_TOPIC/DEDUP_TOPIC: "
                           "must differ from INPUT_TOPIC and from each other")
     _check_security(settings)
+    if settings.prefetch_per_partition < settings.transaction_max_records:
+        raise ConfigError("invalid setting PREFETCH_PER_PARTITION: must be at least "
+                          "TRANSACTION_MAX_RECORDS, or groups could never fill")
     if settings.shutdown_timeout_s * 1000 >= settings.transaction_timeout_ms:
         raise ConfigError("invalid setting SHUTDOWN_TIMEOUT_S: must be shorter than "
                           "TRANSACTION_TIMEOUT_MS, or a closing transaction times out")

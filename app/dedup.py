@@ -121,23 +121,28 @@ class Deduplicator:
         return self.store.first_offset(prepared.dedup_key)
 
     def records(self, record: ConsumerRecord, prepared: Prepared) -> list[OutRecord]:
-        """What the record's transaction writes: its outputs and its changelog entry (or
-        nothing, for a duplicate), and tombstones for forgotten keys."""
-        topic, partition = self.changelog.topic, self.changelog.partition
-        self._tombstoning = self.store.forgotten[:]
-        out = [OutRecord(topic, key, None, [], partition)  # type: ignore[arg-type]
-               for key in self._tombstoning]
+        """What the record's transaction writes: its outputs and its changelog entry, or
+        nothing for a duplicate."""
         if self.duplicate_of(prepared) is not None:
-            return out
+            return []
         key = prepared.dedup_key
-        if key is not None and not prepared.dead_lettered:
-            out.append(OutRecord(topic, key, _ENTRY.pack(record.offset, int(self._clock())),
-                                 [], partition))
-        return [*prepared.records, *out]
+        if key is None or prepared.dead_lettered:
+            return prepared.records
+        entry = _ENTRY.pack(record.offset, int(self._clock()))
+        return [*prepared.records, OutRecord(self.changelog.topic, key, entry, [],
+                                             self.changelog.partition)]
+
+    def tombstones(self) -> list[OutRecord]:
+        """Tombstones for the keys forgotten so far, to write in the next transaction."""
+        self._tombstoning = self.store.forgotten[:]
+        topic, partition = self.changelog.topic, self.changelog.partition
+        return [OutRecord(topic, key, None, [], partition)  # type: ignore[arg-type]
+                for key in self._tombstoning]
 
     def committed(self, record: ConsumerRecord, prepared: Prepared) -> None:
-        """The transaction of ``records`` committed: the store follows it."""
+        """The record's transaction committed (with the last ``tombstones``)."""
         del self.store.forgotten[:len(self._tombstoning)]
+        self._tombstoning = []
         key = prepared.dedup_key
         if key is not None and not prepared.dead_lettered and self.duplicate_of(prepared) is None:
             now = self._clock()

@@ -61,6 +61,8 @@ class TaskContext:
     # Attempts of a record whose transaction timed out, kept across its partition's tasks.
     timeouts: collections.Counter[tuple[TopicPartition, int]] = field(
         default_factory=collections.Counter)
+    # After a failed group, each partition's records up to this offset commit one by one.
+    singles_until: dict[TopicPartition, int] = field(default_factory=dict)
     make_dedup: Callable[[int], Deduplicator] | None = None  # with DEDUP on
     make_restore_consumer: Callable[[], AIOKafkaConsumer] | None = None
 
@@ -172,11 +174,11 @@ class PartitionTask:
     async def _run(self) -> None:
         try:
             while self.state is TaskState.RUNNING:
-                head = await self.window.head()
-                if head is None or not await self._records.commit(*head):
+                group = await self.window.ready(self.settings.transaction_max_records)
+                if not group or not await self._records.commit_group(group):
                     break  # closing
-                self.committed_offset = head[0].offset + 1
-                self.window.pop()
+                self.committed_offset = group[-1][0].offset + 1
+                self.window.pop(len(group))
         finally:
             if self.state is TaskState.RUNNING:  # ended on its own: fenced or failed
                 self.state = TaskState.CLOSING

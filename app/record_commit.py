@@ -42,9 +42,7 @@ class RecordCommitter:
         while True:
             attempt += 1
             started = time.monotonic()
-            result = await self.context.committer.commit(
-                self._producer(), {self.tp: record.offset + 1},  # type: ignore[arg-type]
-                self.dedup.records(record, prepared) if self.dedup else prepared.records)
+            result = await self._transaction([(record, prepared)])
             if result.outcome is Outcome.DONE:
                 self.stats.commit_seconds.observe(time.monotonic() - started)
                 self.context.timeouts.pop(key, None)
@@ -66,6 +64,56 @@ class RecordCommitter:
             await self.context.sleep(backoff(attempt, self.settings.retry_backoff_s,
                                              self.settings.retry_backoff_max_s))
 
+    async def commit_group(self, group: list[tuple[ConsumerRecord, Prepared]]) -> bool:
+        """Records ready at the head of the window, in one transaction (up to
+        TRANSACTION_MAX_RECORDS). If that fails, they are committed one per transaction,
+        so one bad record never takes its neighbours to the dead-letter topic."""
+        group = self._groupable(group)
+        if len(group) == 1:
+            return await self.commit(*group[0])
+        group = [(record, await self._checked(record, prepared)) for record, prepared in group]
+        started = time.monotonic()
+        result = await self._transaction(group)
+        if result.outcome is Outcome.DONE:
+            self.stats.commit_seconds.observe(time.monotonic() - started)
+            for record, prepared in group:
+                self._done(record, prepared)
+            return True
+        self.context.singles_until[self.tp] = group[-1][0].offset  # also for the next task
+        self._give_up_if_final(result, None)
+        if result.aborted:
+            self.stats.aborted()
+            log.warning("group of %d aborted, committing them one by one: %r", len(group),
+                        result.cause, extra={**self._log_context, "event": "aborted"})
+        for record, prepared in group:
+            if not await self.commit(record, prepared):
+                return False
+        return True
+
+    def _groupable(self, group: list[tuple[ConsumerRecord, Prepared]]
+                   ) -> list[tuple[ConsumerRecord, Prepared]]:
+        """The group cut before a record that must go alone: one after a failed group,
+        or one repeating a key earlier in the group (not yet remembered)."""
+        kept: list[tuple[ConsumerRecord, Prepared]] = []
+        keys: set[bytes | None] = set()
+        for record, prepared in group:
+            alone = record.offset <= self.context.singles_until.get(self.tp, -1)
+            if kept and (alone or (prepared.dedup_key is not None
+                                   and prepared.dedup_key in keys)):
+                break
+            kept.append((record, prepared))
+            keys.add(prepared.dedup_key)
+            if alone:
+                break
+        return kept
+
+    async def _transaction(self, group: list[tuple[ConsumerRecord, Prepared]]) -> Result:
+        records = self.dedup.tombstones() if self.dedup else []
+        for record, prepared in group:
+            records += self.dedup.records(record, prepared) if self.dedup else prepared.records
+        offsets = {self.tp: group[-1][0].offset + 1}
+        return await self.context.committer.commit(self._producer(), offsets, records)  # type: ignore[arg-type]
+
     async def _checked(self, record: ConsumerRecord, prepared: Prepared) -> Prepared:
         timeouts = self.context.timeouts[self.tp, record.offset]
         if timeouts >= self.settings.max_attempts:
@@ -82,11 +130,13 @@ class RecordCommitter:
         return self.context.preparer.dead_letter(record, None, PoisonError(reason, message),
                                                  prepared.attempts, prepared.dedup_key)
 
-    def _give_up_if_final(self, result: Result, key: tuple[TopicPartition, int]) -> None:
+    def _give_up_if_final(self, result: Result, key: tuple[TopicPartition, int] | None) -> None:
         cause = result.cause
         if result.outcome is Outcome.FENCED:
             raise TaskFenced(repr(cause)) from cause
         if result.outcome is Outcome.TIMED_OUT:
+            if key is None:  # a group: its records go one by one next, each counted
+                raise TaskFailed(f"a group's transaction timed out: {cause!r}") from cause
             self.context.timeouts[key] += 1  # a new producer tries again, at once
             raise TaskFailed(f"transaction timed out ({self.context.timeouts[key]} of "
                              f"{self.settings.max_attempts} attempts): {cause!r}") from cause

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 from collections.abc import Callable, Coroutine
 from typing import Any, NamedTuple
 
@@ -88,9 +89,23 @@ class PrefetchWindow:
         await asyncio.wait([pending])
         return None if pending.cancelled() else (record, pending.result())
 
-    def pop(self) -> None:
-        """The head is committed: release it and prepare the next."""
-        self._entries.popleft().drop()
+    async def ready(self, most: int) -> list[tuple[ConsumerRecord, Prepared]]:
+        """The head once prepared, and the prepared records right behind it (``most`` in
+        all); empty when the window was closed meanwhile. Never waits for more."""
+        head = await self.head()
+        if head is None:
+            return []
+        group = [head]
+        for record, _, pending in itertools.islice(self._entries, 1, most):
+            if not pending.done() or pending.cancelled():
+                break
+            group.append((record, pending.result()))
+        return group
+
+    def pop(self, count: int = 1) -> None:
+        """The first ``count`` are committed: release them and prepare the next."""
+        for _ in range(count):
+            self._entries.popleft().drop()
         if self._entries:
             self._entries[0].reservation.promote()
         self._fill()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from aiokafka import errors as kafka
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.budget import MemoryBudget
@@ -43,6 +44,7 @@ class ScriptedProducer:
         self.sent: list[bytes] = []
         self.committed: list[bytes] = []
         self.offset_log: list[dict] = []  # the offsets of each transaction, in order
+        self.refuse: bytes | None = None  # a value the "broker" always refuses as too large
         self._open: list[bytes] = []
 
     def _error(self, name: str) -> BaseException | None:
@@ -78,6 +80,8 @@ class ScriptedProducer:
         self._open.extend(batch.records)
         future = asyncio.get_running_loop().create_future()
         error = self._error("send")
+        if self.refuse is not None and self.refuse in batch.records:
+            error = kafka.MessageSizeTooLargeError()
         future.set_exception(error) if error else future.set_result(None)
         return future
 
@@ -137,12 +141,15 @@ class FileDownloader:
         self.failures: dict[str, list[Exception]] = {}
         self.requests: list[str] = []
         self.gate: asyncio.Event | None = None
+        self.gates: dict[str, asyncio.Event] = {}  # hold one URL's download until set
         self.piece = 64 * 1024
 
     async def download(self, url: str, count=None) -> bytes:
         self.requests.append(url)
         if self.gate is not None:
             await self.gate.wait()
+        if url in self.gates:
+            await self.gates[url].wait()
         failures = self.failures.get(url)
         if failures:
             raise failures.pop(0)
