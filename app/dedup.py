@@ -15,7 +15,7 @@ import hashlib
 import logging
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from aiokafka import AIOKafkaConsumer
@@ -68,15 +68,16 @@ class DedupStore:
     def remember(self, key: bytes, offset: int, at: float) -> None:
         self._entries[key] = (int(at) << _OFFSET_BITS) | offset
 
-    def restore(self, key: bytes | None, value: bytes | None) -> None:
-        if key is None or len(key) != DIGEST_BYTES:
-            return  # not ours: a compacted topic keeps nothing else
-        if value is None:
-            self._entries.pop(key, None)
-        else:
-            offset, at = _ENTRY.unpack(value)
-            self._entries.pop(key, None)  # a key's latest entry is its place in the order
-            self.remember(key, offset, at)
+    def restore(self, changes: Iterable[tuple[bytes | None, bytes | None]]) -> None:
+        """Apply changelog records (key, value) in order; a None value is a tombstone."""
+        entries, unpack, shift = self._entries, _ENTRY.unpack, _OFFSET_BITS
+        for key, value in changes:
+            if key is None or len(key) != DIGEST_BYTES:
+                continue  # not ours: a compacted topic keeps nothing else
+            entries.pop(key, None)  # a key's latest entry is its place in the order
+            if value is not None:
+                offset, at = unpack(value)
+                entries[key] = (at << shift) | offset
 
     def expire(self, now: float) -> None:
         """Forget entries past the retention, and the oldest past the count limit."""
@@ -106,8 +107,7 @@ class Deduplicator:
         end = (await consumer.end_offsets([tp]))[tp]
         while await consumer.position(tp) < end:
             batch = await consumer.getmany(tp, timeout_ms=1000, max_records=50_000)
-            for entry in batch.get(tp, ()):
-                self.store.restore(entry.key, entry.value)
+            self.store.restore((entry.key, entry.value) for entry in batch.get(tp, ()))
         self.store.expire(self._clock())
         return len(self.store)
 

@@ -107,6 +107,5 @@ def test_restore_applies_entries_and_tombstones_in_order():
     a, b = url_key("a"), url_key("b")
     entry_a = writer.records(record(1, "a"), prepared(a))[-1]
     entry_b = writer.records(record(2, "b"), prepared(b))[-1]
-    for key, value in [(a, entry_a.value), (b, entry_b.value), (a, None), (b"junk", b"x")]:
-        store.restore(key, value)
+    store.restore([(a, entry_a.value), (b, entry_b.value), (a, None), (b"junk", b"x")])
     assert store.first_offset(a) is None and store.first_offset(b) == 2 and len(store) == 1
