@@ -42,6 +42,11 @@ def normalise_url(url: str) -> str:
     return urlunsplit((scheme, netloc, parts.path, parts.query, ""))
 
 
+def entry_value(offset: int, at: float) -> bytes:
+    """A changelog entry's value: the first occurrence's offset, and when it committed."""
+    return _ENTRY.pack(offset, int(at))
+
+
 def url_key(url: str) -> bytes:
     return hashlib.sha256(normalise_url(url).encode()).digest()[:DIGEST_BYTES]
 
@@ -128,7 +133,7 @@ class Deduplicator:
         key = prepared.dedup_key
         if key is None or prepared.dead_lettered:
             return prepared.records
-        entry = _ENTRY.pack(record.offset, int(self._clock()))
+        entry = entry_value(record.offset, self._clock())
         return [*prepared.records, OutRecord(self.changelog.topic, key, entry, [],
                                              self.changelog.partition)]
 
