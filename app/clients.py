@@ -70,6 +70,19 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
+def make_restore_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """Reads a dedup changelog partition to its end: no group, committed data only."""
+    return AIOKafkaConsumer(
+        **connection(settings),
+        group_id=None,
+        client_id=f"txingest-{settings.pod_name}-restore",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+
+
 def producer_factory(settings: Settings) -> Callable[[int], AIOKafkaProducer]:
     exactly_once = settings.processing_guarantee == "exactly_once"
 

@@ -30,11 +30,12 @@ import sys
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 
 from app import log as app_log
+from app.budget import MemoryBudget
 from app.config import load_settings
-from app.fetch import Downloader
-from app.prepare import ByteBudget, Preparer
-from app.service import download_limits
+from app.fetch import Downloader, DownloadLimits
+from app.prepare import Preparer
 from app.stats import Stats
+from chaos.copier import abort_rate
 
 log = logging.getLogger("chaos.broken")
 MODES = ("autocommit", "pod-txn-id")
@@ -61,9 +62,9 @@ async def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    downloader = Downloader(download_limits(settings))
+    downloader = Downloader(DownloadLimits.from_settings(settings))
     await downloader.start()
-    preparer = Preparer(settings, downloader, ByteBudget(settings.max_buffered_bytes), Stats())
+    preparer = Preparer(settings, downloader, MemoryBudget(settings.max_buffered_bytes), Stats())
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group_id,
         group_instance_id=settings.pod_name, isolation_level="read_committed",
@@ -113,7 +114,7 @@ async def main() -> int:
                             if mode == "pod-txn-id":
                                 await producer.send_offsets_to_transaction(
                                     {tp: record.offset + 1}, settings.group_id)
-                            if random.random() < settings.test_abort_rate:
+                            if random.random() < abort_rate(os.environ):
                                 await producer.abort_transaction()
                                 continue
                             await producer.commit_transaction()

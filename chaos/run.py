@@ -140,7 +140,7 @@ class Run:
 
         workload = Workload(self.seed)
         self.server = server = await FaultyServer(workload, stall_s=READ_TIMEOUT_S + 1.5).start()
-        module = "chaos.broken" if args.copier == "broken" else "app"
+        module = "chaos.broken" if args.copier == "broken" else "chaos.copier"
         self.env = copier_env(bootstrap, self.names, tier, args.broken_mode)
         copiers = [Copier(f"{self.run_id}-{i}", python_module(module), self.env, self.logs)
                    for i in range(COPIERS)]
