@@ -97,7 +97,8 @@ def producer_factory(settings: Settings) -> Callable[[int], AIOKafkaProducer]:
             retry_backoff_ms=settings.kafka_retry_backoff_ms,
             max_request_size=max(settings.max_record_bytes + 65536, 1048576),
             linger_ms=5,
-            # A file's transactions go out together: big batches send them ~2.5x faster.
+            # A file's transactions go out together: big batches send them faster
+            # (docs/benchmarks.md).
             max_batch_size=256 * 1024,
         )
     return make

@@ -179,7 +179,7 @@ class Settings:
     log_format: str = _setting("json", _choice("json", "text"), "log line format")
 
     def transactional_id(self, partition: int) -> str:
-        """Scoped to the input partition, never the pod: see README 'Delivery guarantee'."""
+        """Scoped to the input partition, never the pod: see docs/design.md."""
         return f"{self.transactional_id_prefix}-{self.input_topic}-{partition}"
 
     @property

@@ -61,7 +61,7 @@ class DownloadLimits:
 
 
 def redact_url(url: str) -> str:
-    """The URL without userinfo, query or fragment, safe for logs and the DLQ."""
+    """The URL without userinfo, query or fragment: safe for logs and error messages."""
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -190,8 +190,8 @@ def _fast_line(line: bytes, max_depth: int) -> Item | None:
 
 def _owned(value: bytes) -> bytes:
     """A copy of an orjson.dumps result that keeps only its own bytes: the original
-    keeps orjson's whole write buffer (measured: 100,000 values of 211 bytes held
-    393 MB of RSS; their copies 26 MB). Items live until their transaction commits."""
+    keeps orjson's whole write buffer (docs/benchmarks.md has the measurement), and
+    items live until their transaction commits."""
     return memoryview(value).tobytes()
 
 
