@@ -8,7 +8,6 @@ accepts, which is how the network guard proves it never dialled a blocked addres
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import socket
 import zlib
@@ -23,6 +22,15 @@ from yarl import URL
 
 from app.errors import IngestError, PoisonError, TransientError
 from app.fetch import Downloader, DownloadLimits, GuardedResolver, _Guard, redact_url
+from tools.fileserver import (
+    RawHandler,
+    RawServer,
+    drip,
+    head,
+    read_request,
+    wait_for_hangup,
+)
+from tools.local_kafka import free_port
 
 WAIT = 20.0  # ceiling on any single wait in these tests
 DATA = b"".join(b"%06d,2024-01-01,ACME,%d.%02d\n" % (i, i, i % 100) for i in range(20_000))
@@ -32,70 +40,7 @@ MB = 1024 * 1024
 FAST = dict(connect_timeout_s=2.0, read_timeout_s=2.0, total_timeout_s=15.0,
             allow_private_networks=True)
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
 # -- servers --------------------------------------------------------------------------
-
-class RawServer:
-    """A TCP server that counts accepted connections and runs ``handler`` on each."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.port = 0
-        self._servers: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def start(self, ipv6: bool = False) -> RawServer:
-        server = await asyncio.wait_for(asyncio.start_server(self._serve, "127.0.0.1", 0), WAIT)
-        self.port = server.sockets[0].getsockname()[1]
-        self._servers.append(server)
-        if ipv6 and socket.has_ipv6:  # same port on ::1, so a leak there would be seen too
-            with contextlib.suppress(OSError):
-                v6 = asyncio.start_server(self._serve, "::1", self.port)
-                self._servers.append(await asyncio.wait_for(v6, WAIT))
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self.handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-
-    async def close(self) -> None:
-        for server in self._servers:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), WAIT)
-        for server in self._servers:
-            await asyncio.wait_for(server.wait_closed(), WAIT)
-
-    def url(self, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}/{path}"
-
-
-def head(headers: dict[str, str | int], status: str = "200 OK") -> bytes:
-    lines = [f"HTTP/1.1 {status}"] + [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-async def read_request(reader: asyncio.StreamReader) -> None:
-    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-
-
-async def wait_for_hangup(reader: asyncio.StreamReader) -> bool:
-    """True once the client closed the connection (it read nothing more from us)."""
-    return await asyncio.wait_for(reader.read(), WAIT) == b""
-
 
 @dataclass
 class Gate:
@@ -177,7 +122,7 @@ async def http() -> AsyncIterator[test_utils.TestServer]:
 async def raw() -> AsyncIterator[Callable[..., Awaitable[RawServer]]]:
     servers: list[RawServer] = []
 
-    async def start(handler: Handler, ipv6: bool = False) -> RawServer:
+    async def start(handler: RawHandler, ipv6: bool = False) -> RawServer:
         servers.append(await RawServer(handler).start(ipv6=ipv6))
         return servers[-1]
 
@@ -300,11 +245,7 @@ async def test_connection_reset_mid_body_is_truncated(raw, downloader) -> None:
 async def test_drip_feed_times_out(raw, downloader) -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        writer.write(head({"Content-Length": 100}))
-        for _ in range(100):
-            writer.write(b"x")
-            await writer.drain()
-            await asyncio.sleep(1.0)  # the drip itself, server side
+        await drip(writer, promised=100, count=100, byte=b"x", every=1.0)
 
     server = await raw(serve)
     d = await downloader(read_timeout_s=0.3, total_timeout_s=10.0)
@@ -327,9 +268,7 @@ async def test_retryable_statuses_are_transient(http, downloader, code: int) -> 
 
 
 async def test_connection_refused(downloader) -> None:
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # free a moment ago: nothing listens there
     err = await failure(await downloader(), f"http://127.0.0.1:{port}/x")
     assert isinstance(err, TransientError) and err.reason == "connection_error"
 
@@ -497,9 +436,7 @@ def test_redact_url_drops_secrets() -> None:
 
 async def test_error_messages_never_carry_the_query(http, downloader) -> None:
     d = await downloader()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        refused = f"http://127.0.0.1:{s.getsockname()[1]}/x"
+    refused = f"http://127.0.0.1:{free_port()}/x"
     for url in (url_of(http, "/status/404"), url_of(http, "/status/503"), refused):
         err = await failure(d, url + "?sig=TOPSECRET")
         assert "TOPSECRET" not in str(err)
