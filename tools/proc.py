@@ -29,11 +29,9 @@ def python_module(module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def app_process(env: dict[str, str], log_dir: Path, name: str,
-                new_session: bool = False) -> ChildProcess:
+def app_process(env: dict[str, str], log_dir: Path, name: str) -> ChildProcess:
     """``python -m app`` as pod ``name``, logging to ``log_dir/<name>.log``."""
-    return ChildProcess(python_module("app"), {**env, "POD_NAME": name},
-                        log_dir / f"{name}.log", new_session=new_session)
+    return ChildProcess(python_module("app"), {**env, "POD_NAME": name}, log_dir / f"{name}.log")
 
 
 def json_events(lines: Iterable[str], *names: str) -> list[dict[str, Any]]:
