@@ -20,8 +20,8 @@ unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: install
-	$(BIN)/ruff check app tests tools
-	$(BIN)/mypy app
+	$(BIN)/ruff check app tests tools chaos bench
+	$(BIN)/mypy app tools chaos bench
 
 kafka-up:
 	$(PYTHON) tools/local_kafka.py up
@@ -30,7 +30,7 @@ kafka-down:
 	$(PYTHON) tools/local_kafka.py down
 
 demo: install kafka-up
-	$(BIN)/python tools/demo.py
+	$(BIN)/python -m tools.demo
 
 # Exactly once under faults (chaos/run.py); SEED=n repeats a run.
 chaos: install

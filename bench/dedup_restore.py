@@ -27,7 +27,7 @@ from aiokafka.structs import TopicPartition
 from app.clients import make_restore_consumer
 from app.config import load_settings
 from app.dedup import DIGEST_BYTES, Deduplicator, DedupStore, entry_value
-from kafka_io import unique
+from tools.kafka_io import unique
 
 GOAL_SECONDS, GOAL_MB = 10.0, 150.0
 
@@ -95,7 +95,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.bootstrap:
         return asyncio.run(run(args))
-    import local_kafka
+    from tools import local_kafka
     data = Path(tempfile.mkdtemp(prefix="txingest-bench-dedup-"))
     broker = local_kafka.start(data=data)
     try:

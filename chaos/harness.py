@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +18,9 @@ from aiokafka.errors import KafkaError
 from chaos import logread
 from chaos.faults import Copier, Plan
 from chaos.workload import Workload
+from tools import kafka_io, local_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import local_cluster  # noqa: E402
 
 RESULTS = ROOT / "chaos" / "results"
 LIVENESS_S = 120.0
@@ -186,15 +184,13 @@ async def report_progress(progress: Progress, copiers: list[Copier], tier: Tier,
         try:
             await asyncio.wait_for(stop.wait(), 15)
         except TimeoutError:
-            alive = sum(1 for c in copiers if c.alive and not c.stopped)
+            alive = sum(1 for c in copiers if c.alive and not c.paused)
             say(f"[{time.monotonic() - started:6.1f}s] progress  fed {progress.fed}/{tier.inputs}"
                 f", committed {progress.committed}, lag {progress.lag}, copiers running {alive}")
 
 
 async def wait_stable(bootstrap: str, topics: list[str], timeout: float) -> bool:
     """Until every partition's last stable offset equals its high watermark."""
-    import kafka_io  # tools/, on the path above
-
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from chaos import checker, logread
-from chaos.faults import Copier, Scheduler, python_module
+from chaos.faults import Copier, Scheduler
 from chaos.harness import (
     COPIERS,
     LIVENESS_S,
@@ -65,11 +65,8 @@ from chaos.harness import (
     watch,
 )
 from chaos.workload import FaultyServer, Workload
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import local_cluster  # noqa: E402
-import local_kafka  # noqa: E402
+from tools import local_cluster, local_kafka
+from tools.proc import python_module
 
 
 class Run:
@@ -182,10 +179,10 @@ class Run:
             t = self.mark("recovery_s", t)
             scheduler.check_running()
             for c in scheduler.active:
-                if c.stopped:
+                if c.paused:
                     c.resume()
                 await c.wait_consuming(60)  # not while it is still importing its modules
-                self.final_exit_codes[c.name] = await c.term(TERM_TIMEOUT_S)
+                self.final_exit_codes[c.name] = await c.stop(TERM_TIMEOUT_S)
             committed_offsets = await view.offsets()
         finally:
             stop.set()

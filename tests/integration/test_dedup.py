@@ -9,7 +9,6 @@ import json
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from kafka_io import end_offsets, unique
 from tests.integration.harness import (
     Route,
     assert_exactly_once,
@@ -22,6 +21,7 @@ from tests.integration.harness import (
     service_env,
     wait_until,
 )
+from tools.kafka_io import end_offsets, unique
 
 
 def dedup_env(bootstrap, topics, mode="url", **extra):
@@ -30,9 +30,7 @@ def dedup_env(bootstrap, topics, mode="url", **extra):
 
 
 def events(service, name: str) -> list[dict]:
-    return [entry for entry in map(json.loads, filter(lambda line: line.startswith("{"),
-                                                       service.log().splitlines()))
-            if entry.get("event") == name]
+    return service.events(name)
 
 
 async def committed(bootstrap, topics, timeout=90):
@@ -159,10 +157,8 @@ async def test_a_changelog_topic_that_does_not_fit_stops_the_service(
         await admin.close()
     env = {**dedup_env(kafka_bootstrap, topics), "DEDUP_TOPIC": wrong}
     service = services(env).start()
-    assert service.proc is not None
-    code = await asyncio.to_thread(service.proc.wait, 60)
-    assert code == 2
+    assert await service.wait(60) == 2
     errors = [e for e in map(json.loads, filter(lambda line: line.startswith("{"),
-                                                 service.log().splitlines()))
+                                                 service.log_text().splitlines()))
               if e["level"] == "error"]
     assert len(errors) == 1 and "cleanup.policy" in errors[0]["msg"], errors

@@ -46,6 +46,5 @@ async def test_a_transaction_that_always_times_out_is_dead_lettered(
     sources = {dict(r.headers)["source-url"].decode() for r in outputs}
     assert sources == {small_url}, "no output of the timed-out file is visible"
     assert [r.value for r in outputs] == small_items
-    timed_out = [line for line in service.log().splitlines()
-                 if '"task_failed"' in line and "transaction timed out" in line]
+    timed_out = [e for e in service.events("task_failed") if "transaction timed out" in e["msg"]]
     assert len(timed_out) == 2, "dead-lettered after MAX_ATTEMPTS timed-out transactions"

@@ -4,7 +4,6 @@ exit 0, the `stopped` summary logged, and nothing lost or duplicated (real broke
 from __future__ import annotations
 
 import asyncio
-import json
 
 from tests.integration.harness import (
     Route,
@@ -23,16 +22,6 @@ from tests.integration.harness import (
 DELAYS_S = (0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 3.5, 5.0)
 
 
-def events(log: str, name: str) -> list[dict]:
-    found = []
-    for line in log.splitlines():
-        if line.startswith("{"):
-            entry = json.loads(line)
-            if entry.get("event") == name:
-                found.append(entry)
-    return found
-
-
 async def test_sigterm_at_any_moment_exits_zero_and_loses_nothing(
         kafka_bootstrap, file_server, services):
     topics = await create_topics(kafka_bootstrap, partitions=2, name="term")
@@ -48,9 +37,9 @@ async def test_sigterm_at_any_moment_exits_zero_and_loses_nothing(
         service = services(env, name=f"term-{n}").start()
         await asyncio.sleep(delay)  # the moment under test, not a wait for a condition
         code = await service.stop(timeout=25)
-        assert code == 0, f"SIGTERM {delay}s after start: exit {code}\n{service.log()[-2000:]}"
-        assert events(service.log(), "stopped"), f"no stopped summary after {delay}s"
-        assert "Traceback" not in service.log(), f"traceback after SIGTERM at {delay}s"
+        assert code == 0, f"SIGTERM {delay}s after start: exit {code}\n{service.log_text()[-2000:]}"
+        assert service.events("stopped"), f"no stopped summary after {delay}s"
+        assert "Traceback" not in service.log_text(), f"traceback after SIGTERM at {delay}s"
 
     finisher = services(env, name="term-finish").start()
     await wait_until(_no_lag(kafka_bootstrap, topics), 90, "every input committed")
