@@ -64,7 +64,7 @@ from chaos.harness import (
     wait_stable,
     watch,
 )
-from chaos.workload import FaultyServer, Workload
+from chaos.workload import FaultyServer, Workload, mark_repeats
 from tools import local_cluster, local_kafka
 from tools.proc import python_module
 
@@ -139,7 +139,8 @@ class Run:
         self.server = server = await FaultyServer(workload, stall_s=READ_TIMEOUT_S + 1.5).start()
         module = "chaos.broken" if args.copier == "broken" else "chaos.copier"
         self.env = copier_env(bootstrap, self.names, tier, args.broken_mode)
-        copiers = [Copier(f"{self.run_id}-{i}", python_module(module), self.env, self.logs)
+        copiers = [Copier(f"{self.run_id}-{i}", python_module(module),
+                          {**self.env, **tier.copier_settings(i)}, self.logs)
                    for i in range(COPIERS)]
         rng = random.Random(self.seed)
         self.scheduler = scheduler = Scheduler(
@@ -213,6 +214,8 @@ class Run:
                 self.failures.append(f"input {p}@{o} is no file of this workload: {value!r}")
                 continue
             inputs[(p, o)] = want
+        if tier.dedup != "off" and self.args.copier == "service":
+            inputs = mark_repeats(inputs)
         missing = set(range(tier.inputs)) - {w.n for w in inputs.values()}
         if missing:
             self.failures.append(f"the feeder did not publish {len(missing)} inputs")
@@ -222,6 +225,7 @@ class Run:
             input_ends=ends, output_ends=out_ends, dlq_ends=dlq_ends,
             last_fault_at=last_fault, done_at=done_at, liveness_s=LIVENESS_S,
             require_aborts=tier.abort_rate > 0)
+        self.verdict.counts["repeats"] = sum(1 for w in inputs.values() if w.items == ())
         self.mark("check_s", t)
         self._plan_met()
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import gzip
 import random
@@ -111,6 +112,16 @@ class Workload:
             exact_numbers=rng.random() < self.exact_rate,
         )
 
+    def feed_order(self, count: int, repeat_rate: float) -> list[int]:
+        """Files 0..count-1 in order, with a share of them published again 1-2 times,
+        each copy up to a few hundred inputs after its original."""
+        rng = random.Random(f"{self.seed}:order")
+        slots = [(float(n), n) for n in range(count)]
+        for n in range(count):
+            if rng.random() < repeat_rate:
+                slots.extend((n + rng.uniform(0.5, 300.0), n) for _ in range(rng.randint(1, 2)))
+        return [n for _, n in sorted(slots)]
+
     def items(self, n: int) -> list[bytes]:
         """The file's transactions as the service must write them: compact JSON."""
         spec = self.spec(n)
@@ -188,6 +199,22 @@ class Workload:
         if spec.poison:
             return Expected(n, url, None, spec.dlq_reason)
         return Expected(n, url, tuple(self.items(n)), None)
+
+
+def mark_repeats(inputs: dict[tuple[int, int], Expected]) -> dict[tuple[int, int], Expected]:
+    """With DEDUP on: a good file's later copies in its partition must write nothing.
+
+    Only committed outputs are remembered, so every copy of a poison file is
+    dead-lettered again. Copies the feeder sent twice count as repeats too."""
+    seen: set[tuple[int, int]] = set()
+    marked = {}
+    for (p, o), want in sorted(inputs.items()):
+        if want.items is not None and (p, want.n) in seen:
+            want = dataclasses.replace(want, items=())
+        elif want.items is not None:
+            seen.add((p, want.n))
+        marked[(p, o)] = want
+    return marked
 
 
 # -- the file server ---------------------------------------------------------------------
