@@ -136,8 +136,9 @@ async def main() -> int:
     base = server.base_url
     topics = await create_topics(args.bootstrap, args.partitions, name="demo")
     print(f"demo: {len(files)} files on {base}, input topic {topics.input}")
+    # Keyed by the file's name, as producers of the input should (see docs/dedup.md).
     await produce(args.bootstrap, topics.input, [f"{base}/{n}".encode() for n in files],
-                  args.partitions)
+                  args.partitions, keys=[n.encode() for n in files])
     http_port = free_port()
     service = start_service(args.bootstrap, topics, http_port)
     try:
