@@ -58,7 +58,7 @@ async def _brokers(admin: AIOKafkaAdminClient) -> int:
 
 async def _cleanup_policy(admin: AIOKafkaAdminClient, topic: str) -> str:
     (response,) = await admin.describe_configs(
-        [ConfigResource(ConfigResourceType.TOPIC, topic, ["cleanup.policy"])])
+        [ConfigResource(ConfigResourceType.TOPIC, topic, {"cleanup.policy": None})])
     for resource in response.to_object()["resources"]:
         for entry in resource["config_entries"]:
             if entry["config_names"] == "cleanup.policy":
