@@ -175,10 +175,11 @@ class PartitionTask:
         try:
             while self.state is TaskState.RUNNING:
                 group = await self.window.ready(self.settings.transaction_max_records)
-                if not group or not await self._records.commit_group(group):
+                done = await self._records.commit_group(group) if group else 0
+                if not done:
                     break  # closing
-                self.committed_offset = group[-1][0].offset + 1
-                self.window.pop(len(group))
+                self.committed_offset = group[done - 1][0].offset + 1
+                self.window.pop(done)
         finally:
             if self.state is TaskState.RUNNING:  # ended on its own: fenced or failed
                 self.state = TaskState.CLOSING

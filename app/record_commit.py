@@ -64,13 +64,14 @@ class RecordCommitter:
             await self.context.sleep(backoff(attempt, self.settings.retry_backoff_s,
                                              self.settings.retry_backoff_max_s))
 
-    async def commit_group(self, group: list[tuple[ConsumerRecord, Prepared]]) -> bool:
+    async def commit_group(self, group: list[tuple[ConsumerRecord, Prepared]]) -> int:
         """Records ready at the head of the window, in one transaction (up to
-        TRANSACTION_MAX_RECORDS). If that fails, they are committed one per transaction,
-        so one bad record never takes its neighbours to the dead-letter topic."""
+        TRANSACTION_MAX_RECORDS); how many of them were committed (0: closed meanwhile).
+        If the group fails they are committed one per transaction, so one bad record
+        never takes its neighbours to the dead-letter topic."""
         group = self._groupable(group)
         if len(group) == 1:
-            return await self.commit(*group[0])
+            return int(await self.commit(*group[0]))
         group = [(record, await self._checked(record, prepared)) for record, prepared in group]
         started = time.monotonic()
         result = await self._transaction(group)
@@ -78,17 +79,17 @@ class RecordCommitter:
             self.stats.commit_seconds.observe(time.monotonic() - started)
             for record, prepared in group:
                 self._done(record, prepared)
-            return True
+            return len(group)
         self.context.singles_until[self.tp] = group[-1][0].offset  # also for the next task
         self._give_up_if_final(result, None)
         if result.aborted:
             self.stats.aborted()
             log.warning("group of %d aborted, committing them one by one: %r", len(group),
                         result.cause, extra={**self._log_context, "event": "aborted"})
-        for record, prepared in group:
+        for done, (record, prepared) in enumerate(group):
             if not await self.commit(record, prepared):
-                return False
-        return True
+                return done
+        return len(group)
 
     def _groupable(self, group: list[tuple[ConsumerRecord, Prepared]]
                    ) -> list[tuple[ConsumerRecord, Prepared]]:

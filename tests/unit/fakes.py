@@ -205,3 +205,22 @@ async def until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> N
         while not check():  # noqa: ASYNC110 - polls plain state of the fakes, with a deadline
             await asyncio.sleep(0.001)
     assert check(), what
+
+
+class EmptyChangelog:
+    """A restore consumer over an empty changelog partition."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def assign(self, partitions) -> None:
+        self.partitions = list(partitions)
+
+    async def seek_to_beginning(self, *partitions) -> None: ...
+
+    async def end_offsets(self, partitions):
+        return {tp: 0 for tp in partitions}
+
+    async def position(self, tp) -> int:
+        return 0

@@ -79,3 +79,33 @@ async def test_one_record_ready_commits_alone_without_waiting():
     await until(lambda: task.committed_offset == 1, "the head committed on its own")
     assert producer.offset_log == [{TP: 1}]
     await task.close(1)
+
+
+async def test_a_group_is_cut_before_a_repeat_of_a_record_in_it():
+    import dataclasses
+
+    from app.dedup import dedup_factory
+    from tests.unit.fakes import EmptyChangelog
+
+    producer = ScriptedProducer()
+    consumer = MemoryConsumer({TP: 0})
+    consumer.assigned.add(TP)
+    urls = ["http://files/0", "http://files/0", "http://files/1"]
+    downloader = FileDownloader(files(2))
+    downloader.gates["http://files/0"] = asyncio.Event()
+    config = settings("--transaction-max-records", "4", "--dedup", "url")
+    ctx = dataclasses.replace(
+        context(config, consumer, downloader, lambda p: producer),
+        make_dedup=dedup_factory(config), make_restore_consumer=EmptyChangelog)
+    task = PartitionTask(TP, ctx)
+    await task.start()
+    task.deliver([record(i, url) for i, url in enumerate(urls)])
+    await until(lambda: all(e.pending.done() for e in list(task.window._entries)[2:]),
+                "the last one prepared")
+    downloader.gates["http://files/0"].set()
+    await until(lambda: task.committed_offset == 3, "all committed")
+    assert producer.offset_log[0] == {TP: 1}, "the group stops before the repeat"
+    assert sorted(v for v in producer.committed if v.startswith(b"{")) == [
+        b'{"file":0}', b'{"file":1}']
+    assert task.stats.totals["duplicates"] == 1 and task.stats.totals["committed"] == 2
+    await task.close(1)
