@@ -2,6 +2,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# KAFKA_VERSION=3.9.1 (in the environment or on the command line) runs that broker
+# version for kafka-up, test, chaos* and demo (tools/local_kafka.py reads it);
+# unset: the version pinned in tools/kafka/pom.xml. docs/versions.md: what was run.
+# A chosen version's chaos report gets its own name, beside the default one's.
+chaos_report = $(if $(KAFKA_VERSION),--report chaos/results/$(1)-kafka-$(KAFKA_VERSION)-latest.json)
 
 .PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-content chaos-full chaos-broken bench bench-quick
 
@@ -34,17 +39,18 @@ demo: install kafka-up
 
 # Exactly once under faults (chaos/run.py); SEED=n repeats a run.
 chaos: install
-	$(BIN)/python -m chaos.run --tier ci $(if $(SEED),--seed $(SEED))
+	$(BIN)/python -m chaos.run --tier ci $(if $(SEED),--seed $(SEED)) $(call chaos_report,ci)
 
 # The same faults with DEDUP=content and repeated inputs (CI runs it too).
 chaos-content: install
 	$(BIN)/python -m chaos.run --tier ci-content $(if $(SEED),--seed $(SEED))
 
 chaos-full: install
-	$(BIN)/python -m chaos.run --tier full $(if $(SEED),--seed $(SEED))
+	$(BIN)/python -m chaos.run --tier full $(if $(SEED),--seed $(SEED)) $(call chaos_report,full)
 
 chaos-broken: install
-	$(BIN)/python -m chaos.run --tier ci --copier broken $(if $(SEED),--seed $(SEED))
+	$(BIN)/python -m chaos.run --tier ci --copier broken $(if $(SEED),--seed $(SEED)) \
+		$(call chaos_report,broken-ci)
 
 # Benchmarks (bench/run.py): results in bench/results/latest.{json,md,png}.
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--runs 5 --s2-files 300".

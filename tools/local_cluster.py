@@ -1,7 +1,8 @@
 """A 3-node KRaft Kafka cluster on this machine, for faults a single broker cannot take.
 
 Each node is a combined broker and controller (static quorum of all nodes) in
-``data/node-N``, started from the same jars as tools/local_kafka.py. Internal and
+``data/node-N``, started from the same jars as tools/local_kafka.py (the same
+version too: ``$KAFKA_VERSION``, else the pinned one). Internal and
 test topics get replication 3 and min.insync.replicas 2, like a production
 cluster, so one node can be killed (kill -9) and restarted while the others keep
 leading: the case Kafka's own transaction system tests bounce brokers in.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from tools import local_kafka
@@ -54,7 +56,8 @@ def start(size: int, data: Path, timeout: float = 180) -> list[Broker]:
     """Format and start ``size`` nodes in ``data`` (emptied first); wait for all."""
     data = data.resolve()
     shutil.rmtree(data, ignore_errors=True)
-    jars = local_kafka.libs()
+    version = local_kafka.kafka_version()
+    jars = local_kafka.libs(version)
     ports = [local_kafka.free_port() for _ in range(size)]
     controller_ports = [local_kafka.free_port() for _ in range(size)]
     cluster_id = local_kafka.new_cluster_id()
@@ -65,13 +68,14 @@ def start(size: int, data: Path, timeout: float = 180) -> list[Broker]:
             home.mkdir(parents=True)
             props = node_properties(node, ports, controller_ports)
             (home / "server.properties").write_text(local_kafka.server_properties(
-                ports[node - 1], controller_ports[node - 1], home, props))
+                ports[node - 1], controller_ports[node - 1], home, props, version))
             (home / "log4j2.properties").write_text(
                 local_kafka.LOG4J2.format(log=home / "server.log"))
             subprocess.run([*local_kafka.java(jars, home), "kafka.tools.StorageTool", "format",
                             "-t", cluster_id, "-c", str(home / "server.properties")],
                            check=True, stdout=subprocess.DEVNULL)
             (home / "broker.port").write_text(str(ports[node - 1]))
+            (home / "broker.version").write_text(version)
         # All before waiting on any: a node is ready only once a quorum of voters is up.
         for node in range(1, size + 1):
             started.append(local_kafka.spawn(jars, data / f"node-{node}", ports[node - 1]))
@@ -80,7 +84,10 @@ def start(size: int, data: Path, timeout: float = 180) -> list[Broker]:
     except BaseException:
         stop(data)
         raise
-    return [broker for broker, _, _ in started]
+    nodes = [broker for broker, _, _ in started]
+    print(f"Kafka {version} cluster of {size} started at {bootstrap(nodes)} "
+          f"(pids {' '.join(str(n.pid) for n in nodes)}, data {data})", file=sys.stderr)
+    return nodes
 
 
 def bootstrap(nodes: list[Broker]) -> str:

@@ -1,9 +1,15 @@
 """A single-node KRaft Kafka broker on this machine, from Kafka's own jars.
 
-No Docker needed: Maven resolves ``org.apache.kafka:kafka_2.13`` (version pinned
-in tools/kafka/pom.xml) into a git-ignored cache; the broker runs as a plain
-``java`` process whose pid is kept beside its data so ``down`` can stop it.
+No Docker needed: Maven resolves ``org.apache.kafka:kafka_2.13`` into a git-ignored
+cache; the broker runs as a plain ``java`` process whose pid (and version) is kept
+beside its data so ``down`` can stop it and ``restart`` runs the same jars.
 
+The version is ``$KAFKA_VERSION`` if set (e.g. 3.9.1), else the one pinned in
+tools/kafka/pom.xml. 3.x and 4.x brokers take the same KRaft setup (static
+``controller.quorum.voters``, StorageTool ``format``, log4j2 through SLF4J); settings
+a 3.x broker does not know are left out for it (see :func:`for_version`).
+
+    KAFKA_VERSION=3.9.1 python tools/local_kafka.py up [--port 9092] [--data DIR]
     python tools/local_kafka.py up   [--port 9092] [--data DIR] [--security sasl_ssl]
     python tools/local_kafka.py down [--data DIR]
 
@@ -36,6 +42,10 @@ POM = ROOT / "tools" / "kafka" / "pom.xml"
 CACHE = Path(os.environ.get("TXINGEST_CACHE", ROOT / ".cache"))
 DEFAULT_DATA = CACHE / "kafka-data"
 READY_LINE = "Kafka Server started"
+VERSION_ENV = "KAFKA_VERSION"
+VERSION_FORM = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
+# Settings only 4.x brokers know (share groups): a 3.x broker would warn on each.
+SINCE_4 = ("share.coordinator.",)
 SECURITY = ("plaintext", "sasl_ssl")
 SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256")
 SCRAM_USER = "txingest"
@@ -56,11 +66,32 @@ logger.state.level = WARN
 """
 
 
-def kafka_version() -> str:
+def pinned_version() -> str:
     match = re.search(r"<kafka.version>([^<]+)</kafka.version>", POM.read_text())
     if not match:
         raise SystemExit(f"no <kafka.version> in {POM}")
     return match.group(1)
+
+
+def kafka_version() -> str:
+    """The broker version to run: ``$KAFKA_VERSION`` if set, else the pinned one."""
+    chosen = os.environ.get(VERSION_ENV, "").strip()
+    if not chosen:
+        return pinned_version()
+    if not VERSION_FORM.fullmatch(chosen):
+        raise SystemExit(f"{VERSION_ENV}={chosen!r} is not a Kafka version like 3.9.1 or 4.4.0")
+    return chosen
+
+
+def major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+def for_version(props: dict[str, str], version: str) -> dict[str, str]:
+    """``props`` less the settings that ``version``'s broker does not know."""
+    if major(version) >= 4:
+        return props
+    return {k: v for k, v in props.items() if not k.startswith(SINCE_4)}
 
 
 def libs(version: str | None = None) -> Path:
@@ -117,13 +148,15 @@ class Broker:
     data: Path
     pid: int
     secured: Secured | None = None
+    version: str = ""
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
 
-def server_properties(port: int, controller_port: int, data: Path, extra: dict[str, str]) -> str:
+def server_properties(port: int, controller_port: int, data: Path, extra: dict[str, str],
+                      version: str | None = None) -> str:
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -149,6 +182,7 @@ def server_properties(port: int, controller_port: int, data: Path, extra: dict[s
         "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
     }
     props.update(extra)
+    props = for_version(props, version or kafka_version())
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -251,6 +285,14 @@ def _pidfile(data: Path) -> Path:
     return data / "broker.pid"
 
 
+def _version_of(data: Path) -> str:
+    """The version this data dir was formatted with (older dirs: the current choice)."""
+    try:
+        return (data / "broker.version").read_text().strip()
+    except OSError:
+        return kafka_version()
+
+
 def running(data: Path) -> Broker | None:
     try:
         pid = int(_pidfile(data).read_text())
@@ -258,7 +300,7 @@ def running(data: Path) -> Broker | None:
         os.kill(pid, 0)
     except (OSError, ValueError):
         return None
-    return Broker(port, data, pid, _secured(data))
+    return Broker(port, data, pid, _secured(data), _version_of(data))
 
 
 def start(port: int | None = None, data: Path | None = None, timeout: float = 120,
@@ -274,7 +316,8 @@ def start(port: int | None = None, data: Path | None = None, timeout: float = 12
     found = running(data)
     if found:
         return found
-    jars = libs()
+    version = kafka_version()
+    jars = libs(version)
     port = port or free_port()
     if port_open(port):
         raise SystemExit(f"port {port} is taken by another process; choose another with --port")
@@ -285,7 +328,7 @@ def start(port: int | None = None, data: Path | None = None, timeout: float = 12
         _secure(data, port, controller_port) if security == "sasl_ssl" else ({}, []))
     props.update(extra or {})
     (data / "server.properties").write_text(
-        server_properties(port, controller_port, data, props))
+        server_properties(port, controller_port, data, props, version))
     (data / "log4j2.properties").write_text(LOG4J2.format(log=data / "server.log"))
     cluster_id = new_cluster_id()
     subprocess.run(
@@ -294,7 +337,11 @@ def start(port: int | None = None, data: Path | None = None, timeout: float = 12
         check=True, stdout=subprocess.DEVNULL,
     )
     (data / "broker.port").write_text(str(port))
-    return _launch(jars, data, port, timeout)
+    (data / "broker.version").write_text(version)
+    broker = _launch(jars, data, port, timeout)
+    print(f"Kafka {version} broker started at {broker.bootstrap} (pid {broker.pid}, data {data})",
+          file=sys.stderr)
+    return broker
 
 
 def restart(data: Path, timeout: float = 120) -> Broker:
@@ -303,7 +350,8 @@ def restart(data: Path, timeout: float = 120) -> Broker:
     found = running(data)
     if found:
         return found
-    return _launch(libs(), data, int((data / "broker.port").read_text()), timeout)
+    return _launch(libs(_version_of(data)), data, int((data / "broker.port").read_text()),
+                   timeout)
 
 
 def kill(data: Path) -> None:
@@ -349,7 +397,7 @@ def spawn(jars: Path, data: Path, port: int) -> tuple[Broker, subprocess.Popen, 
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     _pidfile(data).write_text(str(proc.pid))
-    return Broker(port, data, proc.pid, _secured(data)), proc, started_at
+    return Broker(port, data, proc.pid, _secured(data), _version_of(data)), proc, started_at
 
 
 def wait_ready(broker: Broker, proc: subprocess.Popen, timeout: float, log_from: int) -> None:
@@ -411,7 +459,7 @@ def main() -> None:
         already = running(args.data.resolve())
         broker = start(args.port, args.data, security=args.security)
         state = "already running" if already else "started"
-        print(f"Kafka {kafka_version()} {state} at {broker.bootstrap} (pid {broker.pid})")
+        print(f"Kafka {broker.version} {state} at {broker.bootstrap} (pid {broker.pid})")
         if broker.secured:
             _print_secured(broker.secured)
     else:
