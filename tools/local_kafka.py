@@ -460,6 +460,8 @@ def main() -> None:
         broker = start(args.port, args.data, security=args.security)
         state = "already running" if already else "started"
         print(f"Kafka {broker.version} {state} at {broker.bootstrap} (pid {broker.pid})")
+        if already and broker.version != kafka_version():
+            print(f"  not {kafka_version()}: `make kafka-down` first to change the version")
         if broker.secured:
             _print_secured(broker.secured)
     else:
