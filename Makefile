@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 # KAFKA_VERSION=3.9.1 (in the environment or on the command line) runs that broker
-# version for kafka-up, test, chaos* and demo (tools/local_kafka.py reads it);
+# version for kafka-up, test, chaos* (the 3-node cluster) and demo (tools/local_kafka.py reads it);
 # unset: the version pinned in tools/kafka/pom.xml. docs/versions.md: what was run.
 # A chosen version's chaos report gets its own name, beside the default one's.
 chaos_report = $(if $(KAFKA_VERSION),--report chaos/results/$(1)-kafka-$(KAFKA_VERSION)-latest.json)
@@ -43,7 +43,8 @@ chaos: install
 
 # The same faults with DEDUP=content and repeated inputs (CI runs it too).
 chaos-content: install
-	$(BIN)/python -m chaos.run --tier ci-content $(if $(SEED),--seed $(SEED))
+	$(BIN)/python -m chaos.run --tier ci-content $(if $(SEED),--seed $(SEED)) \
+		$(call chaos_report,ci-content)
 
 chaos-full: install
 	$(BIN)/python -m chaos.run --tier full $(if $(SEED),--seed $(SEED)) $(call chaos_report,full)
