@@ -2,12 +2,14 @@
 
 import gzip
 import hashlib
+import os
+import time
 
 import orjson
 import pytest
 
 from bench.memory_data import LONGEST_LINE, cached_gzip, lines_of_count, lines_of_size
-from bench.memory_probe import loop_lag
+from bench.memory_probe import MemorySampler, loop_lag
 
 
 def test_a_file_has_exactly_the_size_asked_and_is_the_same_every_time(tmp_path):
@@ -57,3 +59,18 @@ def test_sizes_below_one_line_are_refused():
 ])
 def test_loop_lag_is_read_from_a_gauge_or_bounded_from_a_histogram(exposition, expected):
     assert loop_lag(exposition) == expected
+
+
+def test_the_sampler_keeps_the_largest_rss_and_the_high_water_mark():
+    sampler = MemorySampler(os.getpid())
+    sampler.sample(time.monotonic())
+    held = bytearray(64 * 1024 * 1024)  # resident: bytearray zero-fills its pages
+    sampler.sample(time.monotonic())
+    del held
+    sampler.sample(time.monotonic())
+    assert len(sampler.curve) == 3
+    assert sampler.max_rss_kb >= sampler.curve[0][1] + 60 * 1024
+    assert sampler.hwm_kb >= sampler.max_rss_kb
+    gone = MemorySampler(2**22 + 1)  # above pid_max's default: no such process
+    gone.sample(time.monotonic())
+    assert gone.curve == [] and gone.max_rss_kb == 0
