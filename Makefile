@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-full chaos-broken bench bench-quick
+.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-content chaos-full chaos-broken bench bench-quick
 
 install: $(VENV)/.installed
 
@@ -20,8 +20,8 @@ unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: install
-	$(BIN)/ruff check app tests tools
-	$(BIN)/mypy app
+	$(BIN)/ruff check app tests tools chaos bench
+	$(BIN)/mypy app tools chaos bench
 
 kafka-up:
 	$(PYTHON) tools/local_kafka.py up
@@ -30,11 +30,15 @@ kafka-down:
 	$(PYTHON) tools/local_kafka.py down
 
 demo: install kafka-up
-	$(BIN)/python tools/demo.py
+	$(BIN)/python -m tools.demo
 
 # Exactly once under faults (chaos/run.py); SEED=n repeats a run.
 chaos: install
 	$(BIN)/python -m chaos.run --tier ci $(if $(SEED),--seed $(SEED))
+
+# The same faults with DEDUP=content and repeated inputs (CI runs it too).
+chaos-content: install
+	$(BIN)/python -m chaos.run --tier ci-content $(if $(SEED),--seed $(SEED))
 
 chaos-full: install
 	$(BIN)/python -m chaos.run --tier full $(if $(SEED),--seed $(SEED))

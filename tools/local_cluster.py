@@ -23,8 +23,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import local_kafka
-from local_kafka import Broker
+from tools import local_kafka
+from tools.local_kafka import Broker
 
 REPLICATION = 3
 MIN_ISR = 2
