@@ -30,14 +30,15 @@ import uvloop
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-import local_kafka
 from bench import ROOT, gate
 from bench.memory_data import cached_gzip, lines_of_count
 from bench.memory_probe import GroupLag, LoopLagScraper, MemorySampler, proc_status_kb
 from bench.memory_report import table, write_json
 from bench.memory_service import Service, describe, service_env
-from bench.workload import Files, serve, url
-from kafka_io import Topics, create_topics
+from bench.workload import Files
+from tools import local_kafka
+from tools.fileserver import FileServer, Route
+from tools.kafka_io import Topics, create_topics
 
 SCENARIOS = ("small", "big16", "maxfile")
 RESULTS = ROOT / ".cache" / "results" / "bench-memory"
@@ -98,7 +99,8 @@ async def scenario(name: str, args: argparse.Namespace, broker: local_kafka.Brok
     result: dict = {"scenario": name, "partitions": work.partitions,
                     "files": len(work.files.bodies), "expected": work.files.transactions,
                     "ok": False}
-    server, base = await serve(work.files, latency_ms=0)
+    server = await FileServer().start()
+    urls = [server.add(f"f/{n}", Route(body)) for n, body in enumerate(work.files.bodies)]
     topics = await create_topics(broker.bootstrap, work.partitions, name=f"mem-{name}")
     port = local_kafka.free_port()
     env = service_env(args.source, source["settings"], {
@@ -112,7 +114,7 @@ async def scenario(name: str, args: argparse.Namespace, broker: local_kafka.Brok
     watchers = [asyncio.create_task(sampler.run()), asyncio.create_task(scraper.run())]
     try:
         await service.wait_ready(port, timeout=120)
-        await _measure(work, topics, service, broker, base, args.timeout, result)
+        await _measure(work, topics, service, broker, urls, args.timeout, result)
         result["peak_rss_mb"] = proc_status_kb(service.pid).get("VmHWM", 0) / 1024
     except Exception as exc:  # reported and the run fails; the other scenarios go on
         result["error"] = f"{type(exc).__name__}: {exc}"
@@ -122,7 +124,7 @@ async def scenario(name: str, args: argparse.Namespace, broker: local_kafka.Brok
             task.cancel()
         await asyncio.gather(*watchers, return_exceptions=True)
         result["exit_code"] = await service.stop(timeout=args.stop_timeout)
-        await server.cleanup()
+        await server.close()
         await _delete(broker.bootstrap, topics)
     result.update(max_sampled_rss_mb=sampler.max_rss_kb / 1024, loop_lag_max_s=scraper.shown(),
                   rss_curve=sampler.curve, metrics_scrapes=scraper.scrapes)
@@ -131,9 +133,9 @@ async def scenario(name: str, args: argparse.Namespace, broker: local_kafka.Brok
 
 
 async def _measure(work: Workload, topics: Topics, service: Service,
-                   broker: local_kafka.Broker, base: str, timeout: float, result: dict) -> None:
+                   broker: local_kafka.Broker, urls: list[str], timeout: float,
+                   result: dict) -> None:
     """Publish, wait for lag 0, check the output; fills ``result``."""
-    urls = [url(base, n) for n in range(len(work.files.bodies))]
     async with GroupLag(broker.bootstrap, topics) as lag:
         first = await publish(broker.bootstrap, topics.input, urls, work.partitions)
         done = await until_done(lag, service, first + timeout)

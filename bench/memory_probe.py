@@ -15,9 +15,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from kafka_io import Topics
+from tools.kafka_io import Topics
 
 LOOP_LAG_METRIC = "txingest_event_loop_lag_seconds"
+# Gauges of the worst lag, under the names a service may give them; exact where found.
+LOOP_LAG_GAUGES = (LOOP_LAG_METRIC, LOOP_LAG_METRIC + "_max", "txingest_event_loop_lag_max_seconds")
 
 
 def proc_status_kb(pid: int) -> dict[str, int]:
@@ -61,19 +63,19 @@ class MemorySampler:
 def loop_lag(exposition: str) -> tuple[float, bool] | None:
     """The largest event loop lag in a Prometheus text exposition, and whether it is exact.
 
-    A gauge (``NAME`` or ``NAME_max``) is exact. From a histogram only a bound is known:
+    A gauge (one of ``LOOP_LAG_GAUGES``) is exact. From a histogram only a bound is known:
     the smallest bucket that holds every observation (False). None if not exposed.
     """
     values: list[float] = []
     buckets: list[tuple[float, float]] = []
     count = None
     for line in exposition.splitlines():
-        if line.startswith("#") or not line.startswith(LOOP_LAG_METRIC):
+        if not line.startswith("txingest_event_loop_lag"):  # comments start with #
             continue
         head, _, value_text = line.rpartition(" ")
         name, _, labels = head.partition("{")
         value = float(value_text)
-        if name in (LOOP_LAG_METRIC, LOOP_LAG_METRIC + "_max"):
+        if name in LOOP_LAG_GAUGES:
             values.append(value)
         elif name == LOOP_LAG_METRIC + "_bucket":
             le = labels.split('le="', 1)[1].split('"', 1)[0]

@@ -55,6 +55,9 @@ def test_sizes_below_one_line_are_refused():
      'txingest_event_loop_lag_seconds_bucket{le="+Inf"} 9.0\n'
      'txingest_event_loop_lag_seconds_count 9.0\n'
      'txingest_event_loop_lag_seconds_sum 1.2\n', (0.5, False)),
+    ('txingest_event_loop_lag_seconds_bucket{le="0.025"} 3.0\n'
+     'txingest_event_loop_lag_seconds_count 3.0\n'
+     "txingest_event_loop_lag_max_seconds 0.0125\n", (0.0125, True)),
     ("txingest_records_total 5\n", None),
 ])
 def test_loop_lag_is_read_from_a_gauge_or_bounded_from_a_histogram(exposition, expected):
