@@ -32,7 +32,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import ROOT, gate
 from bench.memory_data import cached_gzip, lines_of_count
-from bench.memory_probe import GroupLag, LoopLagScraper, MemorySampler, proc_status_kb
+from bench.memory_probe import GroupLag, MemorySampler, MetricsScraper, proc_status_kb
 from bench.memory_report import table, write_json
 from bench.memory_service import Service, describe, service_env
 from bench.workload import Files
@@ -110,11 +110,12 @@ async def scenario(name: str, args: argparse.Namespace, broker: local_kafka.Brok
         "DOWNLOAD_ALLOW_PRIVATE_NETWORKS": "true", **args.settings})
     service = Service(args.source, env, logs / f"{name}.log")
     result["log"] = str(service.log)
-    sampler, scraper = MemorySampler(service.pid), LoopLagScraper(port)
+    sampler, scraper = MemorySampler(service.pid), MetricsScraper(port)
     watchers = [asyncio.create_task(sampler.run()), asyncio.create_task(scraper.run())]
     try:
         await service.wait_ready(port, timeout=120)
-        await _measure(work, topics, service, broker, urls, args.timeout, result)
+        first, done = await _measure(work, topics, service, broker, urls, args.timeout, result)
+        result.update(published_at_s=sampler.at(first), lag_zero_at_s=sampler.at(done))
         result["peak_rss_mb"] = proc_status_kb(service.pid).get("VmHWM", 0) / 1024
     except Exception as exc:  # reported and the run fails; the other scenarios go on
         result["error"] = f"{type(exc).__name__}: {exc}"
@@ -126,7 +127,9 @@ async def scenario(name: str, args: argparse.Namespace, broker: local_kafka.Brok
         result["exit_code"] = await service.stop(timeout=args.stop_timeout)
         await server.close()
         await _delete(broker.bootstrap, topics)
+    counted = scraper.reserved_peak
     result.update(max_sampled_rss_mb=sampler.max_rss_kb / 1024, loop_lag_max_s=scraper.shown(),
+                  counted_peak_mb="n/a" if counted is None else round(counted / 2**20),
                   rss_curve=sampler.curve, metrics_scrapes=scraper.scrapes)
     result["ok"] = result["ok"] and result["exit_code"] == 0
     return result
@@ -134,8 +137,9 @@ async def scenario(name: str, args: argparse.Namespace, broker: local_kafka.Brok
 
 async def _measure(work: Workload, topics: Topics, service: Service,
                    broker: local_kafka.Broker, urls: list[str], timeout: float,
-                   result: dict) -> None:
-    """Publish, wait for lag 0, check the output; fills ``result``."""
+                   result: dict) -> tuple[float, float]:
+    """Publish, wait for lag 0, check the output; fills ``result``. Returns when the
+    first input was sent and when the lag was seen at 0 (time.monotonic())."""
     async with GroupLag(broker.bootstrap, topics) as lag:
         first = await publish(broker.bootstrap, topics.input, urls, work.partitions)
         done = await until_done(lag, service, first + timeout)
@@ -147,6 +151,7 @@ async def _measure(work: Workload, topics: Topics, service: Service,
                   records_per_s=check["read"] / seconds, ok=check["ok"])
     if not check["ok"]:
         result["error"] = f"output check failed: {check}"
+    return first, done
 
 
 async def _delete(bootstrap: str, topics: Topics) -> None:

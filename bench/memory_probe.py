@@ -19,6 +19,7 @@ from tools.kafka_io import Topics
 
 LOOP_LAG_METRIC = "txingest_event_loop_lag_seconds"
 # Gauges of the worst lag, under the names a service may give them; exact where found.
+RESERVED_PEAK_METRIC = "txingest_memory_reserved_peak_bytes"
 LOOP_LAG_GAUGES = (LOOP_LAG_METRIC, LOOP_LAG_METRIC + "_max", "txingest_event_loop_lag_max_seconds")
 
 
@@ -42,21 +43,25 @@ class MemorySampler:
 
     pid: int
     interval: float = 0.2
+    started: float = field(default_factory=time.monotonic)  # the curve's time 0
     curve: list[tuple[float, int]] = field(default_factory=list)  # (s since start, kB)
     max_rss_kb: int = 0
     hwm_kb: int = 0
 
-    def sample(self, started: float) -> None:
+    def sample(self) -> None:
         status = proc_status_kb(self.pid)
         if "VmRSS" in status:
             self.max_rss_kb = max(self.max_rss_kb, status["VmRSS"])
             self.hwm_kb = max(self.hwm_kb, status.get("VmHWM", 0))
-            self.curve.append((round(time.monotonic() - started, 2), status["VmRSS"]))
+            self.curve.append((self.at(time.monotonic()), status["VmRSS"]))
+
+    def at(self, moment: float) -> float:
+        """A time.monotonic() moment on the curve's time axis."""
+        return round(moment - self.started, 2)
 
     async def run(self) -> None:
-        started = time.monotonic()
         while True:
-            self.sample(started)
+            self.sample()
             await asyncio.sleep(self.interval)
 
 
@@ -91,14 +96,23 @@ def loop_lag(exposition: str) -> tuple[float, bool] | None:
     return None
 
 
+def gauge(exposition: str, name: str) -> float | None:
+    """The largest value of an unlabelled or labelled gauge ``name``; None if not exposed."""
+    values = [float(line.rpartition(" ")[2]) for line in exposition.splitlines()
+              if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{")]
+    return max(values) if values else None
+
+
 @dataclass
-class LoopLagScraper:
-    """Scrapes /metrics every ``interval`` seconds; keeps the largest loop lag seen."""
+class MetricsScraper:
+    """Scrapes /metrics every ``interval`` seconds; keeps the largest loop lag seen and
+    the service's own peak of memory counted against its budget, where it exposes one."""
 
     port: int
     interval: float = 1.0
     worst: float | None = None
     exact: bool = True
+    reserved_peak: float | None = None
     scrapes: int = 0
 
     async def run(self) -> None:
@@ -115,6 +129,9 @@ class LoopLagScraper:
         found = loop_lag(exposition)
         if found is not None and (self.worst is None or found[0] > self.worst):
             self.worst, self.exact = found
+        reserved = gauge(exposition, RESERVED_PEAK_METRIC)
+        if reserved is not None:
+            self.reserved_peak = max(reserved, self.reserved_peak or 0.0)
 
     def shown(self) -> str:
         if self.worst is None or math.isnan(self.worst):

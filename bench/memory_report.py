@@ -14,6 +14,7 @@ COLUMNS = (  # (heading, result key, format)
     ("seconds", "seconds", "{:.1f}"),
     ("output records/s", "records_per_s", "{:,.0f}"),
     ("loop lag max s", "loop_lag_max_s", "{}"),
+    ("counted peak MB", "counted_peak_mb", "{:,}"),
     ("exit code", "exit_code", "{}"),
     ("complete", "ok", "{}"),
 )

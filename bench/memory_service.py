@@ -23,6 +23,8 @@ _DESCRIBE = """
 import dataclasses, json, app, app.config as c
 print(json.dumps({"app": app.__file__,
                   "max_file_bytes": c.Settings.__dataclass_fields__["max_file_bytes"].default,
+                  "max_buffered_bytes":
+                      c.Settings.__dataclass_fields__["max_buffered_bytes"].default,
                   "settings": [c.env_name(f) for f in dataclasses.fields(c.Settings)]}))
 """
 

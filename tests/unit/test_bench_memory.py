@@ -3,13 +3,12 @@
 import gzip
 import hashlib
 import os
-import time
 
 import orjson
 import pytest
 
 from bench.memory_data import LONGEST_LINE, cached_gzip, lines_of_count, lines_of_size
-from bench.memory_probe import MemorySampler, loop_lag
+from bench.memory_probe import MemorySampler, gauge, loop_lag
 
 
 def test_a_file_has_exactly_the_size_asked_and_is_the_same_every_time(tmp_path):
@@ -66,14 +65,22 @@ def test_loop_lag_is_read_from_a_gauge_or_bounded_from_a_histogram(exposition, e
 
 def test_the_sampler_keeps_the_largest_rss_and_the_high_water_mark():
     sampler = MemorySampler(os.getpid())
-    sampler.sample(time.monotonic())
+    sampler.sample()
     held = bytearray(64 * 1024 * 1024)  # resident: bytearray zero-fills its pages
-    sampler.sample(time.monotonic())
+    sampler.sample()
     del held
-    sampler.sample(time.monotonic())
+    sampler.sample()
     assert len(sampler.curve) == 3
     assert sampler.max_rss_kb >= sampler.curve[0][1] + 60 * 1024
     assert sampler.hwm_kb >= sampler.max_rss_kb
     gone = MemorySampler(2**22 + 1)  # above pid_max's default: no such process
-    gone.sample(time.monotonic())
+    gone.sample()
     assert gone.curve == [] and gone.max_rss_kb == 0
+
+
+def test_a_gauge_is_read_by_its_exact_name():
+    exposition = ("# HELP txingest_memory_reserved_peak_bytes Most memory ever counted\n"
+                  "txingest_memory_reserved_peak_bytes_other 9e9\n"
+                  "txingest_memory_reserved_peak_bytes 2.5e+08\n")
+    assert gauge(exposition, "txingest_memory_reserved_peak_bytes") == 2.5e8
+    assert gauge(exposition, "txingest_memory_reserved_bytes") is None
