@@ -65,6 +65,13 @@ $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check -r bench/requirements.lock
 	touch $@
 
+# Peak RSS of one service per scenario (bench/memory.py): results in
+# .cache/results/bench-memory/. MEMORY_ARGS passes options, e.g.
+# MEMORY_ARGS="--only big16 --source /path/to/another/checkout".
+.PHONY: bench-memory
+bench-memory: install
+	$(BIN)/python -m bench.memory $(MEMORY_ARGS)
+
 image:
 	docker build -t txingest:0.1.0 .
 
