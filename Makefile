@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-full chaos-broken bench bench-quick
+.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-full chaos-broken bench bench-quick promtool lock
 
 install: $(VENV)/.installed
 
@@ -42,7 +42,7 @@ chaos-full: install
 chaos-broken: install
 	$(BIN)/python -m chaos.run --tier ci --copier broken $(if $(SEED),--seed $(SEED))
 
-# Benchmarks (bench/run.py): results in bench/results/latest.{json,md,png}.
+# Benchmarks (bench/run.py): results in results/bench/latest.{json,md,png} (git-ignored).
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--runs 5 --s2-files 300".
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run --all $(BENCH_ARGS)
@@ -56,6 +56,20 @@ $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.lock
 
 image:
 	docker build -t txingest:0.1.0 .
+
+# promtool (Prometheus's rule checker and rule unit tester), built from the Prometheus
+# Go module into .cache: Go module v0.316.0 is Prometheus 3.16.0. Build under the
+# heavy lock; see docs/observability.md for the build time.
+PROMTOOL_MODULE := github.com/prometheus/prometheus/cmd/promtool@v0.316.0
+PROMTOOL := .cache/bin/promtool
+GO_ENV := GOPATH=$(CURDIR)/.cache/go GOCACHE=$(CURDIR)/.cache/go-build \
+	GOBIN=$(CURDIR)/.cache/bin GOFLAGS=-modcacherw GOTOOLCHAIN=local CGO_ENABLED=0
+
+promtool: $(PROMTOOL)
+
+$(PROMTOOL): Makefile
+	$(GO_ENV) go install $(PROMTOOL_MODULE)
+	touch $@
 
 clean: kafka-down
 	rm -rf $(VENV) .cache

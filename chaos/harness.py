@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import local_cluster  # noqa: E402
 
-RESULTS = ROOT / "chaos" / "results"
+RESULTS = ROOT / "results" / "chaos"  # git-ignored: results change every run
 LIVENESS_S = 120.0
 SESSION_TIMEOUT_MS = 6000
 SHUTDOWN_TIMEOUT_S = 10
