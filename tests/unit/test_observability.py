@@ -67,7 +67,8 @@ def test_every_alert_has_a_test_where_it_fires_and_one_where_it_does_not():
     assert alert_names() - quiet == set(), "alerts never seen staying quiet in a test"
 
 
-@pytest.mark.parametrize(("where", "expr"), list(all_queries()))
+@pytest.mark.parametrize(("where", "expr"), list(all_queries()),
+                         ids=[where for where, _ in all_queries()])
 def test_every_query_parses_as_promql(where, expr):
     assert metric_names(expr), f"{where}: selects no metric"
 
