@@ -67,8 +67,14 @@ async def test_dashboard_and_rules_use_only_exported_metrics(kafka_bootstrap, fi
     async def drained() -> bool:
         return await lag(kafka_bootstrap, topics) == 0
     await wait_until(drained, 60, "all input committed")
-    status, exposition = await get(port, "/metrics")
-    assert status == 200
+    exposition = ""
+
+    async def lag_observed() -> bool:
+        # The lag gauges are refreshed about once a second from the poll loop.
+        nonlocal exposition
+        status, exposition = await get(port, "/metrics")
+        return status == 200 and "txingest_consumer_lag{" in exposition
+    await wait_until(lag_observed, 30, "the per-partition lag on /metrics")
     assert await service.stop(timeout=30) == 0
 
     exported = exported_names(exposition)
