@@ -6,22 +6,41 @@ BIN    := $(VENV)/bin
 # version for kafka-up, test, chaos* (the 3-node cluster) and demo (tools/local_kafka.py reads it);
 # unset: the version pinned in tools/kafka/pom.xml. docs/versions.md: what was run.
 # A chosen version's chaos report gets its own name, beside the default one's.
-chaos_report = $(if $(KAFKA_VERSION),--report chaos/results/$(1)-kafka-$(KAFKA_VERSION)-latest.json)
+chaos_report = $(if $(KAFKA_VERSION),--report results/chaos/$(1)-kafka-$(KAFKA_VERSION)-latest.json)
 
-.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-content chaos-full chaos-broken bench bench-quick
+# promtool (Prometheus's rule checker and rule unit tester), built from the Prometheus
+# Go module into .cache: Go module v0.316.0 is Prometheus 3.16.0. remove_all_sd leaves
+# out the service discovery plugins, which rule checks and tests never use. The Go
+# caches are deleted after a good build (they are GBs); a new version builds afresh.
+# CPU heavy: run it under the heavy lock. Build time: docs/observability.md.
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := .cache/promtool-$(PROMTOOL_VERSION)/promtool
+GO_ENV := GOPATH=$(CURDIR)/.cache/go GOCACHE=$(CURDIR)/.cache/go-build GOFLAGS=-modcacherw \
+	GOTOOLCHAIN=local CGO_ENABLED=0
+
+.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-content chaos-full chaos-broken bench bench-quick promtool lock
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements.lock
+# The dev lock (runtime + dev tools, hashes checked); the image installs requirements.lock.
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
-test: install
+# Re-lock after changing pyproject.toml's dependencies: runtime first, then dev
+# constrained to the same runtime versions. --universal: one lock for every platform.
+UV_COMPILE := $(BIN)/uv pip compile pyproject.toml --quiet --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command "make lock"
+lock: install
+	$(UV_COMPILE) -o requirements.lock
+	$(UV_COMPILE) --extra dev --constraint requirements.lock -o requirements-dev.lock
+
+test: install $(PROMTOOL)
 	$(BIN)/python -m pytest -q -ra
 
-unit: install
+unit: install $(PROMTOOL)
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: install
@@ -53,7 +72,7 @@ chaos-broken: install
 	$(BIN)/python -m chaos.run --tier ci --copier broken $(if $(SEED),--seed $(SEED)) \
 		$(call chaos_report,broken-ci)
 
-# Benchmarks (bench/run.py): results in bench/results/latest.{json,md,png}.
+# Benchmarks (bench/run.py): results in results/bench/latest.{json,md,png} (git-ignored).
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--runs 5 --s2-files 300".
 bench: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run --all $(BENCH_ARGS)
@@ -74,6 +93,14 @@ bench-memory: install
 
 image:
 	docker build -t txingest:0.1.0 .
+
+promtool: $(PROMTOOL)
+
+$(PROMTOOL):
+	$(GO_ENV) GOBIN=$(CURDIR)/$(dir $@) go install -trimpath -tags remove_all_sd \
+		-ldflags "-X github.com/prometheus/common/version.Version=$(PROMTOOL_VERSION)" \
+		github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+	rm -rf .cache/go .cache/go-build
 
 clean: kafka-down
 	rm -rf $(VENV) .cache

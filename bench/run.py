@@ -3,7 +3,7 @@
 Each scenario gets its own private broker (tools/local_kafka.py, a free port, a temp
 dir, stopped by its pid at the end even on failure) and one file server; every
 variant run gets fresh topics and the same files. Variants are interleaved, round
-by round, the order rotated each round. Results: bench/results/latest.{json,md,png}.
+by round, the order rotated each round. Results: results/bench/latest.{json,md,png} (git-ignored).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bench.variant import Ctx, Variant, run
 from bench.workload import Spec, make_files, serve
 from tools import local_kafka
 
-RESULTS = ROOT / "bench" / "results"
+RESULTS = ROOT / "results" / "bench"  # git-ignored: results change every run
 WARM_UP_FILES = 3000
 SERVICE = Variant("service", "service")
 UPPER = Variant("upper_bound", "service", env={"PROCESSING_GUARANTEE": "at_least_once"})

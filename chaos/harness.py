@@ -22,7 +22,7 @@ from tools import kafka_io, local_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 
-RESULTS = ROOT / "chaos" / "results"
+RESULTS = ROOT / "results" / "chaos"  # git-ignored: results change every run
 LIVENESS_S = 120.0
 SESSION_TIMEOUT_MS = 6000
 SHUTDOWN_TIMEOUT_S = 10

@@ -14,7 +14,7 @@
    copier (each must exit 0); wait for last stable offset == high watermark.
 5. Read the output and dead-letter topics with read_committed and raw (markers
    included), the input topic, the group's offsets; chaos/checker.py judges.
-6. Write a JSON report (chaos/results/<tier>-latest.json) and print, as the last
+6. Write a JSON report (results/chaos/<tier>-latest.json) and print, as the last
    line, ``chaos: PASS|FAIL inputs=... elapsed=...s``. Exit 1 on FAIL.
 
 Every process started here (broker, copiers) is stopped by its pid at the end,
@@ -330,7 +330,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bootstrap", help="use this broker instead of a private one "
                         "(then no broker faults)")
     parser.add_argument("--report", type=Path, help="where the JSON report goes "
-                        "(default: chaos/results/<tier>-latest.json)")
+                        "(default: results/chaos/<tier>-latest.json)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, broker "
                         "data) even on PASS")
     args = parser.parse_args(argv)

@@ -1,21 +1,32 @@
-"""Static checks of the deployment files: deploy/k8s, compose.yaml and the Dockerfile.
+"""Behavioural checks of the deployment files: deploy/k8s, compose.yaml and the Dockerfile.
 
-There is no Docker engine or Kubernetes here, so these read the files and check
-what the service relies on: setting names, identity (POD_NAME), probes, the grace
-period against SHUTDOWN_TIMEOUT_S, selectors, and the Kafka version.
+There is no Docker engine or Kubernetes here. The linters (tests/unit/test_deploy_lint.py)
+check that the files are well formed; these check what the service relies on and a
+linter cannot know: setting names, identity (POD_NAME), probes on the health endpoints,
+the grace period against SHUTDOWN_TIMEOUT_S, selectors, the password read from a file,
+the image's health check and build context.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import http.server
 import json
+import os
 import re
+import subprocess
+import sys
+import threading
 import tomllib
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from app.config import Settings, env_name, load_settings
@@ -25,11 +36,12 @@ K8S = ROOT / "deploy" / "k8s"
 KUSTOMIZATION = "kustomization.yaml"
 EXAMPLE_SECRET = "secret.example.yaml"
 
+SASL = K8S / "sasl"
 SETTING_NAMES = frozenset(env_name(field) for field in dataclasses.fields(Settings))
-# Not settings yet: the Kafka SASL credentials belong to the planned security issue.
-# The StatefulSet already passes them from the optional Secret; once they are
-# fields of Settings, delete them from here.
-PLANNED_ENV = frozenset({"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"})
+# A secret setting may instead name a file holding it (NAME_FILE, see app/config.py).
+SECRET_FILE_NAMES = frozenset(env_name(field) + "_FILE" for field in dataclasses.fields(Settings)
+                              if field.metadata.get("secret"))
+ENV_NAMES = SETTING_NAMES | SECRET_FILE_NAMES
 
 # The broker's defaults for group.min.session.timeout.ms and group.max.session.timeout.ms:
 # a JoinGroup with a session timeout outside them is refused.
@@ -77,6 +89,30 @@ def container() -> dict[str, Any]:
     containers = pod_spec()["containers"]
     assert len(containers) == 1, "expected exactly one container"
     return containers[0]
+
+
+@cache
+def sasl_patch(kind: str) -> dict[str, Any]:
+    """The sasl component's patch of this kind (a strategic merge patch)."""
+    (component,) = load_yaml(SASL / KUSTOMIZATION)
+    assert component["kind"] == "Component"
+    docs = [doc for patch in component["patches"] for doc in load_yaml(SASL / patch["path"])]
+    (found,) = [doc for doc in docs if doc["kind"] == kind]
+    assert found["metadata"]["name"] == one(kind)["metadata"]["name"], "patches another object"
+    return found
+
+
+def sasl_pod_spec() -> dict[str, Any]:
+    return sasl_patch("StatefulSet")["spec"]["template"]["spec"]
+
+
+def sasl_container() -> dict[str, Any]:
+    (patched,) = [c for c in sasl_pod_spec()["containers"] if c["name"] == container()["name"]]
+    return patched
+
+
+def sasl_configmap() -> dict[str, Any]:
+    return sasl_patch("ConfigMap")
 
 
 def config_data() -> dict[str, Any]:
@@ -185,16 +221,12 @@ def test_manifests_are_namespace_agnostic_with_one_kind_per_file():
         assert docs, f"{name} is empty"
         assert len({doc["kind"] for doc in docs}) == 1, f"{name} mixes kinds"
         for doc in docs:
-            assert doc.get("apiVersion") and doc["metadata"].get("name"), name
             assert "namespace" not in doc["metadata"], f"{name} sets a namespace"
 
 
-def test_statefulset_shape():
-    sts = one("StatefulSet")
-    spec = sts["spec"]
-    assert spec["replicas"] >= 1
+def test_statefulset_selects_its_pods_and_names_its_service():
+    spec = one("StatefulSet")["spec"]
     assert spec["serviceName"] == one("Service")["metadata"]["name"]
-    assert spec["podManagementPolicy"] == "Parallel"
     selector = spec["selector"]["matchLabels"]
     assert selector and selector.items() <= pod_labels().items()
 
@@ -218,22 +250,10 @@ def test_settings_come_from_the_configmap():
     assert refs == [one("ConfigMap")["metadata"]["name"]]
 
 
-def test_kafka_credentials_come_from_the_optional_secret():
-    (secret,) = load_yaml(K8S / EXAMPLE_SECRET)
-    assert secret["kind"] == "Secret"
-    example_keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
-    env = {e["name"]: e for e in container().get("env", [])}
-    for name, key in (("KAFKA_SASL_USERNAME", "username"), ("KAFKA_SASL_PASSWORD", "password")):
-        ref = env[name]["valueFrom"]["secretKeyRef"]
-        assert ref["name"] == secret["metadata"]["name"] == "txingest-kafka"
-        assert ref["key"] == key and key in example_keys
-        assert ref["optional"] is True, f"{name}: pods must start without the Secret"
-
-
 def test_every_env_name_is_a_setting():
-    names = set(config_data())
-    names |= {e["name"] for e in container().get("env", [])}
-    unknown = names - SETTING_NAMES - PLANNED_ENV
+    names = set(config_data()) | {e["name"] for e in container().get("env", [])}
+    names |= set(sasl_configmap()["data"]) | {e["name"] for e in sasl_container()["env"]}
+    unknown = names - ENV_NAMES
     assert not unknown, f"not setting names: {sorted(unknown)}"
 
 
@@ -271,23 +291,7 @@ def test_liveness_outlasts_a_transaction():
 
 def test_grace_period_is_longer_than_the_shutdown_timeout():
     grace = pod_spec()["terminationGracePeriodSeconds"]
-    assert grace > float(config_data()["SHUTDOWN_TIMEOUT_S"])
-
-
-def test_resources_have_requests_and_limits():
-    res = container()["resources"]
-    assert res["requests"]["cpu"] and res["requests"]["memory"]
-    assert res["limits"]["cpu"] and res["limits"]["memory"]
-
-
-def test_security_context():
-    assert security_setting("runAsNonRoot") is True
-    user = security_setting("runAsUser")
-    assert isinstance(user, int) and user > 0
-    sc = container()["securityContext"]
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["allowPrivilegeEscalation"] is False
-    assert "ALL" in sc["capabilities"]["drop"]
+    assert grace > settings_from_configmap().shutdown_timeout_s
 
 
 def test_pod_runs_as_the_image_user():
@@ -298,47 +302,78 @@ def test_pod_runs_as_the_image_user():
 
 def test_prometheus_annotations_point_at_metrics():
     annotations = one("StatefulSet")["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(http_port())
     assert annotations["prometheus.io/path"] == "/metrics"
 
 
-def test_service_is_headless_and_selects_the_pods():
+def test_service_selects_the_pods_on_the_http_port():
     spec = one("Service")["spec"]
-    assert spec["clusterIP"] == "None"
     assert spec["selector"] and spec["selector"].items() <= pod_labels().items()
     (port,) = [p for p in spec["ports"] if p.get("name") == "http"]
-    assert port["port"] == http_port()
     assert resolve_port(port.get("targetPort", port["port"])) == http_port()
 
 
 def test_pdb_selects_the_pods():
-    spec = one("PodDisruptionBudget")["spec"]
-    assert spec["maxUnavailable"] == 1
-    selector = spec["selector"]
+    selector = one("PodDisruptionBudget")["spec"]["selector"]
     assert not selector.get("matchExpressions")
     assert selector["matchLabels"] and selector["matchLabels"].items() <= pod_labels().items()
+
+
+# --- deploy/k8s/sasl: the password as a file -------------------------------------------
+
+
+def test_no_kafka_password_in_any_environment():
+    for env in (container().get("env", []), sasl_container()["env"]):
+        assert "KAFKA_SASL_PASSWORD" not in {e["name"] for e in env}
+    assert "KAFKA_SASL_PASSWORD" not in config_data()
+    assert "KAFKA_SASL_PASSWORD" not in sasl_configmap()["data"]
+
+
+def test_sasl_component_reads_the_password_from_the_mounted_secret(tmp_path):
+    (secret,) = load_yaml(K8S / EXAMPLE_SECRET)
+    env = {e["name"]: e for e in sasl_container()["env"]}
+    password_file = Path(env["KAFKA_SASL_PASSWORD_FILE"]["value"])
+    (mount,) = [m for m in sasl_container()["volumeMounts"]
+                if password_file.is_relative_to(m["mountPath"])]
+    assert mount.get("readOnly") is True
+    (volume,) = [v for v in sasl_pod_spec()["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    relative = str(password_file.relative_to(mount["mountPath"]))
+    (item,) = [i for i in volume["secret"]["items"] if i["path"] == relative]
+    user_ref = env["KAFKA_SASL_USERNAME"]["valueFrom"]["secretKeyRef"]
+    assert user_ref["name"] == secret["metadata"]["name"]
+    assert {item["key"], user_ref["key"]} <= set(secret["stringData"])
+    # The pod's settings with the component: SASL on, credentials from the Secret.
+    (tmp_path / "password").write_text(secret["stringData"][item["key"]] + "\n")
+    environ = {**config_data(), **sasl_configmap()["data"], "POD_NAME": "txingest-0",
+               "KAFKA_SASL_USERNAME": secret["stringData"][user_ref["key"]],
+               "KAFKA_SASL_PASSWORD_FILE": str(tmp_path / "password")}
+    settings = load_settings([], environ)
+    assert settings.kafka_security_protocol.startswith("SASL")
+    assert settings.kafka_sasl_password == secret["stringData"][item["key"]]
+
+
+def test_sasl_secret_files_are_readable_by_the_pod_user_only():
+    (volume,) = [v for v in sasl_pod_spec()["volumes"] if "secret" in v]
+    mode = volume["secret"].get("defaultMode", 0o644)
+    assert mode & 0o007 == 0, "others may read the password"
+    assert mode & 0o040, "the group (fsGroup) must read it: the pod does not run as root"
+    assert sasl_pod_spec()["securityContext"]["fsGroup"] == security_setting("runAsGroup")
 
 
 # --- compose.yaml --------------------------------------------------------------------
 
 
-def test_compose_has_kafka_files_init_and_two_app_replicas():
-    services = compose()["services"]
-    assert {"kafka", "files", "init"} <= services.keys()
-    assert len(app_services()) == 2
-
-
 def test_compose_app_replicas_have_distinct_pod_names():
     names = [environment(svc).get("POD_NAME") for svc in app_services().values()]
-    assert all(names), "every replica needs a POD_NAME"
+    assert len(names) >= 2 and all(names), "every replica needs a POD_NAME"
     assert len(set(names)) == len(names)
 
 
 def test_compose_app_environment_names_are_settings():
     for name, svc in app_services().items():
         env = environment(svc)
-        unknown = env.keys() - SETTING_NAMES
+        unknown = env.keys() - ENV_NAMES
         assert not unknown, f"{name}: not setting names: {sorted(unknown)}"
         load_settings([], env)  # raises ConfigError on a bad value
 
@@ -361,23 +396,89 @@ def test_compose_start_order():
         assert condition == "service_completed_successfully", name
 
 
-# --- Dockerfile ----------------------------------------------------------------------
+# --- Dockerfile and .dockerignore ----------------------------------------------------
 
 
-def test_dockerfile_runs_as_a_non_root_user():
-    user = last("USER")
-    assert user, "no USER: the container would run as root"
-    assert user.split(":")[0] not in ("root", "0")
-
-
-def test_dockerfile_entrypoint_is_exec_form():
+def test_dockerfile_entrypoint_is_the_console_script_in_exec_form():
     entrypoint = last("ENTRYPOINT")
     assert entrypoint and entrypoint.startswith("["), "shell form: python would not be PID 1"
-    assert json.loads(entrypoint) == ["python", "-m", "app"]
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        scripts = tomllib.load(f)["project"]["scripts"]
+    (program, *_) = json.loads(entrypoint)
+    assert scripts[program] == "app.__main__:main"
 
 
-def test_dockerfile_has_a_healthcheck_on_healthz():
-    healthcheck = last("HEALTHCHECK")
-    assert healthcheck, "no HEALTHCHECK in the Dockerfile"
-    assert re.search(r"(^|\s)CMD(\s|\[)", healthcheck), "HEALTHCHECK needs a CMD (NONE disables it)"
-    assert "/healthz" in healthcheck
+def test_image_installs_only_the_runtime_lock_with_hashes():
+    runs = " ".join(args for word, args in dockerfile_instructions() if word == "RUN")
+    locks = set(re.findall(r"-r\s+(\S+)", runs))
+    assert locks and {Path(lock).name for lock in locks} == {"requirements.lock"}
+    assert runs.count("--require-hashes") == len(re.findall(r"-r\s", runs))
+    assert "--hash=sha256:" in (ROOT / "requirements.lock").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (503, False)])
+def test_healthcheck_asks_healthz_on_the_port_in_http_port(status, healthy):
+    healthcheck = last("HEALTHCHECK") or ""
+    command = json.loads(healthcheck[healthcheck.index("CMD") + 3:])
+    assert command[0] == "python", "the image's python runs the check"
+    with health_server(status) as (port, paths):
+        env = {**os.environ, "HTTP_PORT": str(port)}
+        result = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True,
+                                timeout=30, check=False)
+    assert paths == ["/healthz"]
+    assert (result.returncode == 0) is healthy
+
+
+def test_build_context_has_what_the_dockerfile_copies_and_nothing_local():
+    sources = [src for word, args in dockerfile_instructions() if word == "COPY"
+               and "--from" not in args for src in args.split()[:-1]]
+    assert sources
+    for source in sources:
+        assert not docker_ignored(source.rstrip("/")), f"{source} is copied but ignored"
+    for local in (".venv", ".cache", "results", "bench/results", "chaos/results", ".git",
+                  "tests", "app/__pycache__"):
+        assert docker_ignored(local), f"{local} would be sent to the Docker build"
+
+
+# --- helpers for the image checks ----------------------------------------------------
+
+
+@contextmanager
+def health_server(status: int) -> Iterator[tuple[int, list[str]]]:
+    """A local HTTP server answering every GET with ``status``; yields its port and paths."""
+    paths: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+            paths.append(self.path)
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1], paths
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
+
+
+def docker_ignored(path: str) -> bool:
+    """Docker's rule: the last .dockerignore pattern matching the path or a parent wins."""
+    ignored = False
+    lines = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    for line in (raw.strip() for raw in lines):
+        if not line or line.startswith("#"):
+            continue
+        negate, pattern = line.startswith("!"), line.lstrip("!").rstrip("/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+        if any(fnmatchcase(prefix, pattern) or (pattern.startswith("**/")
+               and fnmatchcase(prefix.rsplit("/", 1)[-1], pattern[3:])) for prefix in prefixes):
+            ignored = not negate
+    return ignored

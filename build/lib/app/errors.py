@@ -1,0 +1,78 @@
+"""Every error the pipeline meets, sorted into what to do about it.
+
+- TRANSIENT: try the same record again after a backoff (bounded for downloads).
+- POISON:    the record can never succeed; dead-letter it now.
+- FENCED:    another producer owns this partition's transactional id; drop the
+             task and let the rebalance (or a later restart) decide.
+- FATAL:     this producer is unusable or the outcome is unknown; recreate it
+             and resume from the committed offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+
+from aiokafka import errors as kafka
+
+
+class Kind(enum.Enum):
+    TRANSIENT = "transient"
+    POISON = "poison"
+    FENCED = "fenced"
+    FATAL = "fatal"
+
+
+class IngestError(Exception):
+    """An error about one input record, with a stable ``reason`` code for the DLQ."""
+
+    kind = Kind.POISON
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class PoisonError(IngestError):
+    """Permanent: the same input will fail the same way every time."""
+
+    kind = Kind.POISON
+
+
+class TransientError(IngestError):
+    """May succeed if tried again (network, 5xx, timeouts, truncated bodies)."""
+
+    kind = Kind.TRANSIENT
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the service refuses to start."""
+
+
+_FENCED = (
+    kafka.ProducerFenced,
+    kafka.InvalidProducerEpoch,
+    kafka.TransactionalIdAuthorizationFailed,
+)
+_POISON_KAFKA = (
+    kafka.MessageSizeTooLargeError,
+    kafka.RecordTooLargeError,
+    kafka.CorruptRecordException,
+)
+
+
+def classify(exc: BaseException) -> Kind:
+    """Sort an exception raised while preparing or committing a record."""
+    if isinstance(exc, IngestError):
+        return exc.kind
+    if isinstance(exc, _FENCED):
+        return Kind.FENCED
+    if isinstance(exc, _POISON_KAFKA):
+        return Kind.POISON
+    if isinstance(exc, (kafka.KafkaConnectionError, kafka.KafkaTimeoutError,
+                        kafka.ConcurrentTransactions, asyncio.TimeoutError, ConnectionError)):
+        return Kind.TRANSIENT
+    if isinstance(exc, kafka.KafkaError) and exc.retriable:
+        return Kind.TRANSIENT
+    return Kind.FATAL

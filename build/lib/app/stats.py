@@ -1,0 +1,89 @@
+"""What the service counts: Prometheus metrics, and the one-line summary on shutdown.
+
+Each Stats owns its registry (no process-global state), so tests can build as
+many as they like. Labels stay bounded: outcomes, results, reason codes and
+partition numbers; never a URL or an id.
+"""
+
+from __future__ import annotations
+
+import collections
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.records = Counter("txingest_records", "Input records committed, by outcome",
+                               ["outcome"], registry=r)
+        self.outputs = Counter("txingest_output_records", "Transactions written to the output",
+                               registry=r)
+        self.transactions = Counter("txingest_transactions", "Kafka transactions, by result",
+                                    ["result"], registry=r)
+        self.retries_by_reason = Counter("txingest_retries", "Work tried again, by reason",
+                                         ["reason"], registry=r)
+        self.download_seconds = Histogram("txingest_download_seconds", "Time per download",
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.download_bytes = Counter("txingest_download_bytes", "Bytes downloaded "
+                                      "(after decompression)", registry=r)
+        self.commit_seconds = Histogram("txingest_commit_seconds", "Time from begin to commit",
+                                        buckets=LATENCY_BUCKETS, registry=r)
+        self.assigned = Gauge("txingest_assigned_partitions", "Input partitions held",
+                              registry=r)
+        self.inflight = Gauge("txingest_inflight_records", "Records received, not yet committed",
+                              registry=r)
+        self.lag = Gauge("txingest_consumer_lag", "Records behind the input's last stable offset",
+                         ["partition"], registry=r)
+        for outcome in ("committed", "dead_lettered"):
+            self.records.labels(outcome)
+        for result in ("committed", "aborted"):
+            self.transactions.labels(result)
+        # Plain totals for the shutdown summary and tests.
+        self.totals: collections.Counter[str] = collections.Counter()
+
+    def committed(self, outputs: int) -> None:
+        self.records.labels("committed").inc()
+        self.outputs.inc(outputs)
+        self.transactions.labels("committed").inc()
+        self.totals.update(committed=1, outputs=outputs)
+
+    def dead_lettered(self) -> None:
+        self.records.labels("dead_lettered").inc()
+        self.transactions.labels("committed").inc()
+        self.totals.update(dead_lettered=1)
+
+    def aborted(self) -> None:
+        self.transactions.labels("aborted").inc()
+        self.totals.update(aborted=1)
+
+    def retried(self, reason: str) -> None:
+        self.retries_by_reason.labels(reason).inc()
+        self.totals.update(retries=1)
+
+    def restarted(self) -> None:
+        self.totals.update(restarts=1)
+
+    def downloaded(self, seconds: float, nbytes: int) -> None:
+        self.download_seconds.observe(seconds)
+        self.download_bytes.inc(nbytes)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def summary_fields(self, partitions: int) -> dict[str, int]:
+        """The shutdown summary's counts, also logged as fields for other tools to read."""
+        t = self.totals
+        return {"committed": t["committed"], "dead_lettered": t["dead_lettered"],
+                "outputs": t["outputs"], "aborted": t["aborted"], "retries": t["retries"],
+                "restarts": t["restarts"], "partitions_held": partitions}
+
+    def summary(self, partitions: int) -> str:
+        fields = self.summary_fields(partitions)
+        fields["records committed"] = fields.pop("committed")
+        order = ("records committed", "dead_lettered", "outputs", "aborted", "retries",
+                 "restarts", "partitions_held")
+        return " ".join(f"{name}={fields[name]}" for name in order)
