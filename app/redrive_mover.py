@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka
+from aiokafka.admin import AIOKafkaAdminClient
 
 from app.clients import FatalStartupError, check_connection, connection
 from app.config import Settings
@@ -60,10 +61,12 @@ async def run(settings: Settings, options: Options, tally: Tally, progress: bool
         if producer is not None:
             await producer.start()  # first: settles what a killed run left open
         await consumer.start()
-        spans = await plan(consumer, settings.dlq_topic, options)
+        spans = await plan(settings, consumer, options)
         mover = Mover(settings, options, tally, consumer, producer, spans)
         if producer is not None:
-            mover.input_partitions = await _input_partitions(producer, settings.input_topic)
+            mover.input_partitions = await _partitions(settings, settings.input_topic)
+            if not mover.input_partitions:
+                raise RedriveFailed(f"INPUT_TOPIC {settings.input_topic!r} does not exist")
         with Progress.to(sys.stderr, sum(s.stop - s.start for s in spans.values()),
                          enabled=progress) as bar:
             mover.progress = bar
@@ -81,12 +84,12 @@ async def run(settings: Settings, options: Options, tally: Tally, progress: bool
                 await producer.stop()
 
 
-async def plan(consumer: AIOKafkaConsumer, topic: str, options: Options
+async def plan(settings: Settings, consumer: AIOKafkaConsumer, options: Options
                ) -> dict[TopicPartition, Span]:
     """Per DLQ partition: from the job's committed offset (or the selection's start)
     to the end as of now (the last stable offset, as the consumer reads committed)."""
-    await consumer.topics()
-    partitions = consumer.partitions_for_topic(topic)
+    topic = settings.dlq_topic
+    partitions = await _partitions(settings, topic)
     if not partitions:
         raise RedriveFailed(f"DLQ_TOPIC {topic!r} does not exist")
     selection = options.selection
@@ -112,11 +115,16 @@ async def plan(consumer: AIOKafkaConsumer, topic: str, options: Options
     return spans
 
 
-async def _input_partitions(producer: AIOKafkaProducer, topic: str) -> set[int]:
+async def _partitions(settings: Settings, topic: str) -> set[int]:
+    """The topic's partitions; empty if it does not exist (asking for every topic's
+    metadata, so a broker that auto-creates topics does not create it)."""
+    admin = AIOKafkaAdminClient(**connection(settings))
+    await admin.start()
     try:
-        return set(await asyncio.wait_for(producer.partitions_for(topic), 30))
-    except (TimeoutError, kafka.KafkaError):
-        raise RedriveFailed(f"INPUT_TOPIC {topic!r} not found") from None
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    return {p["partition"] for t in described if t["topic"] == topic for p in t["partitions"]}
 
 
 class Mover:
