@@ -286,5 +286,9 @@ def main(argv: Sequence[str]) -> int:
     except RedriveFailed as exc:
         print(f"txingest redrive: {exc}", file=sys.stderr)
         code = 1
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before moving began
+        print("txingest redrive: interrupted; run the same command again to resume",
+              file=sys.stderr)
+        code = 1
     print("\n".join(report(tally, options, settings.dlq_topic)), flush=True)
     return code

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -77,6 +80,16 @@ def test_the_job_is_the_selection_whatever_the_order_or_the_other_options() -> N
     named, _ = parse_args(["--reason", "a", "--job", "incident-42"])
     assert a.job == b.job != c.job
     assert named.job == "incident-42"
+
+
+def test_the_job_name_is_the_same_in_another_process() -> None:
+    """A rerun is a new process, with other string hashes: it must find the same job."""
+    argv = ["--reason", "a,b,c,d,e,f,g,h", "--partition", "3,1,2"]
+    code = f"from app.redrive import parse_args; print(parse_args({argv!r})[0].job)"
+    jobs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
+            for seed in ("1", "2", "3")}
+    assert jobs == {parse_args(argv)[0].job + "\n"}
 
 
 def test_a_job_has_its_own_group_and_transactional_id() -> None:
