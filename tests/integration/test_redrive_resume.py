@@ -46,7 +46,7 @@ async def test_a_redrive_killed_in_a_transaction_and_run_again_moves_each_letter
                 TopicPartition(topics.input, 0)]
             return (b"test halt in transaction" in log.read_bytes()
                     and (await committed(kafka_bootstrap, group)).get(0) == (HALT_IN - 1) * BATCH
-                    and sent == HALT_IN * BATCH)
+                    and sent == (HALT_IN - 1) * (BATCH + 1) + BATCH)  # + commit markers
         await wait_until(halted, 60, "the re-drive halted inside its transaction "
                          f"{HALT_IN}: {log.read_bytes()[-500:]!r}")
     finally:
