@@ -39,6 +39,9 @@ def tune_gc() -> None:
 
 def main(argv: list[str] | None = None,
          wrap_committer: Callable[[Committer], Committer] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["redrive"]:  # docs/redrive.md
+        from app.redrive import main as redrive
+        return redrive((sys.argv[1:] if argv is None else argv)[1:])
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
     except ConfigError as exc:

@@ -22,6 +22,7 @@ from app.errors import IngestError, PoisonError, TransientError, backoff
 from app.fetch import Downloader, redact_url
 from app.parse import Item, output_key, parse_input_url, parse_transactions
 from app.records import Headers, OutRecord, Prepared
+from app.redrive_record import carried_headers, input_field
 from app.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,8 @@ class Preparer:
             "error": exc.message[:2000],
             "attempts": attempts,
             "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
+            "input": input_field(msg.value),  # what re-drive sends back (docs/redrive.md)
         })
-        record = OutRecord(self.settings.dlq_topic, msg.key, value, source_headers(msg, url))
+        headers = source_headers(msg, url) + carried_headers(msg.headers)
+        record = OutRecord(self.settings.dlq_topic, msg.key, value, headers)
         return Prepared([record], dead_lettered=True, attempts=attempts, dedup_key=dedup_key)

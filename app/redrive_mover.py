@@ -1,0 +1,264 @@
+"""The Kafka side of re-drive: read the job's DLQ range, move letters in transactions.
+
+Exactly once, as the service itself does it: the job's transactional producer starts
+first (``init_transactions`` fences an older run of the job and settles the
+transaction it left open), only then is the job's committed DLQ offset read; each
+transaction carries the re-driven input records *and* the job's DLQ offsets
+(``send_offsets_to_transaction`` with the job's own group). A run killed anywhere
+is resumed by running it again: what it committed is behind the offset, what it
+had not is aborted and read again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import errors as kafka
+from aiokafka.admin import AIOKafkaAdminClient
+
+from app.clients import FatalStartupError, check_connection, connection
+from app.config import Settings
+from app.redrive import Options, Tally, UsageError, Verdict, judge
+from app.redrive_progress import Progress
+from app.redrive_record import DeadLetter, read_dead_letter, redriven_headers
+
+STALL_S = 60.0  # no DLQ progress for this long while records remain: give up
+POLL_MS = 500
+
+
+class RedriveFailed(Exception):
+    """The run stopped early; what it committed stays moved, the rest is resumable."""
+
+
+@dataclass
+class Span:
+    """The DLQ offsets a run reads on one partition: [start, stop)."""
+
+    start: int
+    stop: int
+
+
+async def run(settings: Settings, options: Options, tally: Tally, progress: bool) -> None:
+    try:
+        await check_connection(settings)
+    except FatalStartupError as exc:
+        raise RedriveFailed(str(exc)) from None
+    producer = None if options.dry_run else AIOKafkaProducer(
+        **connection(settings), transactional_id=options.transactional_id(settings),
+        enable_idempotence=True, client_id=f"txingest-redrive-{options.job}")
+    consumer = AIOKafkaConsumer(
+        **connection(settings), group_id=options.group_id(settings),
+        client_id=f"txingest-redrive-{options.job}", isolation_level="read_committed",
+        enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        if producer is not None:
+            await producer.start()  # first: settles what a killed run left open
+        await consumer.start()
+        spans = await plan(settings, consumer, options)
+        mover = Mover(settings, options, tally, consumer, producer, spans)
+        if producer is not None:
+            mover.input_partitions = await _partitions(settings, settings.input_topic)
+            if not mover.input_partitions:
+                raise RedriveFailed(f"INPUT_TOPIC {settings.input_topic!r} does not exist")
+        with Progress.to(sys.stderr, sum(s.stop - s.start for s in spans.values()),
+                         enabled=progress) as bar:
+            mover.progress = bar
+            await mover.run()
+    except kafka.ProducerFenced:
+        raise RedriveFailed(f"another run of job {options.job} took over (fenced)") from None
+    except kafka.KafkaError as exc:
+        raise RedriveFailed(f"Kafka error: {exc!r}; run the same command again to resume"
+                            ) from None
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+
+async def plan(settings: Settings, consumer: AIOKafkaConsumer, options: Options
+               ) -> dict[TopicPartition, Span]:
+    """Per DLQ partition: from the job's committed offset (or the selection's start)
+    to the end as of now (the last stable offset, as the consumer reads committed)."""
+    topic = settings.dlq_topic
+    partitions = await _partitions(settings, topic)
+    if not partitions:
+        raise RedriveFailed(f"DLQ_TOPIC {topic!r} does not exist")
+    selection = options.selection
+    missing = selection.partitions - partitions
+    if missing:
+        raise UsageError(f"--partition {min(missing)}: {topic!r} has partitions "
+                         f"0-{max(partitions)}")
+    tps = [TopicPartition(topic, p) for p in sorted(selection.partitions or partitions)]
+    consumer.assign(tps)
+    first = await consumer.beginning_offsets(tps)
+    end = await consumer.end_offsets(tps)
+    by_time = {}
+    if selection.since_ms is not None:
+        by_time = await consumer.offsets_for_times({tp: selection.since_ms for tp in tps})
+    spans = {}
+    for tp in tps:
+        start = max(first[tp], await consumer.committed(tp) or 0, selection.from_offset or 0)
+        if selection.since_ms is not None:
+            found = by_time.get(tp)
+            start = max(start, found.offset if found is not None else end[tp])
+        stop = end[tp] if selection.to_offset is None else min(end[tp], selection.to_offset + 1)
+        spans[tp] = Span(start, max(start, stop))
+    return spans
+
+
+async def _partitions(settings: Settings, topic: str) -> set[int]:
+    """The topic's partitions; empty if it does not exist (asking for every topic's
+    metadata, so a broker that auto-creates topics does not create it)."""
+    admin = AIOKafkaAdminClient(**connection(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics()
+    finally:
+        await admin.close()
+    return {p["partition"] for t in described if t["topic"] == topic for p in t["partitions"]}
+
+
+class Mover:
+    def __init__(self, settings: Settings, options: Options, tally: Tally,
+                 consumer: AIOKafkaConsumer, producer: AIOKafkaProducer | None,
+                 spans: dict[TopicPartition, Span]) -> None:
+        self.settings = settings
+        self.options = options
+        self.tally = tally
+        self.consumer = consumer
+        self.producer = producer
+        self.spans = spans
+        self.done = {tp: span.start for tp, span in spans.items()}  # committed, this run
+        self.input_partitions: set[int] = set()
+        self.progress: Progress | None = None
+        self.transactions = 0
+        self.stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        active = [tp for tp, span in self.spans.items() if span.start < span.stop]
+        for tp in active:
+            self.consumer.seek(tp, self.spans[tp].start)
+        with _stop_on_signals(self.stopping):
+            last_progress = time.monotonic()
+            while active:
+                if self.stopping.is_set():
+                    raise RedriveFailed("interrupted; run the same command again to resume")
+                batch = await self.consumer.getmany(*active, timeout_ms=POLL_MS,
+                                                    max_records=self.options.batch)
+                letters = self._judge(batch)
+                advanced = await self._advanced(active)
+                if letters or advanced:
+                    await self._commit(letters, advanced)
+                    last_progress = time.monotonic()
+                elif time.monotonic() - last_progress > STALL_S:
+                    raise RedriveFailed(f"no progress reading {self.settings.dlq_topic} "
+                                        f"for {STALL_S:.0f} s")
+                active = [tp for tp in active if self.done[tp] < self.spans[tp].stop]
+                self._show()
+
+    def _judge(self, batch: dict[TopicPartition, list]) -> list[DeadLetter]:
+        """Count every record in the span; return the ones to move, in DLQ order."""
+        to_move = []
+        for tp, records in batch.items():
+            for r in records:
+                if r.offset >= self.spans[tp].stop:
+                    break  # arrived after the run started: a later run's business
+                letter = read_dead_letter(tp.partition, r.offset, r.timestamp, r.key, r.value,
+                                          r.headers)
+                verdict = judge(letter, self.options.selection, self.options.max_redrives)
+                self.tally.count(letter, verdict)
+                if verdict is Verdict.MOVE:
+                    to_move.append(letter)
+        return to_move
+
+    async def _advanced(self, active: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Partitions whose position moved (past records or transaction markers)."""
+        moved = {}
+        for tp in active:
+            position = min(await self.consumer.position(tp), self.spans[tp].stop)
+            if position > self.done[tp]:
+                moved[tp] = position
+        return moved
+
+    async def _commit(self, letters: list[DeadLetter], offsets: dict[TopicPartition, int]
+                      ) -> None:
+        if self.producer is not None:
+            await self._transaction(self.producer, letters, offsets)
+            self.tally.confirm(letters)
+        self.done.update(offsets)
+
+    async def _transaction(self, producer: AIOKafkaProducer, letters: Sequence[DeadLetter],
+                           offsets: dict[TopicPartition, int]) -> None:
+        await producer.begin_transaction()
+        try:
+            sent = [await producer.send(
+                self.settings.input_topic, letter.value, key=letter.key,
+                partition=self._partition(letter),
+                headers=redriven_headers(letter, self.settings.dlq_topic)) for letter in letters]
+            # aiokafka commits even if a send failed: every result must be checked.
+            await asyncio.gather(*sent)
+            if letters:
+                self.transactions += 1
+                if self.transactions == self.options.halt_in_transaction:
+                    await _halt(self.transactions)
+            await producer.send_offsets_to_transaction(offsets, self.options.group_id(
+                self.settings))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await producer.abort_transaction()
+            raise
+        try:
+            await producer.commit_transaction()
+        except kafka.KafkaError as exc:
+            # Never aborted: it may have committed. The next run's start settles it.
+            raise RedriveFailed(f"commit outcome unknown ({exc!r}); run the same command "
+                                "again to resume") from None
+
+    def _partition(self, letter: DeadLetter) -> int | None:
+        """The input partition the record came from, if it still exists; else by key."""
+        if (letter.source_topic == self.settings.input_topic
+                and letter.source_partition in self.input_partitions):
+            return letter.source_partition
+        return None
+
+    def _show(self) -> None:
+        if self.progress is not None:
+            read = sum(self.done[tp] - span.start for tp, span in self.spans.items())
+            self.progress.update(read, sum(self.tally.moved.values()),
+                                 sum(self.tally.selected.values()))
+
+
+async def _halt(transaction: int) -> None:
+    """TESTING AID: hang with transaction n open (its sends acknowledged), to be killed."""
+    print(f"txingest redrive: test halt in transaction {transaction}", file=sys.stderr,
+          flush=True)
+    await asyncio.Event().wait()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stopping: asyncio.Event):  # type: ignore[no-untyped-def]
+    """The first SIGINT/SIGTERM stops after the transaction in flight; the next one
+    acts as usual (the handler is removed)."""
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+
+    def first(sig: signal.Signals) -> None:
+        stopping.set()
+        loop.remove_signal_handler(sig)
+
+    for sig in signals:
+        loop.add_signal_handler(sig, first, sig)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
