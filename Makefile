@@ -2,8 +2,11 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+CACHE  := $(or $(TXINGEST_CACHE),.cache)
+TOXIPROXY_VERSION := v2.12.0
+TOXIPROXY := $(CACHE)/toxiproxy/$(TOXIPROXY_VERSION)/bin/server
 
-.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-full chaos-broken bench bench-quick
+.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-full chaos-broken chaos-net toxiproxy bench bench-quick
 
 install: $(VENV)/.installed
 
@@ -41,6 +44,16 @@ chaos-full: install
 
 chaos-broken: install
 	$(BIN)/python -m chaos.run --tier ci --copier broken $(if $(SEED),--seed $(SEED))
+
+# The network tier: copiers reach the 3-node cluster through Toxiproxy (chaos/netfaults.py).
+chaos-net: install $(TOXIPROXY)
+	$(BIN)/python -m chaos.run --tier net --toxiproxy $(TOXIPROXY) $(if $(SEED),--seed $(SEED))
+
+# Toxiproxy's server, built once from its Go module (chaos/toxiproxy.py drives it).
+toxiproxy: $(TOXIPROXY)
+
+$(TOXIPROXY):
+	GOBIN=$(abspath $(dir $@)) go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
 
 # Benchmarks (bench/run.py): results in bench/results/latest.{json,md,png}.
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--runs 5 --s2-files 300".

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 
 from chaos import logread
 from chaos.faults import Copier, Plan
+from chaos.netfaults import KINDS as NET_KINDS
 from chaos.workload import Workload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,7 @@ class Tier:
     dlq_partitions: int = 2
     abort_rate: float = 0.05
     brokers: int = 1            # 3: a KRaft cluster, replication 3, min ISR 2
+    network: bool = False       # copiers reach the brokers through Toxiproxy (net_* faults)
 
 
 TIERS = {
@@ -64,6 +66,14 @@ TIERS = {
                            extra=(("kill", 6), ("term", 2), ("burst", 2), ("zombie", 1),
                                   ("kill_all", 0.5))),
                  brokers=3),
+    # make chaos-net: fewer process faults, mixed with every network fault kind
+    # (chaos/netfaults.py) twice; copiers reach the cluster only through proxies.
+    "net": Tier(inputs=3000, feed_s=200, max_lag=400,
+                plan=Plan(kills=4, terms=2, zombies=1, broker_restarts=1, bursts=2,
+                          gap=(2.0, 4.0), net=tuple((kind, 2) for kind in NET_KINDS),
+                          extra=(("kill", 2), ("term", 1), ("net_latency", 1),
+                                 ("net_reset", 1), ("net_bandwidth", 1))),
+                brokers=3, network=True),
     # For tests: a minute against an existing broker (no broker faults there).
     "smoke": Tier(inputs=300, feed_s=15, max_lag=150,
                   plan=Plan(kills=3, terms=1, zombies=0, broker_restarts=0, bursts=1,

@@ -43,7 +43,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from chaos import checker, logread
+from chaos import checker, logread, netfaults, netreport
 from chaos.faults import Copier, Scheduler, python_module
 from chaos.harness import (
     COPIERS,
@@ -64,6 +64,8 @@ from chaos.harness import (
     wait_stable,
     watch,
 )
+from chaos.toxiproxy import BINARY as TOXIPROXY
+from chaos.toxiproxy import Toxiproxy
 from chaos.workload import FaultyServer, Workload
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,6 +87,7 @@ class Run:
         self.logs = self.work / "logs"
         self.logs.mkdir()
         self.started = time.monotonic()
+        self.wall_started = time.time()
         self.phases: dict[str, float] = {}
         self.failures: list[str] = []     # run-level: exit codes, plan not met, harness
         self.verdict: checker.Verdict | None = None
@@ -95,6 +98,10 @@ class Run:
         self.final_exit_codes: dict[str, int | None] = {}
         self.broker_started = False
         self.progress: Progress | None = None
+        self.toxi: Toxiproxy | None = None          # the network tier's proxies
+        self.net: netfaults.NetFaults | None = None
+        self.listeners = (netfaults.listeners(COPIERS, self.tier.brokers, local_kafka.free_port)
+                          if self.tier.network else [])
 
     async def start_kafka(self) -> tuple[str, Callable[[], Awaitable[str]],
                                          Callable[[], Awaitable[None]]]:
@@ -104,7 +111,8 @@ class Run:
         if size == 1:
             nodes = [await asyncio.to_thread(local_kafka.start, None, self.data)]
         else:
-            nodes = await asyncio.to_thread(local_cluster.start, size, self.data)
+            nodes = await asyncio.to_thread(local_cluster.start, size, self.data, 180,
+                                            self.listeners)
         self.broker_started = True
         victims = itertools.cycle(node.data for node in nodes)
         victim = nodes[0].data
@@ -118,6 +126,29 @@ class Run:
         async def broker_restart() -> None:
             await asyncio.to_thread(local_kafka.restart, victim, 180)
         return local_cluster.bootstrap(nodes), broker_kill, broker_restart
+
+    async def start_proxies(self, bootstrap: str) -> None:
+        """Toxiproxy and one proxy per copier and broker (chaos/netfaults.py)."""
+        if len(self.listeners[0].ports) < 2:
+            raise SystemExit("the network tier needs a cluster (--brokers 3)")
+        self.toxi = await Toxiproxy(self.args.toxiproxy, self.logs / "toxiproxy.log").start()
+        settings = app_settings(self.names)
+        self.net = netfaults.NetFaults(self.toxi, self.listeners, bootstrap,
+                                       self.tier.input_partitions, settings.transactional_id)
+        await self.net.create_proxies()
+
+    def copier_env(self, i: int) -> dict[str, str]:
+        if self.net is None:
+            return self.env
+        return {**self.env, "KAFKA_BOOTSTRAP_SERVERS": self.net.bootstrap_for(i)}
+
+    def network_report(self) -> dict:
+        if self.net is None or self.scheduler is None:
+            return {}
+        logs = [c.log_text().splitlines() for c in self.scheduler.copiers]
+        return {"faults": self.net.done,
+                "events_by_fault_kind": netreport.report(self.scheduler.counts.timeline,
+                                                         self.wall_started, logs)}
 
     def mark(self, phase: str, since: float) -> float:
         now = time.monotonic()
@@ -136,18 +167,21 @@ class Run:
         else:
             bootstrap, broker_kill, broker_restart = await self.start_kafka()
         self.names = await create_topics(bootstrap, tier, self.run_id)
+        if tier.network:
+            await self.start_proxies(bootstrap)
         t = self.mark("setup_s", t)
 
         workload = Workload(self.seed)
         self.server = server = await FaultyServer(workload, stall_s=READ_TIMEOUT_S + 1.5).start()
         module = "chaos.broken" if args.copier == "broken" else "app"
         self.env = copier_env(bootstrap, self.names, tier, args.broken_mode)
-        copiers = [Copier(f"{self.run_id}-{i}", python_module(module), self.env, self.logs)
-                   for i in range(COPIERS)]
+        copiers = [Copier(f"{self.run_id}-{i}", python_module(module), self.copier_env(i),
+                          self.logs) for i in range(COPIERS)]
         rng = random.Random(self.seed)
         self.scheduler = scheduler = Scheduler(
             rng, tier.plan, copiers, tier.input_partitions, SESSION_TIMEOUT_MS / 1000,
-            TERM_TIMEOUT_S, broker_kill, broker_restart, server.burst, say, self.started)
+            TERM_TIMEOUT_S, broker_kill, broker_restart, server.burst, say, self.started,
+            net=self.net.handlers() if self.net else None)
         say(f"chaos: plan {' '.join(scheduler.events)}")
 
         view = logread.GroupView(bootstrap, self.names["input"], self.names["group"],
@@ -180,6 +214,8 @@ class Run:
                     break
                 await asyncio.sleep(0.25)
             t = self.mark("recovery_s", t)
+            if self.toxi is not None:
+                await self.toxi.reset()   # each fault undoes itself; this is belt and braces
             scheduler.check_running()
             for c in scheduler.active:
                 if c.stopped:
@@ -251,6 +287,9 @@ class Run:
             self.failures.append(f"final SIGTERM did not exit 0: {bad_final}")
         if c.unexpected_exits:
             self.failures.append(f"copiers exited on their own: {c.unexpected_exits}")
+        for kind, need in p.net:
+            if c.net[kind] < need:
+                self.failures.append(f"plan not met: {kind}={c.net[kind]} < {need}")
         if c.zombie_takeover_timeouts:
             self.failures.append(f"{c.zombie_takeover_timeouts} zombie(s) resumed before the "
                                  "others took their partitions over")
@@ -258,6 +297,8 @@ class Run:
     def cleanup(self, keep: bool) -> None:
         if self.scheduler is not None:
             self.scheduler.stop_all()
+        if self.toxi is not None:
+            self.toxi.stop()
         if self.broker_started and self.tier.brokers > 1:
             local_cluster.stop(self.data, remove=not keep)
         elif self.broker_started:
@@ -279,7 +320,9 @@ class Run:
                 f"order_violations={g('order_violations', 0)} "
                 f"aborted_attempts={g('aborted_attempts', 0)} kills={c.kills if c else 0} "
                 f"terms={c.terms if c else 0} zombies={c.zombies if c else 0} "
-                f"broker_restarts={c.broker_restarts if c else 0} elapsed={elapsed:.0f}s")
+                f"broker_restarts={c.broker_restarts if c else 0} "
+                + (f"net_faults={sum(c.net.values()) if c else 0} " if self.tier.network else "")
+                + f"elapsed={elapsed:.0f}s")
         report = {
             "suite": "chaos",
             "tier": self.args.tier,
@@ -307,6 +350,7 @@ class Run:
             "tier_config": {**dataclasses.asdict(self.tier)},
             "settings": {k: val for k, val in self.env.items()
                          if k not in ("KAFKA_BOOTSTRAP_SERVERS",)},
+            "network": self.network_report(),
             "timeline": c.timeline if c else [],
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "kafka": local_kafka.kafka_version(), "platform": platform.platform()},
@@ -330,6 +374,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(then no broker faults)")
     parser.add_argument("--report", type=Path, help="where the JSON report goes "
                         "(default: chaos/results/<tier>-latest.json)")
+    parser.add_argument("--toxiproxy", type=Path, default=TOXIPROXY,
+                        help="toxiproxy's server binary, for the net tier (make toxiproxy)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, broker "
                         "data) even on PASS")
     args = parser.parse_args(argv)
@@ -399,6 +445,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     say(line)
     return 0 if passed else 1
+
+
+def app_settings(names: dict[str, str]):
+    """The copiers' settings as far as the harness needs them (transactional ids)."""
+    from app.config import Settings
+
+    return Settings(input_topic=names["input"], group_id=names["group"],
+                    transactional_id_prefix=names["group"])
 
 
 if __name__ == "__main__":
