@@ -230,6 +230,8 @@ class Run:
                 await asyncio.gather(task, return_exceptions=True)
             await asyncio.gather(feeder, return_exceptions=True)
             await view.close()
+            if self.toxi is not None:
+                await self.toxi.close_api()
         if not await wait_stable(bootstrap, [self.names["output"], self.names["dlq"]], 60):
             say("chaos: last stable offset still below the high watermark after 60s")
         t = self.mark("shutdown_s", t)
@@ -338,8 +340,8 @@ class Run:
                                             if v and v.recovery_s is not None else None),
             "counts": counts,
             "faults": ({**{k: val for k, val in dataclasses.asdict(c).items()
-                           if k not in ("timeline", "kills_by_copier")},
-                        "kills_by_copier": dict(c.kills_by_copier),
+                           if k not in ("timeline", "kills_by_copier", "net")},
+                        "kills_by_copier": dict(c.kills_by_copier), "net": dict(c.net),
                         "final_exit_codes": self.final_exit_codes} if c else {}),
             "http": dict(self.server.counts) if self.server else {},
             "committed_offset_regressions": [

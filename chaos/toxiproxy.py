@@ -82,10 +82,13 @@ class Toxiproxy:
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     async def close(self) -> None:
+        await self.close_api()
+        self.stop()
+
+    async def close_api(self) -> None:
         if self._http is not None:
             await self._http.close()
             self._http = None
-        self.stop()
 
     def stop(self) -> None:
         """Stop the server by its pid (SIGTERM, then SIGKILL)."""
