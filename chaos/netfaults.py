@@ -71,20 +71,25 @@ def draw(rng: random.Random, span: tuple[float, float]) -> float:
 class NetFaults:
     """The proxies of a run and the network fault handlers.
 
-    ``transactional_id(p)`` is the service's transactional id for input partition
-    ``p``; ``bootstrap`` is the direct listener (the harness's), used to find its
-    transaction coordinator.
+    The proxies are made before the cluster starts (so their ports are taken at
+    once); :meth:`attach` then names the direct listener (the harness's, used to
+    find a transaction coordinator) and the service's transactional id of each
+    input partition.
     """
 
     def __init__(self, toxi: Toxiproxy, client_listeners: list[ClientListener],
-                 bootstrap: str, partitions: int, transactional_id: Callable[[int], str]) -> None:
+                 partitions: int) -> None:
         self.toxi = toxi
         self.listeners = client_listeners
         self.brokers = len(client_listeners[0].ports)
-        self.bootstrap = bootstrap
         self.partitions = partitions
-        self.transactional_id = transactional_id
+        self.bootstrap = ""
+        self.transactional_id: Callable[[int], str] = str
         self.done: list[dict[str, Any]] = []   # every fault carried out, for the report
+
+    def attach(self, bootstrap: str, transactional_id: Callable[[int], str]) -> None:
+        self.bootstrap = bootstrap
+        self.transactional_id = transactional_id
 
     async def create_proxies(self) -> None:
         for c, listener in enumerate(self.listeners):
@@ -110,15 +115,16 @@ class NetFaults:
         """Add ``toxics`` ((name, type, stream, attributes)) to ``links`` for ``seconds``."""
         started = time.monotonic()
         s.note(kind, f"{what} for {seconds:.1f}s")
+        added: list[tuple[str, str]] = []
         try:
             for link in links:
                 for name, toxic, stream, attributes in toxics:
                     await self.toxi.add_toxic(link, name, toxic, stream, **attributes)
+                    added.append((link, name))
             await asyncio.sleep(seconds)
         finally:
-            for link in links:
-                for name, *_ in toxics:
-                    await self.toxi.remove_toxic(link, name)
+            for link, name in added:
+                await self.toxi.remove_toxic(link, name)
         self.done.append({"kind": kind, "what": what, "links": links,
                           "held_s": round(time.monotonic() - started, 1)})
         s.note(kind, "removed")

@@ -108,6 +108,8 @@ class Run:
         """The private broker (or cluster) and the fault scheduler's kill and restart:
         in a cluster each restart takes the next node in turn, so every node is bounced."""
         size = self.tier.brokers
+        if self.tier.network:
+            await self.start_proxies()
         if size == 1:
             nodes = [await asyncio.to_thread(local_kafka.start, None, self.data)]
         else:
@@ -127,14 +129,13 @@ class Run:
             await asyncio.to_thread(local_kafka.restart, victim, 180)
         return local_cluster.bootstrap(nodes), broker_kill, broker_restart
 
-    async def start_proxies(self, bootstrap: str) -> None:
-        """Toxiproxy and one proxy per copier and broker (chaos/netfaults.py)."""
+    async def start_proxies(self) -> None:
+        """Toxiproxy and one proxy per copier and broker (chaos/netfaults.py), before
+        the cluster: the proxies' ports are advertised by the brokers."""
         if len(self.listeners[0].ports) < 2:
             raise SystemExit("the network tier needs a cluster (--brokers 3)")
         self.toxi = await Toxiproxy(self.args.toxiproxy, self.logs / "toxiproxy.log").start()
-        settings = app_settings(self.names)
-        self.net = netfaults.NetFaults(self.toxi, self.listeners, bootstrap,
-                                       self.tier.input_partitions, settings.transactional_id)
+        self.net = netfaults.NetFaults(self.toxi, self.listeners, self.tier.input_partitions)
         await self.net.create_proxies()
 
     def copier_env(self, i: int) -> dict[str, str]:
@@ -161,14 +162,16 @@ class Run:
             f"{' (' + args.broken_mode + ')' if args.copier == 'broken' else ''}, "
             f"work dir {self.work}")
         t = time.monotonic()
+        if args.bootstrap and tier.network:
+            raise SystemExit("the network tier starts its own cluster: no --bootstrap")
         if args.bootstrap:
             bootstrap = args.bootstrap
             broker_kill = broker_restart = None
         else:
             bootstrap, broker_kill, broker_restart = await self.start_kafka()
         self.names = await create_topics(bootstrap, tier, self.run_id)
-        if tier.network:
-            await self.start_proxies(bootstrap)
+        if self.net is not None:
+            self.net.attach(bootstrap, app_settings(self.names).transactional_id)
         t = self.mark("setup_s", t)
 
         workload = Workload(self.seed)

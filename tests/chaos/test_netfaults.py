@@ -88,7 +88,8 @@ class RecordingToxiproxy:
 def net(toxi: RecordingToxiproxy, brokers: int = 3) -> netfaults.NetFaults:
     ports = itertools.count(20000)
     listeners = netfaults.listeners(3, brokers, lambda: next(ports))
-    faults = netfaults.NetFaults(toxi, listeners, "127.0.0.1:1", 4, lambda p: f"txn-{p}")
+    faults = netfaults.NetFaults(toxi, listeners, 4)
+    faults.attach("127.0.0.1:1", lambda p: f"txn-{p}")
 
     async def coordinator(transactional_id: str) -> int:
         return 2
