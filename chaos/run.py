@@ -438,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  note: the broker's committed offsets for the group went backwards "
             f"{len(report['committed_offset_regressions'])} times (committed_offset_regressions "
             "in the report): work redone after that is the broker's loss, not the copiers'")
+    for kind, counts in report["network"].get("events_by_fault_kind", {}).items():
+        shown = ("faults", "aborted", "task_failed", "replaced_unknown_commit", "fenced",
+                 "error_lines")
+        say(f"  {kind}: " + " ".join(f"{k}={counts.get(k, 0)}" for k in shown))
     say(f"chaos: report {args.report}")
     if args.expect == "fail":
         caught = [k for k in RECORD_LEVEL if report["counts"].get(k)]
