@@ -67,8 +67,9 @@ TIERS = {
                                   ("kill_all", 0.5))),
                  brokers=3),
     # make chaos-net: fewer process faults, mixed with every network fault kind
-    # (chaos/netfaults.py) twice; copiers reach the cluster only through proxies.
-    "net": Tier(inputs=3000, feed_s=200, max_lag=400,
+    # (chaos/netfaults.py) twice; copiers reach the cluster only through proxies. The
+    # input is fed over about as long as the planned faults last, so they meet work.
+    "net": Tier(inputs=3000, feed_s=270, max_lag=400,
                 plan=Plan(kills=4, terms=2, zombies=1, broker_restarts=1, bursts=2,
                           gap=(2.0, 4.0), net=tuple((kind, 2) for kind in NET_KINDS),
                           extra=(("kill", 2), ("term", 1), ("net_latency", 1),
