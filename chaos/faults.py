@@ -214,6 +214,7 @@ class Scheduler:
         self.counts = Counts()
         self.started = started if started is not None else time.monotonic()
         self.last_fault_at: float | None = None
+        self.fault_starts: list[tuple[float, str]] = []   # (seconds since started, kind)
         self.events = self._draw()
         self._resumed: list[tuple[Copier, int]] = []   # zombies, and their log at SIGCONT
 
@@ -248,6 +249,7 @@ class Scheduler:
                 kind = "kill"
             await asyncio.sleep(self.rng.uniform(*self.plan.gap))
             self.check_running()
+            self.fault_starts.append((round(time.monotonic() - self.started, 1), kind))
             await self._do(kind)
             self.last_fault_at = time.monotonic()
 

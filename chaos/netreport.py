@@ -5,7 +5,7 @@ The service logs the lines other code relies on with an ``event`` field
 (``aborted``, ``fenced``, ``task_failed``, ``task_started``, ``assigned``,
 ``revoked``, ``waiting_for_kafka``, ``stopped``, ...). An event belongs to the
 fault whose window it falls in: from the fault's first timeline note to the next
-fault's (the last fault's window runs to the end of the run), so a recovery that
+fault's start (the last fault's window runs to the end of the run), so a recovery that
 follows a fault is counted for it. Two events get a finer name:
 
 - ``aborted`` caused by the testing aid (``TEST_ABORT_RATE``): ``aborted_injected``;
@@ -27,8 +27,6 @@ from typing import NamedTuple
 import orjson
 
 BEFORE = "before_faults"
-# Timeline kinds that are not faults (the run's own notes).
-NOT_FAULTS = ("exited",)
 
 
 class Event(NamedTuple):
@@ -69,19 +67,11 @@ def events(lines: Iterable[str]) -> tuple[list[Event], int]:
     return found, unparsed
 
 
-def windows(timeline: Sequence[tuple[float, str, str]], wall_started: float
+def windows(starts: Sequence[tuple[float, str]], wall_started: float
             ) -> list[tuple[float, str]]:
-    """(start, kind) of each fault, in order, from the scheduler's timeline (seconds
-    since the run started): consecutive notes of one kind are one fault's."""
-    out: list[tuple[float, str]] = []
-    previous = None
-    for at, kind, _detail in timeline:
-        if kind in NOT_FAULTS:
-            continue
-        if kind != previous:
-            out.append((wall_started + at, kind))
-        previous = kind
-    return out
+    """(start, kind) of each fault in seconds since the epoch, from the scheduler's
+    fault starts (seconds since the run started)."""
+    return [(wall_started + at, kind) for at, kind in sorted(starts)]
 
 
 def attribute(faults: Sequence[tuple[float, str]], found: Iterable[Event]
@@ -97,7 +87,7 @@ def attribute(faults: Sequence[tuple[float, str]], found: Iterable[Event]
     return dict(per_kind)
 
 
-def report(timeline: Sequence[tuple[float, str, str]], wall_started: float,
+def report(starts: Sequence[tuple[float, str]], wall_started: float,
            logs: Iterable[Iterable[str]]) -> dict[str, dict[str, int]]:
     """Events per fault kind over every copier's log, plus the totals."""
     found: list[Event] = []
@@ -106,7 +96,7 @@ def report(timeline: Sequence[tuple[float, str, str]], wall_started: float,
         got, bad = events(lines)
         found.extend(got)
         unparsed += bad
-    per_kind = attribute(windows(timeline, wall_started), found)
+    per_kind = attribute(windows(starts, wall_started), found)
     totals: collections.Counter[str] = collections.Counter(e.name for e in found)
     totals["unparsed_lines"] = unparsed
     out = {kind: dict(sorted(counts.items())) for kind, counts in sorted(per_kind.items())}

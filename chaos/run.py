@@ -148,7 +148,7 @@ class Run:
             return {}
         logs = [c.log_text().splitlines() for c in self.scheduler.copiers]
         return {"faults": self.net.done,
-                "events_by_fault_kind": netreport.report(self.scheduler.counts.timeline,
+                "events_by_fault_kind": netreport.report(self.scheduler.fault_starts,
                                                          self.wall_started, logs)}
 
     def mark(self, phase: str, since: float) -> float:

@@ -59,6 +59,8 @@ async def test_every_planned_network_fault_is_carried_out_and_counted(tmp_path):
     finally:
         s.stop_all()
     assert sorted(done) == sorted(netfaults.KINDS * 2)
+    # Each fault's start is kept (the report's windows), back-to-back ones too.
+    assert sorted(k for _, k in s.fault_starts if k.startswith("net_")) == sorted(done)
     assert s.counts.net == {kind: 2 for kind in netfaults.KINDS if kind != "net_bandwidth"}
 
 

@@ -20,21 +20,18 @@ def line(at: float, event: str | None = None, msg: str = "", level: str = "info"
     return orjson.dumps(doc).decode()
 
 
-TIMELINE = [
-    (10.0, "kill", "c0, restart in 1.0s"),
-    (20.0, "net_cutoff", "c1 cut off"),
-    (35.0, "net_cutoff", "c1 reconnected"),
-    (40.0, "exited", "c2 exited on its own"),
-    (50.0, "net_lost_responses", "no responses from node 2"),
-    (95.0, "net_lost_responses", "removed"),
-    (100.0, "net_cutoff", "c0 cut off"),
-]
+# The scheduler's fault starts, seconds since the run started.
+STARTS = [(10.0, "kill"), (20.0, "net_cutoff"), (50.0, "net_lost_responses"),
+          (100.0, "net_cutoff")]
 
 
-def test_the_timeline_becomes_one_window_per_fault():
-    assert netreport.windows(TIMELINE, T0) == [
-        (T0 + 10, "kill"), (T0 + 20, "net_cutoff"), (T0 + 50, "net_lost_responses"),
-        (T0 + 100, "net_cutoff")]
+def test_back_to_back_faults_of_one_kind_are_each_a_fault_with_its_own_window():
+    starts = [(10.0, "net_bandwidth"), (30.0, "net_bandwidth"), (20.0, "kill")]
+    assert netreport.windows(starts, T0) == [
+        (T0 + 10, "net_bandwidth"), (T0 + 20, "kill"), (T0 + 30, "net_bandwidth")]
+    got = netreport.report(starts, T0, [[line(25, "aborted"), line(31, "fenced")]])
+    assert got["net_bandwidth"] == {"faults": 2, "fenced": 1}
+    assert got["kill"] == {"faults": 1, "aborted": 1}
 
 
 def test_events_are_counted_for_the_fault_whose_window_they_fall_in():
@@ -51,7 +48,7 @@ def test_events_are_counted_for_the_fault_whose_window_they_fall_in():
          "Traceback (most recent call last):",
          line(130, "fenced")],
     ]
-    got = netreport.report(TIMELINE, T0, logs)
+    got = netreport.report(STARTS, T0, logs)
     assert got["before_faults"] == {"assigned": 1}
     assert got["kill"] == {"faults": 1, "task_started": 1}
     assert got["net_cutoff"] == {"faults": 2, "fenced": 2, "aborted": 1}
