@@ -6,7 +6,7 @@ CACHE  := $(or $(TXINGEST_CACHE),.cache)
 TOXIPROXY_VERSION := v2.12.0
 TOXIPROXY := $(CACHE)/toxiproxy/$(TOXIPROXY_VERSION)/bin/server
 
-.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-full chaos-broken chaos-net toxiproxy bench bench-quick
+.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-content chaos-full chaos-broken chaos-net toxiproxy bench bench-quick
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,8 @@ unit: install
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: install
-	$(BIN)/ruff check app tests tools
-	$(BIN)/mypy app
+	$(BIN)/ruff check app tests tools chaos bench
+	$(BIN)/mypy app tools chaos bench
 
 kafka-up:
 	$(PYTHON) tools/local_kafka.py up
@@ -33,11 +33,15 @@ kafka-down:
 	$(PYTHON) tools/local_kafka.py down
 
 demo: install kafka-up
-	$(BIN)/python tools/demo.py
+	$(BIN)/python -m tools.demo
 
 # Exactly once under faults (chaos/run.py); SEED=n repeats a run.
 chaos: install
 	$(BIN)/python -m chaos.run --tier ci $(if $(SEED),--seed $(SEED))
+
+# The same faults with DEDUP=content and repeated inputs (CI runs it too).
+chaos-content: install
+	$(BIN)/python -m chaos.run --tier ci-content $(if $(SEED),--seed $(SEED))
 
 chaos-full: install
 	$(BIN)/python -m chaos.run --tier full $(if $(SEED),--seed $(SEED))

@@ -70,6 +70,19 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
+def make_restore_consumer(settings: Settings) -> AIOKafkaConsumer:
+    """Reads a dedup changelog partition to its end: no group, committed data only."""
+    return AIOKafkaConsumer(
+        **connection(settings),
+        group_id=None,
+        client_id=f"txingest-{settings.pod_name}-restore",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        fetch_max_bytes=16 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+
+
 def producer_factory(settings: Settings) -> Callable[[int], AIOKafkaProducer]:
     exactly_once = settings.processing_guarantee == "exactly_once"
 
@@ -84,7 +97,8 @@ def producer_factory(settings: Settings) -> Callable[[int], AIOKafkaProducer]:
             retry_backoff_ms=settings.kafka_retry_backoff_ms,
             max_request_size=max(settings.max_record_bytes + 65536, 1048576),
             linger_ms=5,
-            # A file's transactions go out together: big batches send them ~2.5x faster.
+            # A file's transactions go out together: big batches send them faster
+            # (docs/benchmarks.md).
             max_batch_size=256 * 1024,
         )
     return make

@@ -82,10 +82,12 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise ValueError("must be a number from 0 up to (not including) 1")
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    value = float(number) * unit
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a positive duration: seconds, or a number with s, m, h or d")
     return value
 
 
@@ -137,6 +139,8 @@ class Settings:
         None, _optional_name, "transaction field to key output records by (default: the URL)")
     prefetch_per_partition: int = _setting(
         8, _positive_int, "records downloaded ahead per partition while one commits")
+    transaction_max_records: int = _setting(
+        1, _positive_int, "input records per transaction at most (1: one transaction a file)")
     max_concurrent_downloads: int = _setting(32, _positive_int, "downloads at once, all partitions")
     max_buffered_bytes: int = _setting(
         256 * 1024 * 1024, _positive_int, "no new download starts while this much is buffered")
@@ -158,16 +162,24 @@ class Settings:
     session_timeout_ms: int = _setting(10_000, _positive_int, "consumer group session timeout")
     kafka_retry_backoff_ms: int = _setting(
         20, _positive_int, "producer retry backoff (back-to-back transactions wait on it)")
+    dedup: str = _setting("off", _choice("off", "url", "content"),
+                          "skip inputs whose file URL (url) or body (content) was committed")
+    dedup_topic: str | None = _setting(
+        None, _optional_name, "compacted changelog of the dedup store (default: GROUP_ID-dedup)")
+    dedup_retention: float = _setting(
+        7 * 86400.0, _duration, "how long a key is remembered (s, or with m, h, d)")
+    dedup_max_entries: int = _setting(
+        1_000_000, _positive_int, "keys remembered per input partition (oldest go first)")
+    dedup_replication_factor: int = _setting(
+        0, _non_negative_int, "replicas of a created DEDUP_TOPIC (0: min(3, brokers))")
     processing_guarantee: str = _setting(
         "exactly_once", _choice("exactly_once", "at_least_once"),
         "at_least_once: no transactions (a baseline for benchmarks)")
-    test_abort_rate: float = _setting(
-        0.0, _fraction, "TESTING AID: abort this share of transactions just before commit")
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("json", _choice("json", "text"), "log line format")
 
     def transactional_id(self, partition: int) -> str:
-        """Scoped to the input partition, never the pod: see README 'Delivery guarantee'."""
+        """Scoped to the input partition, never the pod: see docs/design.md."""
         return f"{self.transactional_id_prefix}-{self.input_topic}-{partition}"
 
     @property
@@ -250,14 +262,23 @@ def _derive(settings: Settings) -> Settings:
     derived: dict[str, Any] = {}
     if settings.transactional_id_prefix is None:
         derived["transactional_id_prefix"] = settings.group_id
+    if settings.dedup_topic is None:
+        derived["dedup_topic"] = f"{settings.group_id}-dedup"
     if settings.pod_name is None:
         derived["pod_name"] = socket.gethostname()
     settings = dataclasses.replace(settings, **derived)
     if settings.retry_backoff_max_s < settings.retry_backoff_s:
         raise ConfigError("invalid setting RETRY_BACKOFF_MAX_S: must be >= RETRY_BACKOFF_S")
-    if settings.output_topic == settings.input_topic or settings.dlq_topic == settings.input_topic:
-        raise ConfigError("invalid setting OUTPUT_TOPIC/DLQ_TOPIC: must differ from INPUT_TOPIC")
+    topics = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+    if settings.dedup != "off":
+        topics.append(str(settings.dedup_topic))
+    if len(set(topics)) < len(topics):
+        raise ConfigError("invalid setting OUTPUT_TOPIC/DLQ_TOPIC/DEDUP_TOPIC: "
+                          "must differ from INPUT_TOPIC and from each other")
     _check_security(settings)
+    if settings.prefetch_per_partition < settings.transaction_max_records:
+        raise ConfigError("invalid setting PREFETCH_PER_PARTITION: must be at least "
+                          "TRANSACTION_MAX_RECORDS, or groups could never fill")
     if settings.shutdown_timeout_s * 1000 >= settings.transaction_timeout_ms:
         raise ConfigError("invalid setting SHUTDOWN_TIMEOUT_S: must be shorter than "
                           "TRANSACTION_TIMEOUT_MS, or a closing transaction times out")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import random
 
 from aiokafka import errors as kafka
 
@@ -46,6 +47,14 @@ class TransientError(IngestError):
     kind = Kind.TRANSIENT
 
 
+class TaskFenced(Exception):
+    """Another producer took this partition's transactional id."""
+
+
+class TaskFailed(Exception):
+    """The producer is unusable or a commit's outcome is unknown: start afresh."""
+
+
 class ConfigError(Exception):
     """A setting is invalid; the service refuses to start."""
 
@@ -76,3 +85,8 @@ def classify(exc: BaseException) -> Kind:
     if isinstance(exc, kafka.KafkaError) and exc.retriable:
         return Kind.TRANSIENT
     return Kind.FATAL
+
+
+def backoff(attempt: int, first: float, longest: float) -> float:
+    """Exponential with full jitter: spreads retries of many partitions apart."""
+    return random.uniform(0.5, 1.0) * min(longest, first * 2 ** (attempt - 1))

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import zlib
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
@@ -20,15 +20,17 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
+from app.decode import BodyDecoder, content_decoder, take
 from app.errors import PoisonError, TransientError
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_GZIP_WBITS = 16 + zlib.MAX_WBITS
-_CONTENT_WBITS = {"gzip": _GZIP_WBITS, "x-gzip": _GZIP_WBITS, "deflate": zlib.MAX_WBITS}
-_PIECE = 256 * 1024  # most output per zlib call, so a bomb is caught after one piece
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+INFLATE_INLINE_BYTES = 1024 * 1024  # smaller bodies inflate on the event loop
+INFLATE_BATCH_BYTES = 1024 * 1024   # decoded per worker-thread call
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,23 @@ class DownloadLimits:
     allowed_hosts: frozenset[str] = frozenset()  # "host" or "host:port", exempt from the block
     allowed_ports: frozenset[int] = frozenset()  # empty: any port
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DownloadLimits:
+        return cls(
+            max_file_bytes=settings.max_file_bytes,
+            connect_timeout_s=settings.download_connect_timeout_s,
+            read_timeout_s=settings.download_read_timeout_s,
+            total_timeout_s=settings.download_total_timeout_s,
+            max_concurrent=settings.max_concurrent_downloads,
+            allow_private_networks=settings.download_allow_private_networks,
+            allowed_hosts=settings.allowed_hosts,
+            allowed_ports=settings.allowed_ports,
+            max_redirects=settings.download_max_redirects,
+        )
+
 
 def redact_url(url: str) -> str:
-    """The URL without userinfo, query or fragment, safe for logs and the DLQ."""
+    """The URL without userinfo, query or fragment: safe for logs and error messages."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -138,89 +154,6 @@ class GuardedResolver(AbstractResolver):
             await self._inner.close()
 
 
-class _Inflate:
-    """One compressed layer, inflated as it arrives in bounded pieces."""
-
-    def __init__(self, wbits: int, where: str) -> None:
-        self._wbits, self._where = wbits, where
-        self._z = zlib.decompressobj(wbits)
-
-    def feed(self, data: bytes) -> Iterator[bytes]:
-        while True:
-            if self._z.eof:
-                data = self._z.unused_data + data
-                if not data:
-                    return
-                if self._wbits != _GZIP_WBITS:
-                    raise self._bad("data after end of stream")
-                self._z = zlib.decompressobj(self._wbits)  # concatenated gzip members
-            try:
-                out = self._z.decompress(data, _PIECE)
-            except zlib.error as exc:
-                raise self._bad(f"corrupt stream ({exc})") from None
-            data = self._z.unconsumed_tail
-            if out:
-                yield out
-            # A full piece may leave output pending inside zlib: ask again.
-            if not data and len(out) < _PIECE and not self._z.unused_data:
-                return
-
-    def finish(self) -> None:
-        if not self._z.eof:  # truncated data must never pass as a whole file
-            raise self._bad("stream ends early")
-
-    def _bad(self, what: str) -> PoisonError:
-        return PoisonError("bad_gzip", f"{what}: {self._where}")
-
-
-class _Body:
-    """Decodes the Content-Encoding, then a gzip file inside, capping the decoded size."""
-
-    def __init__(self, outer: _Inflate | None, limit: int, where: str) -> None:
-        self._outer, self._limit, self._where = outer, limit, where
-        self._inner: _Inflate | None = None
-        self._head: bytes | None = b""  # bytes kept until the gzip magic can be sniffed
-        self._out: list[bytes] = []
-        self._size = 0
-
-    def feed(self, chunk: bytes) -> None:
-        for piece in self._outer.feed(chunk) if self._outer else (chunk,):
-            if self._head is not None:
-                self._head += piece
-                if len(self._head) < len(_GZIP_MAGIC):
-                    continue
-                piece, self._head = self._head, None
-                if piece.startswith(_GZIP_MAGIC):
-                    self._inner = _Inflate(_GZIP_WBITS, self._where)
-            for out in self._inner.feed(piece) if self._inner else (piece,):
-                self._keep(out)
-
-    def finish(self) -> bytes:
-        if self._outer:
-            self._outer.finish()
-        if self._head:  # a body shorter than the gzip magic
-            self._keep(self._head)
-        if self._inner:
-            self._inner.finish()
-        return b"".join(self._out)
-
-    def _keep(self, piece: bytes) -> None:
-        self._size += len(piece)
-        if self._size > self._limit:
-            raise PoisonError("file_too_large",
-                              f"decoded body exceeds {self._limit} bytes: {self._where}")
-        self._out.append(piece)
-
-
-def _content_decoder(resp: aiohttp.ClientResponse, where: str) -> _Inflate | None:
-    coding = resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
-    if coding in ("", "identity"):
-        return None
-    if coding not in _CONTENT_WBITS:  # we asked for gzip or deflate only
-        raise PoisonError("bad_gzip", f"unsupported Content-Encoding {coding!r}: {where}")
-    return _Inflate(_CONTENT_WBITS[coding], where)
-
-
 def _describe(exc: BaseException) -> str:
     # The class and OS reason only: aiohttp's messages may contain the full URL.
     reason = exc.strerror if isinstance(exc, OSError) else None
@@ -275,8 +208,10 @@ class Downloader:
         if resolver is not None:
             await resolver.close()
 
-    async def download(self, url: str) -> bytes:
-        """The decompressed body of ``url``, after at most ``max_redirects`` redirects."""
+    async def download(self, url: str, count: Callable[[bytes], None] | None = None) -> bytes:
+        """The decompressed body of ``url``, after at most ``max_redirects`` redirects.
+
+        ``count`` sees each decoded piece before it is kept (and may raise to stop)."""
         session = self._session
         if session is None:
             raise RuntimeError("Downloader.start() has not been awaited")
@@ -284,11 +219,12 @@ class Downloader:
             try:
                 # One deadline for the whole chain; aiohttp's total is per request.
                 async with asyncio.timeout(self._limits.total_timeout_s):
-                    return await self._follow(session, url)
+                    return await self._follow(session, url, count)
             except TimeoutError:
                 raise TransientError("download_timeout", f"timed out: {redact_url(url)}") from None
 
-    async def _follow(self, session: aiohttp.ClientSession, start: str) -> bytes:
+    async def _follow(self, session: aiohttp.ClientSession, start: str,
+                      count: Callable[[bytes], None] | None) -> bytes:
         try:
             url = URL(start)
         except (ValueError, TypeError):
@@ -299,7 +235,7 @@ class Downloader:
             try:
                 target = _redirect_target(resp, url)
                 if target is None:
-                    return await self._read_body(resp, url)
+                    return await self._read_body(resp, url, count)
             finally:
                 resp.release()  # closes the connection instead if the body is unread
             url = target
@@ -317,18 +253,19 @@ class Downloader:
         except aiohttp.ClientError as exc:
             raise TransientError("connection_error", f"{_describe(exc)}: {where}") from None
 
-    async def _read_body(self, resp: aiohttp.ClientResponse, url: URL) -> bytes:
+    async def _read_body(self, resp: aiohttp.ClientResponse, url: URL,
+                         count: Callable[[bytes], None] | None) -> bytes:
         where, limit = redact_url(str(url)), self._limits.max_file_bytes
-        outer = _content_decoder(resp, where)
+        outer = content_decoder(resp, where)
         expected = resp.content_length
         if outer is None and expected is not None and expected > limit:
             raise PoisonError("file_too_large", f"Content-Length {expected} > {limit}: {where}")
-        body = _Body(outer, limit, where)
+        body = BodyDecoder(outer, limit, where, count)
         received = 0
         try:
             async for chunk in resp.content.iter_any():
                 received += len(chunk)
-                body.feed(chunk)
+                await _decode(body, chunk)
         except TimeoutError:
             raise
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
@@ -336,3 +273,17 @@ class Downloader:
         if expected is not None and received < expected:
             raise TransientError("truncated_body", f"{received} of {expected} bytes: {where}")
         return body.finish()
+
+
+async def _decode(body: BodyDecoder, chunk: bytes) -> None:
+    """Inflate ``chunk`` and keep its pieces; once a compressed body is big, inflate in a
+    worker thread (zlib releases the GIL) a bounded amount at a time, so heartbeats,
+    commits and other partitions keep moving and every piece is counted before kept."""
+    pieces = body.pieces(chunk)
+    if not body.compressed or body.size < INFLATE_INLINE_BYTES:
+        for piece in pieces:
+            body.keep(piece)
+        return
+    while batch := await asyncio.to_thread(take, pieces, INFLATE_BATCH_BYTES):
+        for piece in batch:
+            body.keep(piece)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -45,8 +46,58 @@ class TextFormatter(logging.Formatter):
 def setup(level: str, fmt: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(client_errors)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # aiokafka is chatty at INFO about every rebalance step and coordinator lookup.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+
+
+class ClientErrors(logging.Filter):
+    """Turns a burst of aiokafka warnings and errors into a few clear lines.
+
+    While Kafka is unreachable aiokafka logs tens of lines a second. The first one
+    of a burst becomes one WARNING of ours (event ``kafka_errors``); the rest are
+    counted, summarised once a minute, and a line says when they stopped (event
+    ``kafka_recovered``, from ``tick``, which the service calls every second).
+    """
+
+    def __init__(self, quiet_s: float = 10.0, summary_every_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.quiet_s, self.summary_every_s, self._clock = quiet_s, summary_every_s, clock
+        self.since: float | None = None  # when the current burst began
+        self.suppressed = 0
+        self.total = 0  # every aiokafka warning or error seen, shown or not
+        self._last_seen = self._last_summary = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka") or record.levelno < logging.WARNING:
+            return True
+        now = self._last_seen = self._clock()
+        self.total += 1
+        if self.since is None:
+            self.since = self._last_summary = now
+            _log.warning("Kafka client errors: %s; retrying, repeats summarised every %.0fs",
+                         record.getMessage(), self.summary_every_s,
+                         extra={"event": "kafka_errors"})
+            return False
+        self.suppressed += 1
+        if now - self._last_summary >= self.summary_every_s:
+            self._last_summary = now
+            _log.warning("Kafka client errors continue after %.0fs: %d repeats, latest: %s",
+                         now - self.since, self.suppressed, record.getMessage(),
+                         extra={"event": "kafka_errors"})
+        return False
+
+    def tick(self) -> None:
+        if self.since is not None and self._clock() - self._last_seen >= self.quiet_s:
+            _log.warning("Kafka client errors stopped after %.0fs (%d repeats not shown)",
+                         self._last_seen - self.since, self.suppressed,
+                         extra={"event": "kafka_recovered"})
+            self.since, self.suppressed = None, 0
+
+
+_log = logging.getLogger("app.kafka")
+client_errors = ClientErrors()

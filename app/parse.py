@@ -34,7 +34,7 @@ class Item(NamedTuple):  # a tuple: built once per line of multi-MB files, it mu
     """
 
     value: bytes
-    obj: dict[str, Any]
+    obj: dict[str, Any] | None
 
 
 class _NonFinite(ValueError):
@@ -96,16 +96,20 @@ def _check_url(url: str) -> None:
         raise _bad_input("URL has no host")
 
 
-def parse_transactions(body: bytes, *, max_items: int, max_depth: int = 64) -> list[Item]:
+def parse_transactions(body: bytes, *, max_items: int, max_depth: int = 64,
+                       keep_objects: bool = True) -> list[Item]:
     """Parse a decompressed file: a JSON array of objects, or NDJSON (one object a line).
 
     The whole file is poison if anything in it is; nothing is partly returned.
-    Depth counts the item object as 1 (an enclosing array is not counted).
+    Depth counts the item object as 1 (an enclosing array is not counted). Without
+    ``keep_objects`` an NDJSON item's ``obj`` is None: a big file's parsed objects are
+    the largest thing it makes, and only OUTPUT_KEY_FIELD needs them.
     """
-    return _parse(body, max_items, max_depth, fast=True)
+    return _parse(body, max_items, max_depth, fast=True, keep=keep_objects)
 
 
-def _parse(body: bytes, max_items: int, max_depth: int, *, fast: bool) -> list[Item]:
+def _parse(body: bytes, max_items: int, max_depth: int, *, fast: bool,
+           keep: bool = True) -> list[Item]:
     # A UTF-8 BOM carries no data and some Windows tools write one: skip it on purpose.
     skipped = len(_BOM) if body.startswith(_BOM) else 0
     body = body[skipped:]
@@ -114,7 +118,7 @@ def _parse(body: bytes, max_items: int, max_depth: int, *, fast: bool) -> list[I
         return []
     if body[first.start()] == ord("["):
         return _parse_array(body, max_items, max_depth, fast=fast, skipped=skipped)
-    return _parse_ndjson(body, max_items, max_depth, fast=fast)
+    return _parse_ndjson(body, max_items, max_depth, fast=fast, keep=keep)
 
 
 def _parse_array(
@@ -149,7 +153,8 @@ def _fast_array(core: bytes, max_items: int, max_depth: int) -> list[Item] | Non
     return [Item(v, obj) for v, obj in zip(values, doc, strict=True)]
 
 
-def _parse_ndjson(body: bytes, max_items: int, max_depth: int, *, fast: bool) -> list[Item]:
+def _parse_ndjson(body: bytes, max_items: int, max_depth: int, *, fast: bool,
+                  keep: bool) -> list[Item]:
     items: list[Item] = []
     hits = misses = 0
     for lineno, raw in enumerate(body.split(b"\n"), 1):
@@ -168,7 +173,7 @@ def _parse_ndjson(body: bytes, max_items: int, max_depth: int, *, fast: bool) ->
             where = f"line {lineno}"
             obj = _loads_exact(_decode(line, where), where, whole_file=False)
             item = _exact_item(obj, where, max_depth)
-        items.append(item)
+        items.append(item if keep else Item(item.value, None))
     return items
 
 
@@ -185,8 +190,8 @@ def _fast_line(line: bytes, max_depth: int) -> Item | None:
 
 def _owned(value: bytes) -> bytes:
     """A copy of an orjson.dumps result that keeps only its own bytes: the original
-    keeps orjson's whole write buffer (measured: 100,000 values of 211 bytes held
-    393 MB of RSS; their copies 26 MB). Items live until their transaction commits."""
+    keeps orjson's whole write buffer (docs/benchmarks.md has the measurement), and
+    items live until their transaction commits."""
     return memoryview(value).tobytes()
 
 
@@ -267,7 +272,7 @@ def output_key(item: Item, key_field: str | None, url: str) -> bytes:
     if key_field is None:
         return url.encode("utf-8")
     try:
-        value = item.obj[key_field]
+        value = item.obj[key_field]  # type: ignore[index]  # kept when a key field is set
     except KeyError:
         raise PoisonError("missing_key_field", f"item has no field {key_field!r}") from None
     if type(value) is str:

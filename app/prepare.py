@@ -8,76 +8,55 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TypeVar
 
 import orjson
 from aiokafka.structs import ConsumerRecord
 
+from app.budget import UNCOUNTED, MemoryBudget, NoRoom, Reservation
 from app.config import Settings
-from app.errors import IngestError, PoisonError, TransientError
+from app.dedup import content_key, url_key
+from app.errors import IngestError, PoisonError, TransientError, backoff
 from app.fetch import Downloader, redact_url
 from app.parse import Item, output_key, parse_input_url, parse_transactions
+from app.records import Headers, OutRecord, Prepared
 from app.stats import Stats
 
 log = logging.getLogger(__name__)
-Headers = list[tuple[str, bytes]]
+T = TypeVar("T")
 # Record framing the broker counts on top of key, value and headers.
 RECORD_OVERHEAD = 64
 PARSE_INLINE_BYTES = 256 * 1024
 # What a prepared record's Python objects take beyond its bytes, so MAX_BUFFERED_BYTES
-# bounds memory (measured on 2-5 MB files: 705 bytes held per 358-byte record).
+# bounds memory (docs/benchmarks-memory.md has the measurements).
 HELD_RECORD_OVERHEAD = 350
+# Counted for each decoded byte while a file downloads and parses: the body, then its
+# lines; and for each "{" (at least one per transaction) the objects its record will take.
+BODY_COST = 2
+OBJECT_COST = 400
+ADMISSION_BYTES = 256 * 1024  # what a download of unknown size is first admitted with
 
 
-class OutRecord(NamedTuple):
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: Headers
+async def _off_loop(work: Callable[[bytes], T], body: bytes) -> T:
+    """``work(body)``; off the event loop for a big body (100+ ms of parsing or hashing),
+    so heartbeats, commits and other partitions keep moving."""
+    if len(body) < PARSE_INLINE_BYTES:
+        return work(body)
+    return await asyncio.to_thread(work, body)
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    records: list[OutRecord]
-    dead_lettered: bool
-    attempts: int
-    nbytes: int
+class _Meter:
+    """Counts a download's decoded pieces against its reservation before they are kept."""
 
+    def __init__(self, reservation: Reservation) -> None:
+        self.reservation = reservation
+        self.cost = 0
 
-class ByteBudget:
-    """Caps bytes held by prepared-but-uncommitted records across all partitions.
-
-    A new download waits while the cap is exceeded; one already running finishes,
-    so memory stays within the cap plus the downloads in flight.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-        self._room = asyncio.Event()
-        self._room.set()
-
-    async def wait_for_room(self) -> None:
-        await self._room.wait()
-
-    def take(self, nbytes: int) -> None:
-        self.used += nbytes
-        if self.used >= self.limit:
-            self._room.clear()
-
-    def give_back(self, nbytes: int) -> None:
-        self.used -= nbytes
-        if self.used < self.limit:
-            self._room.set()
-
-
-def backoff(attempt: int, first: float, longest: float) -> float:
-    """Exponential with full jitter: spreads retries of many partitions apart."""
-    return random.uniform(0.5, 1.0) * min(longest, first * 2 ** (attempt - 1))
+    def count(self, piece: bytes) -> None:
+        self.cost += BODY_COST * len(piece) + OBJECT_COST * piece.count(b"{")
+        self.reservation.grow_to(self.cost)
 
 
 def _size(headers: Headers) -> int:
@@ -100,7 +79,7 @@ def source_headers(msg: ConsumerRecord, url: str | None) -> Headers:
 
 
 class Preparer:
-    def __init__(self, settings: Settings, downloader: Downloader, budget: ByteBudget,
+    def __init__(self, settings: Settings, downloader: Downloader, budget: MemoryBudget,
                  stats: Stats, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.settings = settings
         self.downloader = downloader
@@ -108,31 +87,28 @@ class Preparer:
         self.stats = stats
         self._sleep = sleep
 
-    async def prepare(self, msg: ConsumerRecord) -> Prepared:
-        """Download and parse with bounded retries; never raises IngestError."""
+    async def prepare(self, msg: ConsumerRecord, reservation: Reservation = UNCOUNTED,
+                      known: Callable[[bytes], bool] | None = None) -> Prepared:
+        """Download and parse with bounded retries; never raises IngestError.
+
+        With DEDUP=url, a record whose key ``known`` says was committed is not
+        downloaded (the task decides again at commit time)."""
         try:
             url = parse_input_url(msg.value)
         except PoisonError as exc:
             return self.dead_letter(msg, None, exc, attempts=1)
+        key = url_key(url) if self.settings.dedup == "url" else None
+        if key is not None and known is not None and known(key):
+            return Prepared([], dead_lettered=False, attempts=0, dedup_key=key, skipped=True)
         attempt = 0
         while True:
             attempt += 1
             try:
-                try:
-                    await self.budget.wait_for_room()
-                    started = time.monotonic()
-                    body = await self.downloader.download(url)
-                    self.stats.downloaded(time.monotonic() - started, len(body))
-                    items = await self._parse(body)
-                    return self.outputs(msg, url, items, attempt)
-                except IngestError:
-                    raise
-                except Exception as exc:  # a bug must not wedge the partition
-                    log.exception("unexpected error preparing a record")
-                    raise TransientError("internal_error", repr(exc)) from exc
+                return await self._attempt(msg, url, reservation, attempt, key)
             except IngestError as exc:
+                reservation.settle(0)
                 if isinstance(exc, PoisonError) or attempt >= self.settings.max_attempts:
-                    return self.dead_letter(msg, url, exc, attempt)
+                    return self.dead_letter(msg, url, exc, attempt, key)
                 self.stats.retried(exc.reason)
                 log.warning("download failed, will retry: %s", exc.message, extra={
                     "partition": msg.partition, "offset": msg.offset, "url": redact_url(url),
@@ -140,20 +116,52 @@ class Preparer:
                 await self._sleep(backoff(attempt, self.settings.retry_backoff_s,
                                           self.settings.retry_backoff_max_s))
 
-    async def _parse(self, body: bytes) -> list[Item]:
-        limit = self.settings.max_transactions_per_file
-        if len(body) < PARSE_INLINE_BYTES:
-            return parse_transactions(body, max_items=limit)
-        # A large file parses for 100+ ms: off the event loop, so heartbeats,
-        # commits and other partitions keep moving.
-        return await asyncio.to_thread(parse_transactions, body, max_items=limit)
+    async def _attempt(self, msg: ConsumerRecord, url: str, reservation: Reservation,
+                       attempt: int, key: bytes | None) -> Prepared:
+        try:
+            body = await self._download(url, reservation)
+            if self.settings.dedup == "content":
+                key = await _off_loop(content_key, body)
+            items = await _off_loop(self._parse, body)
+            del body  # the items hold what they need of it
+            return self.outputs(msg, url, items, attempt, reservation, key)
+        except IngestError:
+            raise
+        except Exception as exc:  # a bug must not wedge the partition
+            log.exception("unexpected error preparing a record")
+            raise TransientError("internal_error", repr(exc)) from exc
 
-    def outputs(self, msg: ConsumerRecord, url: str, items: list[Item], attempts: int) -> Prepared:
+    async def _download(self, url: str, reservation: Reservation) -> bytes:
+        """The body, counted against the budget as it arrives. A download that outgrows
+        the room it was given stops, waits (holding no connection) until twice what it
+        had seen fits, and starts again: that is not a failed attempt."""
+        need = ADMISSION_BYTES
+        while True:
+            await reservation.admit(need)
+            meter = _Meter(reservation)
+            started = time.monotonic()
+            try:
+                body = await self.downloader.download(url, meter.count)
+            except NoRoom:
+                need = 2 * meter.cost
+                reservation.settle(0)
+                self.stats.retried("memory_budget")
+                continue
+            self.stats.downloaded(time.monotonic() - started, len(body))
+            return body
+
+    def _parse(self, body: bytes) -> list[Item]:
+        return parse_transactions(body, max_items=self.settings.max_transactions_per_file,
+                                  keep_objects=self.settings.output_key_field is not None)
+
+    def outputs(self, msg: ConsumerRecord, url: str, items: list[Item], attempts: int,
+                reservation: Reservation = UNCOUNTED, dedup_key: bytes | None = None
+                ) -> Prepared:
         topic, limit = self.settings.output_topic, self.settings.max_record_bytes
         base = source_headers(msg, url)
         count = str(len(items)).encode()
         # Only the index's digits vary by record: size the rest once, not per record
-        # (this loop runs once per output message; S2's profile put 25% of CPU here).
+        # (this loop runs once per output message, the hottest loop in big files).
         fixed = _size(_headers(base, b"", count))
         records, nbytes = [], 0
         key_field, url_key = self.settings.output_key_field, url.encode()
@@ -166,11 +174,12 @@ class Preparer:
                                   f"{size} bytes; MAX_RECORD_BYTES is {limit}")
             records.append(OutRecord(topic, key, item.value, _headers(base, position, count)))
             nbytes += size + HELD_RECORD_OVERHEAD
-        self.budget.take(nbytes)
-        return Prepared(records, dead_lettered=False, attempts=attempts, nbytes=nbytes)
+        reservation.settle(nbytes)
+        return Prepared(records, dead_lettered=False, attempts=attempts, claim=reservation,
+                        dedup_key=dedup_key)
 
     def dead_letter(self, msg: ConsumerRecord, url: str | None, exc: IngestError,
-                    attempts: int) -> Prepared:
+                    attempts: int, dedup_key: bytes | None = None) -> Prepared:
         log.warning("dead-lettering record: %s", exc.message, extra={
             "event": "dead_lettered", "partition": msg.partition, "offset": msg.offset,
             "reason": exc.reason,
@@ -183,4 +192,4 @@ class Preparer:
             "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
         })
         record = OutRecord(self.settings.dlq_topic, msg.key, value, source_headers(msg, url))
-        return Prepared([record], dead_lettered=True, attempts=attempts, nbytes=0)
+        return Prepared([record], dead_lettered=True, attempts=attempts, dedup_key=dedup_key)

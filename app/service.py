@@ -8,28 +8,43 @@ settle). A second signal exits at once.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiohttp.web import AppRunner
+from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka
-from aiokafka.structs import TopicPartition
 
+from app import log as log_setup
 from app import web
-from app.clients import FatalStartupError, check_connection, make_consumer, producer_factory
+from app.budget import MemoryBudget
+from app.changelog import InputTopicMissing, ensure_changelog
+from app.clients import (
+    FatalStartupError,
+    check_connection,
+    make_consumer,
+    make_restore_consumer,
+    producer_factory,
+)
+from app.commit import Committer, make_committer
 from app.config import Settings
+from app.dedup import dedup_factory
+from app.errors import ConfigError
 from app.fetch import Downloader, DownloadLimits
-from app.prepare import ByteBudget, Preparer
+from app.partition import TaskContext
+from app.prepare import Preparer
+from app.signals import STOP_SIGNALS, received_early
 from app.stats import Stats
-from app.supervisor import Supervisor
+from app.supervisor import Rebalance, Supervisor
 
 log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 200
-THRASH_REBALANCES = 5
+T = TypeVar("T")
 # Errors that no retry will fix: stop the service with a clear message.
 FATAL_CONSUMER_ERRORS = (
     kafka.GroupAuthorizationFailedError,
@@ -38,61 +53,18 @@ FATAL_CONSUMER_ERRORS = (
 )
 
 
-class Rebalance(ConsumerRebalanceListener):
-    """aiokafka awaits these before rejoining: closing here finishes in time."""
-
-    def __init__(self, supervisor: Supervisor, timeout: float, pod_name: str) -> None:
-        self.supervisor = supervisor
-        self.timeout = timeout
-        self.pod_name = pod_name
-        self._recent: collections.deque[float] = collections.deque(maxlen=THRASH_REBALANCES)
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        if revoked:
-            log.info("partitions revoked", extra={"event": "revoked",
-                                                  "partitions": _numbers(revoked)})
-        await self.supervisor.revoke(revoked, self.timeout)
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        log.info("partitions assigned", extra={"event": "assigned",
-                                               "partitions": _numbers(assigned)})
-        self.supervisor.assign(assigned)
-        self._recent.append(time.monotonic())
-        if len(self._recent) == THRASH_REBALANCES and self._recent[-1] - self._recent[0] < 60:
-            # aiokafka reports a duplicate group.instance.id only as "member_id not recognized".
-            log.warning("%d rebalances within a minute: replicas are joining and leaving "
-                        "often, or another process uses POD_NAME=%s (each would take this "
-                        "member's slot in turn)", THRASH_REBALANCES, self.pod_name)
-            self._recent.clear()
-
-
-def _numbers(partitions: set[TopicPartition]) -> list[int]:
-    return sorted(tp.partition for tp in partitions)
-
-
-def download_limits(settings: Settings) -> DownloadLimits:
-    return DownloadLimits(
-        max_file_bytes=settings.max_file_bytes,
-        connect_timeout_s=settings.download_connect_timeout_s,
-        read_timeout_s=settings.download_read_timeout_s,
-        total_timeout_s=settings.download_total_timeout_s,
-        max_concurrent=settings.max_concurrent_downloads,
-        allow_private_networks=settings.download_allow_private_networks,
-        allowed_hosts=settings.allowed_hosts,
-        allowed_ports=settings.allowed_ports,
-        max_redirects=settings.download_max_redirects,
-    )
-
-
 class Service:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 wrap_committer: Callable[[Committer], Committer] | None = None) -> None:
         self.settings = settings
+        self._wrap_committer = wrap_committer  # a testing aid: see chaos/copier.py
         self.stats = Stats()
         self.stopping = asyncio.Event()
         self.supervisor: Supervisor | None = None
         self.last_progress = time.monotonic()
         self.stall_after = settings.health_stall_s
         self._signals = 0
+        self._client_errors_seen = log_setup.client_errors.total
 
     @property
     def ready(self) -> bool:
@@ -101,8 +73,10 @@ class Service:
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
+        for sig in received_early():
+            self._on_signal(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
@@ -115,14 +89,19 @@ class Service:
     async def run(self) -> int:
         settings = self.settings
         try:
-            await check_connection(settings)
+            await self._unless_stopped(check_connection(settings))
         except FatalStartupError as exc:
             log.error("cannot start: %s", exc)
             return 1
+        if settings.dedup != "off" and not await self._ensure_changelog():
+            log.info("stopped: %s", self.stats.summary(0),
+                     extra={"event": "stopped", **self.stats.summary_fields(0)})
+            return 2 if not self.stopping.is_set() else 0
         web_runner = await web.serve(self, settings.http_port) if settings.http_port else None
-        downloader = Downloader(download_limits(settings))
+        downloader = Downloader(DownloadLimits.from_settings(settings))
         await downloader.start()
-        code, held, supervisor = 0, 0, None
+        code, supervisor = 0, None
+        lag_watch = asyncio.create_task(self.stats.watch_loop_lag())
         try:
             started = await self._connect(downloader)
             if started is not None:
@@ -132,16 +111,59 @@ class Service:
                 code = await self._poll(consumer, supervisor)
         finally:
             self.stopping.set()  # readiness fails from here on
-            if supervisor is not None:
-                held = len(supervisor.tasks)
-                await supervisor.close(settings.shutdown_timeout_s)
-                await supervisor.consumer.stop()
-            await downloader.close()
-            if web_runner is not None:
-                await web_runner.cleanup()
+            lag_watch.cancel()
+            held = await self._close(supervisor, downloader, web_runner)
         log.info("stopped: %s", self.stats.summary(held),
                  extra={"event": "stopped", **self.stats.summary_fields(held)})
         return code
+
+    async def _close(self, supervisor: Supervisor | None, downloader: Downloader,
+                     web_runner: AppRunner | None) -> int:
+        """Close everything, whatever state the connections are in; the partitions held."""
+        timeout, held = self.settings.shutdown_timeout_s, 0
+        if supervisor is not None:
+            held = len(supervisor.slots)
+            await _quietly("closing partition tasks", supervisor.close(timeout), timeout + 5)
+            await _quietly("stopping the consumer", supervisor.consumer.stop(), 10)
+        await _quietly("closing downloads", downloader.close(), 5)
+        if web_runner is not None:
+            await _quietly("stopping the HTTP server", web_runner.cleanup(), 5)
+        return held
+
+    async def _unless_stopped(self, work: Awaitable[T]) -> tuple[bool, T | None]:
+        """(True, its result), or (False, None) if a stop was asked for first (then
+        ``work`` is cancelled): start-up steps never hold up a SIGTERM."""
+        running = asyncio.ensure_future(work)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if running.done():
+            return True, running.result()
+        running.cancel()
+        with contextlib.suppress(BaseException):
+            await running
+        return False, None
+
+    async def _ensure_changelog(self) -> bool:
+        """DEDUP_TOPIC created or checked; False if it is wrong (logged) or a stop came."""
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                ok, done = await self._unless_stopped(ensure_changelog(self.settings))
+            except ConfigError as exc:
+                log.error("cannot start: %s", exc, extra={"event": "bad_changelog"})
+                return False
+            except (kafka.KafkaError, OSError, InputTopicMissing) as exc:
+                attempt += 1
+                log.warning("waiting to set up DEDUP_TOPIC: %r", exc,
+                            extra={"event": "waiting_for_kafka", "attempt": attempt})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
+                continue
+            if ok:
+                log.info("dedup changelog: %s", done, extra={"event": "changelog_ready"})
+            return ok
+        return False
 
     async def _connect(self, downloader: Downloader
                        ) -> tuple[AIOKafkaConsumer, Supervisor] | None:
@@ -151,10 +173,11 @@ class Service:
             consumer = make_consumer(self.settings)
             self.supervisor = self._supervisor(consumer, downloader)
             try:
-                await consumer.start()
-                return consumer, self.supervisor
+                started, _ = await self._unless_stopped(consumer.start())
+                if started:
+                    return consumer, self.supervisor
             except FATAL_CONSUMER_ERRORS:
-                await consumer.stop()
+                await _quietly("stopping the consumer", consumer.stop(), 10)
                 raise
             except kafka.KafkaError as exc:
                 # Down, restarting, or a coordinator still loading (seen as SyncGroup
@@ -162,21 +185,32 @@ class Service:
                 attempt += 1
                 log.warning("waiting for Kafka at %s: %r", self.settings.kafka_bootstrap_servers,
                             exc, extra={"event": "waiting_for_kafka", "attempt": attempt})
-                await consumer.stop()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
+            await _quietly("stopping the consumer", consumer.stop(), 10)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
         return None
 
     def _supervisor(self, consumer: AIOKafkaConsumer, downloader: Downloader) -> Supervisor:
         settings = self.settings
-        preparer = Preparer(settings, downloader, ByteBudget(settings.max_buffered_bytes),
+        preparer = Preparer(settings, downloader, MemoryBudget(settings.max_buffered_bytes),
                             self.stats)
-        supervisor = Supervisor(settings, consumer, preparer, self.stats,
-                                producer_factory(settings))
+        committer: Committer = make_committer(settings, consumer)
+        if self._wrap_committer is not None:
+            committer = self._wrap_committer(committer)
+        supervisor = Supervisor(TaskContext(
+            settings, consumer, preparer, self.stats, committer, producer_factory(settings),
+            make_dedup=dedup_factory(settings) if settings.dedup != "off" else None,
+            make_restore_consumer=lambda: make_restore_consumer(settings)))
         consumer.subscribe([settings.input_topic],
                            listener=Rebalance(supervisor, settings.shutdown_timeout_s,
                                               str(settings.pod_name)))
         return supervisor
+
+    def _observe_client_errors(self) -> None:
+        errors = log_setup.client_errors
+        errors.tick()
+        self.stats.kafka_errors.inc(errors.total - self._client_errors_seen)
+        self._client_errors_seen = errors.total
 
     async def _poll(self, consumer: AIOKafkaConsumer, supervisor: Supervisor) -> int:
         observed = 0.0
@@ -184,6 +218,7 @@ class Service:
             self.last_progress = time.monotonic()
             if self.last_progress - observed > 1:
                 supervisor.observe()
+                self._observe_client_errors()
                 observed = self.last_progress
             try:
                 batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
@@ -196,3 +231,20 @@ class Service:
                 continue
             supervisor.deliver(batch)
         return 0
+
+
+async def _quietly(what: str, work: Awaitable[object], timeout: float) -> None:
+    """Await a shutdown step; a failure or a hang is logged, never raised.
+
+    aiokafka's consumer.stop() can raise CancelledError out of its fetcher while the
+    broker is unreachable; that must not cost the summary or the exit code."""
+    try:
+        await asyncio.wait_for(work, timeout)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # we are being cancelled ourselves
+        log.warning("%s was cancelled inside a client library", what,
+                    extra={"event": "shutdown_step_failed"})
+    except Exception as exc:
+        log.warning("%s failed: %r", what, exc, extra={"event": "shutdown_step_failed"})

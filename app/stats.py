@@ -7,11 +7,15 @@ partition numbers; never a URL or an id.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+LOOP_LAG_TICK_S = 0.1
 
 
 class Stats:
@@ -38,12 +42,36 @@ class Stats:
                               registry=r)
         self.lag = Gauge("txingest_consumer_lag", "Records behind the input's last stable offset",
                          ["partition"], registry=r)
-        for outcome in ("committed", "dead_lettered"):
+        self._add_runtime_metrics(r)
+        for outcome in ("committed", "dead_lettered", "duplicate"):
             self.records.labels(outcome)
         for result in ("committed", "aborted"):
             self.transactions.labels(result)
         # Plain totals for the shutdown summary and tests.
         self.totals: collections.Counter[str] = collections.Counter()
+
+    def _add_runtime_metrics(self, r: CollectorRegistry) -> None:
+        """Memory, deduplication, the Kafka client and the event loop."""
+        self.memory_reserved = Gauge("txingest_memory_reserved_bytes", "Memory counted against "
+                                     "MAX_BUFFERED_BYTES (downloads, parsing, prepared records)",
+                                     registry=r)
+        self.memory_peak = Gauge("txingest_memory_reserved_peak_bytes",
+                                 "Most memory ever counted against MAX_BUFFERED_BYTES", registry=r)
+        self.duplicates = Counter("txingest_duplicates", "Input records skipped as repeats "
+                                  "of a committed one (DEDUP)", registry=r)
+        self.dedup_entries = Gauge("txingest_dedup_entries", "Keys in the dedup store at its "
+                                   "last restore", ["partition"], registry=r)
+        self.dedup_restore_seconds = Histogram("txingest_dedup_restore_seconds",
+                                               "Time to restore a partition's dedup store",
+                                               buckets=LATENCY_BUCKETS, registry=r)
+        self.kafka_errors = Counter("txingest_kafka_client_errors", "Warnings and errors "
+                                    "logged by the Kafka client (summarised in the log)",
+                                    registry=r)
+        self.loop_lag = Histogram("txingest_event_loop_lag_seconds", "How late the event loop "
+                                  "ran a timer (a blocked loop delays heartbeats and commits)",
+                                  buckets=LOOP_LAG_BUCKETS, registry=r)
+        self.loop_lag_max = Gauge("txingest_event_loop_lag_max_seconds",
+                                  "The event loop's worst lag since start", registry=r)
 
     def committed(self, outputs: int) -> None:
         self.records.labels("committed").inc()
@@ -55,6 +83,16 @@ class Stats:
         self.records.labels("dead_lettered").inc()
         self.transactions.labels("committed").inc()
         self.totals.update(dead_lettered=1)
+
+    def duplicate(self) -> None:
+        self.records.labels("duplicate").inc()
+        self.duplicates.inc()
+        self.transactions.labels("committed").inc()
+        self.totals.update(duplicates=1)
+
+    def restored(self, partition: int, entries: int, seconds: float) -> None:
+        self.dedup_entries.labels(str(partition)).set(entries)
+        self.dedup_restore_seconds.observe(seconds)
 
     def aborted(self) -> None:
         self.transactions.labels("aborted").inc()
@@ -70,6 +108,18 @@ class Stats:
     def downloaded(self, seconds: float, nbytes: int) -> None:
         self.download_seconds.observe(seconds)
         self.download_bytes.inc(nbytes)
+
+    async def watch_loop_lag(self) -> None:
+        """Until cancelled: how late each short sleep wakes up is the loop's lag."""
+        worst = 0.0
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(LOOP_LAG_TICK_S)
+            lag = max(0.0, time.monotonic() - started - LOOP_LAG_TICK_S)
+            self.loop_lag.observe(lag)
+            if lag > worst:
+                worst = lag
+                self.loop_lag_max.set(lag)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -13,7 +13,7 @@ import time
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.workload import file_number
-from kafka_io import end_offsets
+from tools.kafka_io import end_offsets
 
 
 async def check(bootstrap: str, topic: str, dlq: str, committed: list[int], counts: list[int],

@@ -8,8 +8,8 @@ offsets in one Kafka transaction) every ``commit_interval`` (its default, 5 s), 
 per input record: that is its design.
 
 Quix Streams and its dependencies (confluent-kafka, rocksdict, pydantic, ...) live
-in their own virtualenv under .cache/, made by :func:`ensure_venv`; this file is run
-there as a script: ``<venv>/bin/python bench/peer.py '<json config>'``.
+in their own virtualenv under .cache/, made by :func:`ensure_venv`; this module runs
+there, from the repository root: ``<venv>/bin/python -m bench.peer '<json config>'``.
 """
 
 from __future__ import annotations
@@ -50,8 +50,7 @@ def run(cfg: dict) -> None:
     from quixstreams import Application, message_context
     from quixstreams.models.serializers import Serializer
 
-    sys.path.insert(0, str(ROOT))
-    from app.parse import parse_transactions
+    from app.parse import parse_transactions  # from the repository root (the cwd)
 
     class FirstOfTuple(Serializer):
         """Output values travel as (value, headers, key) until serialised."""

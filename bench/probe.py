@@ -7,16 +7,12 @@ transactional request handlers, runs the unchanged service, and on exit prints
 waited for its next prepared record, and how often the broker answered "retry".
 
 It can also try a proposed change to the service before anyone edits app/:
-- ``PROBE_OVERLAP_OFFSETS=1``: queue the sends, then send_offsets_to_transaction while
-  they are in flight, then await every send's result, then commit (the service
-  awaits the sends first). Every send is still checked before the commit.
 - ``PROBE_LINGER_MS=N``: the producers' linger_ms (the service uses 5).
 - ``PROBE_TIMING=0``: no timing wrappers, only the count of retry answers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import collections
 import functools
@@ -28,8 +24,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app import __main__ as service_main
-from app import clients, partition
-from app.partition import PartitionTask
+from app import clients, commit
 from bench.baselines import RETRIES, count_retries
 
 PHASES: dict[str, list[float]] = collections.defaultdict(list)
@@ -47,42 +42,20 @@ def timed(name: str, method):
     return wrapper
 
 
-def transaction_wrapper(method):
-    """Time each transaction, and the gap before it (waiting for a prepared record)."""
+def commit_wrapper(method):
+    """Time each commit, and the gap before it (waiting for a prepared record)."""
     @functools.wraps(method)
-    async def wrapper(self, record, prepared):
+    async def wrapper(self, producer, offsets, records):
+        (partition,) = (tp.partition for tp in offsets)
         started = time.perf_counter()
-        if self.tp.partition in LAST_END:
-            PHASES["gap_between_transactions"].append(started - LAST_END[self.tp.partition])
+        if partition in LAST_END:
+            PHASES["gap_between_transactions"].append(started - LAST_END[partition])
         try:
-            return await method(self, record, prepared)
+            return await method(self, producer, offsets, records)
         finally:
-            LAST_END[self.tp.partition] = time.perf_counter()
-            PHASES["transaction"].append(LAST_END[self.tp.partition] - started)
+            LAST_END[partition] = time.perf_counter()
+            PHASES["transaction"].append(LAST_END[partition] - started)
     return wrapper
-
-
-async def overlapped_transaction(self, record, prepared) -> None:
-    """PartitionTask._transaction with the offsets sent while the outputs are in flight."""
-    producer = self._producer
-    offsets = {self.tp: record.offset + 1}
-    started = time.monotonic()
-    await producer.begin_transaction()
-    sends = [await producer.send(r.topic, r.value, key=r.key, headers=r.headers)
-             for r in prepared.records]
-    try:
-        await producer.send_offsets_to_transaction(offsets, self.settings.group_id)
-    finally:
-        results = await asyncio.gather(*sends, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-    try:
-        await producer.commit_transaction()
-    except Exception as exc:
-        raise partition._CommitError() from exc
-    self.committed_offset = record.offset + 1
-    self.stats.commit_seconds.observe(time.monotonic() - started)
 
 
 def with_linger(linger_ms: int) -> type[AIOKafkaProducer]:
@@ -93,15 +66,14 @@ def with_linger(linger_ms: int) -> type[AIOKafkaProducer]:
 
 
 def install() -> None:
-    if os.environ.get("PROBE_OVERLAP_OFFSETS") == "1":
-        PartitionTask._transaction = overlapped_transaction
     if "PROBE_LINGER_MS" in os.environ:
         clients.AIOKafkaProducer = with_linger(int(os.environ["PROBE_LINGER_MS"]))
     count_retries()
     if os.environ.get("PROBE_TIMING") == "0":
         return  # count the broker's "retry" answers only, with no wrapper in the loop
-    PartitionTask._transaction = transaction_wrapper(PartitionTask._transaction)
-    PartitionTask._send_all = timed("send_all_and_acks", PartitionTask._send_all)
+    committer = commit.ExactlyOnceCommitter
+    committer.commit = commit_wrapper(committer.commit)  # type: ignore[method-assign]
+    commit.send_all = timed("send_all_and_acks", commit.send_all)
     for name in ("send_offsets_to_transaction", "commit_transaction"):
         setattr(AIOKafkaProducer, name, timed(name, getattr(AIOKafkaProducer, name)))
 

@@ -173,7 +173,7 @@ def probe_findings(results: list[dict]) -> dict:
 
 def goals(summary: dict, results: list[dict]) -> list[dict]:
     """Each goal's ratio of medians, and the same ratio within each round (side by side)."""
-    out = []
+    out: list[dict] = []
     for name, top, bottom, least in GOALS:
         a, b = _median(summary, *top), _median(summary, *bottom)
         if a is None or b is None:
@@ -191,7 +191,8 @@ def goals(summary: dict, results: list[dict]) -> list[dict]:
     return out
 
 
-def _per_round(results: list[dict], top: tuple, bottom: tuple) -> list[float]:
+def _per_round(results: list[dict], top: tuple[str, str, str],
+               bottom: tuple[str, str, str]) -> list[float]:
     def value(scenario: str, variant: str, metric: str, round_no: int) -> float | None:
         return next((r.get(metric) for r in results if r.get("ok")
                      and r.get("scenario") == scenario and r["variant"] == variant

@@ -10,15 +10,16 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import gate, peer, profile
-from bench.procs import Child
 from bench.watch import Progress, Watcher, rates
 from bench.workload import Files, Spec, file_number, fresh_topics
-from kafka_io import Topics
+from tools.kafka_io import Topics
+from tools.proc import ChildProcess, json_events, python_module
 
 
 @dataclass(frozen=True)
@@ -51,20 +52,23 @@ async def run(ctx: Ctx, variant: Variant, round_no: int) -> dict:
     """Run the variant once; returns its measurements and whether it passed the gate."""
     topics = await fresh_topics(ctx.bootstrap, ctx.spec, ctx.base, variant.name[:20])
     target = min(variant.limit or ctx.spec.files, ctx.spec.files)
-    result = {"variant": variant.name, "round": round_no, "files": target,
+    result: dict[str, Any] = {"variant": variant.name, "round": round_no, "files": target,
               "partitions": ctx.spec.partitions, "loadavg_start": list(os.getloadavg())}
     log = ctx.logs / f"{ctx.spec.partitions}p-{variant.name}-{round_no}.log"
     started = time.time()
-    child = Child(_command(ctx, variant, topics, target), _env(ctx, variant, topics), log)
+    log.unlink(missing_ok=True)  # this run's output only
+    child = ChildProcess(_command(ctx, variant, topics, target), _env(ctx, variant, topics),
+                         log).start()
+    assert child.pid is not None
     sampler = profile.start(child.pid, log) if variant.profile else None
     try:
         progress, final = await _follow(ctx, variant, topics, child, target)
     finally:
         if sampler is not None:
             result["profile"] = await profile.stop(sampler)
-        exit_ = await child.stop(timeout=60)
-    result.update(peak_rss_mb=round(exit_.peak_rss_mb, 1), cpu_s=round(exit_.cpu_s, 2),
-                  exit_code=exit_.code, log=str(log))
+        await child.stop(timeout=60)  # killed after that: its exit code says so
+    result.update(peak_rss_mb=round(child.peak_rss_mb, 1), cpu_s=round(child.cpu_s, 2),
+                  exit_code=child.returncode, log=str(log))
     result.update(_measure(ctx, variant, progress, target, log, started))
     result["gate"] = await gate.check(ctx.bootstrap, topics.output, topics.dlq, final,
                                       ctx.files.counts, ctx.spec.partitions)
@@ -73,9 +77,10 @@ async def run(ctx: Ctx, variant: Variant, round_no: int) -> dict:
     return result
 
 
-async def _follow(ctx: Ctx, variant: Variant, topics: Topics, child: Child,
+async def _follow(ctx: Ctx, variant: Variant, topics: Topics, child: ChildProcess,
                   target: int) -> tuple[Progress | None, list[int]]:
     """Watch the group's commits (or wait for R1 to finish); the offsets to check."""
+    assert child.pid is not None
     pids = {"broker": ctx.broker_pid, "child": child.pid}
     async with Watcher(ctx.bootstrap, topics, pids, interval=0.1) as watcher:
         if not variant.commits_offsets:
@@ -128,20 +133,24 @@ def _timeline(progress: Progress, started: float) -> list[tuple[float, int]]:
 
 
 def _log_facts(log: Path) -> dict:
-    """From the child's output: the service's assignment time and summary, a baseline's result."""
+    """From the child's output: the service's first assignment time and its summary (the
+    ``assigned`` and ``stopped`` events), a baseline's result."""
     facts: dict = {}
-    for line in log.read_bytes().splitlines():
-        if line.startswith(b"PROBE "):
+    lines = log.read_text(errors="replace").splitlines()
+    for line in lines:
+        if line.startswith("PROBE "):
             facts["probe"] = orjson.loads(line[6:])
-        elif line.startswith(b"RESULT "):
+        elif line.startswith("RESULT "):
             facts["result"] = orjson.loads(line[7:])
             facts["retries"] = facts["result"].pop("retries", {})
-        elif (line.startswith(b"{") and b'"partitions assigned"' in line
-              and "assigned_at" not in facts):
-            facts["assigned_at"] = _epoch(orjson.loads(line)["ts"])
-        elif line.startswith(b"{") and b'"stopped: ' in line:
-            summary = orjson.loads(line)["msg"].removeprefix("stopped: ")
-            facts["service_summary"] = dict(kv.split("=") for kv in summary.split() if "=" in kv)
+    events = json_events(lines, "assigned", "stopped")
+    assigned = [e for e in events if e["event"] == "assigned"]
+    stopped = [e for e in events if e["event"] == "stopped"]
+    if assigned:
+        facts["assigned_at"] = _epoch(assigned[0]["ts"])
+    if stopped:
+        facts["service_summary"] = {k: v for k, v in stopped[-1].items()
+                                    if k not in ("ts", "level", "logger", "msg", "event")}
     return facts
 
 
@@ -151,14 +160,14 @@ def _epoch(ts: str) -> float:
 
 def _command(ctx: Ctx, variant: Variant, topics: Topics, target: int) -> list[str]:
     if variant.kind == "service":
-        return [sys.executable, "-m", variant.module]
+        return python_module(variant.module)
     cfg = {"bootstrap": ctx.bootstrap, "input": topics.input, "output": topics.output,
            "group": topics.group, "base": ctx.base, "limit": target,
            "spec": ctx.spec.__dict__, "retry_backoff_ms": 20, **variant.cfg}
     if variant.kind == "peer":
         cfg["state_dir"] = tempfile.mkdtemp(prefix="bench-peer-state-")
-        return [str(peer.python()), str(Path(peer.__file__)), orjson.dumps(cfg).decode()]
-    return [sys.executable, "-m", "bench.baselines", orjson.dumps(cfg).decode()]
+        return [str(peer.python()), "-m", "bench.peer", orjson.dumps(cfg).decode()]
+    return [*python_module("bench.baselines"), orjson.dumps(cfg).decode()]
 
 
 def _env(ctx: Ctx, variant: Variant, topics: Topics) -> dict[str, str]:

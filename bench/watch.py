@@ -18,8 +18,8 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from bench.procs import cpu_seconds
-from kafka_io import Topics
+from tools.kafka_io import Topics
+from tools.proc import cpu_seconds
 
 STEADY = (0.1, 0.9)  # the part of a run that is timed
 

@@ -8,13 +8,11 @@ the exact-number path parse slower; none here).
 
 from __future__ import annotations
 
-import asyncio
 import random
 from dataclasses import dataclass
 
-from aiohttp import web
-
-from kafka_io import Topics, create_topics, produce
+from tools.fileserver import FileServer, Route
+from tools.kafka_io import Topics, create_topics, produce
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,8 @@ def large_file(n: int, seed: int) -> tuple[bytes, int]:
     rng = random.Random(seed * 1_000_003 + n)
     target = rng.randrange(2_000_000, 5_000_000)
     memo = ',"memo":"' + "invoice settlement batch " * 4 + '","channel":"sepa-credit"'
-    lines, size = [], 0
+    lines: list[str] = []
+    size = 0
     while size < target:
         line = _line(n, len(lines), rng, memo) + "\n"
         lines.append(line)
@@ -80,24 +79,13 @@ def url(base: str, n: int) -> str:
     return f"{base}/f/{n}"
 
 
-async def serve(files: Files, latency_ms: int) -> tuple[web.AppRunner, str]:
-    """Serve file n at /f/n after latency_ms; returns the runner and the base URL."""
-    delay = latency_ms / 1000
-
-    async def handle(request: web.Request) -> web.Response:
-        n = int(request.match_info["n"])
-        if delay:
-            await asyncio.sleep(delay)
-        return web.Response(body=files.bodies[n], content_type="application/x-ndjson")
-
-    app = web.Application()
-    app.router.add_get("/f/{n}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}"
+async def serve(files: Files, latency_ms: int) -> FileServer:
+    """Serve file n at /f/n after latency_ms (the server's base_url is the base)."""
+    server = await FileServer().start()
+    headers = {"Content-Type": "application/x-ndjson"}
+    for n, body in enumerate(files.bodies):
+        server.add(f"f/{n}", Route(body, headers=headers, delay=latency_ms / 1000))
+    return server
 
 
 async def fresh_topics(bootstrap: str, spec: Spec, base: str, name: str) -> Topics:

@@ -15,12 +15,15 @@ unchanged. Only its Kafka loop is wrong, on purpose, as ``BROKEN_MODE`` says:
   owner both commit it (duplicates).
 
 It aborts ``TEST_ABORT_RATE`` of its transactions after the sends, like the
-service, so aborted records exist in its log too.
+service, so aborted records exist in its log too. It logs the events the chaos
+harness reads from the service (consuming, assigned, revoked, fenced, task_failed,
+aborted, stopped with its counts).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import random
@@ -28,25 +31,34 @@ import signal
 import sys
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 
 from app import log as app_log
+from app.budget import MemoryBudget
 from app.config import load_settings
-from app.fetch import Downloader
-from app.prepare import ByteBudget, Preparer
-from app.service import download_limits
+from app.fetch import Downloader, DownloadLimits
+from app.prepare import Preparer
 from app.stats import Stats
+from chaos.copier import abort_rate
 
 log = logging.getLogger("chaos.broken")
 MODES = ("autocommit", "pod-txn-id")
+FENCED = (ProducerFenced, InvalidProducerEpoch)
 
 
 class _LogAssignments(ConsumerRebalanceListener):
+    def __init__(self) -> None:
+        self.held: set[int] = set()
+
     async def on_partitions_revoked(self, revoked) -> None:
-        log.info("partitions revoked", extra={"partitions": sorted(tp.partition for tp in revoked)})
+        self.held -= {tp.partition for tp in revoked}
+        log.info("partitions revoked", extra={
+            "event": "revoked", "partitions": sorted(tp.partition for tp in revoked)})
 
     async def on_partitions_assigned(self, assigned) -> None:
-        log.info("partitions assigned",
-                 extra={"partitions": sorted(tp.partition for tp in assigned)})
+        self.held |= {tp.partition for tp in assigned}
+        log.info("partitions assigned", extra={
+            "event": "assigned", "partitions": sorted(tp.partition for tp in assigned)})
 
 
 async def main() -> int:
@@ -61,16 +73,18 @@ async def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    downloader = Downloader(download_limits(settings))
+    downloader = Downloader(DownloadLimits.from_settings(settings))
     await downloader.start()
-    preparer = Preparer(settings, downloader, ByteBudget(settings.max_buffered_bytes), Stats())
+    preparer = Preparer(settings, downloader, MemoryBudget(settings.max_buffered_bytes), Stats())
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, group_id=settings.group_id,
         group_instance_id=settings.pod_name, isolation_level="read_committed",
         enable_auto_commit=(mode == "autocommit"), auto_commit_interval_ms=1000,
         auto_offset_reset="earliest", session_timeout_ms=settings.session_timeout_ms,
         heartbeat_interval_ms=min(3000, settings.session_timeout_ms // 3), max_poll_records=50)
-    consumer.subscribe([settings.input_topic], listener=_LogAssignments())
+    assignments = _LogAssignments()
+    consumer.subscribe([settings.input_topic], listener=assignments)
+    totals: collections.Counter[str] = collections.Counter()
     # WRONG: one transactional id per process, not per input partition.
     transactional_id = f"broken-{settings.group_id}-{settings.pod_name}"
 
@@ -86,13 +100,14 @@ async def main() -> int:
                 await producer.start()
                 return producer
             except Exception as err:  # noqa: BLE001
-                log.warning("producer start failed: %r", err)
+                log.warning("producer start failed: %r", err,
+                            extra={"event": "waiting_for_kafka"})
                 await _quietly(producer.stop())
                 await asyncio.sleep(1)
 
     await consumer.start()
     producer = await started_producer()
-    log.info("consuming", extra={"mode": mode, "pod": settings.pod_name})
+    log.info("consuming", extra={"event": "consuming", "mode": mode, "pod": settings.pod_name})
     try:
         while not stop.is_set():
             try:
@@ -113,13 +128,22 @@ async def main() -> int:
                             if mode == "pod-txn-id":
                                 await producer.send_offsets_to_transaction(
                                     {tp: record.offset + 1}, settings.group_id)
-                            if random.random() < settings.test_abort_rate:
+                            if random.random() < abort_rate(os.environ):
                                 await producer.abort_transaction()
+                                totals["aborted"] += 1
+                                log.info("transaction aborted (TEST_ABORT_RATE)",
+                                         extra={"event": "aborted", "partition": tp.partition})
                                 continue
                             await producer.commit_transaction()
+                            totals["committed"] += 1
+                            totals["outputs"] += len(prepared.records)
+                            totals["dead_lettered"] += prepared.dead_lettered
                             break
                         except Exception as exc:  # noqa: BLE001
-                            log.warning("transaction failed, new producer: %r", exc)
+                            event = "fenced" if isinstance(exc, FENCED) else "task_failed"
+                            log.warning("transaction failed, new producer: %r", exc,
+                                        extra={"event": event, "partition": tp.partition})
+                            totals["restarts"] += 1
                             await _quietly(producer.stop())
                             await asyncio.sleep(0.5)
                             producer = await started_producer()
@@ -127,7 +151,10 @@ async def main() -> int:
         await _quietly(consumer.stop())
         await _quietly(producer.stop())
         await downloader.close()
-    log.info("stopped")
+    counts = {k: totals[k] for k in ("committed", "dead_lettered", "outputs", "aborted",
+                                      "retries", "restarts")}
+    log.info("stopped", extra={"event": "stopped", **counts,
+                               "partitions_held": len(assignments.held)})
     return 0
 
 

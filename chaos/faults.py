@@ -25,120 +25,27 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tools.proc import ChildProcess
 
 
-class Copier:
-    """One copier process, stopped by its pid; its log is kept across restarts."""
+class Copier(ChildProcess):
+    """One copier process as pod ``name``, in its own session, stopped by its pid; its
+    log is kept across restarts, each start marked in it."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.env = {**os.environ, **env, "POD_NAME": name}
-        self.log_path = log_dir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-        self.stopped = False  # SIGSTOPped right now
-        self.exit_codes: list[int] = []
-        self._started_at_byte = 0
+        super().__init__(argv, {**env, "POD_NAME": name}, log_dir / f"{name}.log",
+                         new_session=True)
 
-    def start(self) -> None:
-        assert not self.alive, f"{self.name} is already running"
-        self.starts += 1
-        self._started_at_byte = self.log_size()
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- chaos: start #{self.starts} of {self.name}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    def _signal(self, sig: signal.Signals) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        """kill -9 and reap it."""
-        if self.alive:
-            assert self.proc is not None
-            self._signal(signal.SIGKILL)
-            self.proc.wait(30)
-            self.exit_codes.append(self.proc.returncode)
-        self.stopped = False
-
-    def pause(self) -> None:
-        self._signal(signal.SIGSTOP)
-        self.stopped = True
-
-    def resume(self) -> None:
-        self._signal(signal.SIGCONT)
-        self.stopped = False
-
-    async def term(self, timeout: float) -> int | None:
-        """SIGTERM and wait for its exit code; None if it did not exit in time (then
-        it is killed)."""
-        assert self.proc is not None
-        if self.alive:
-            self._signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None:
-            if time.monotonic() > deadline:
-                self.kill()
-                return None
-            await asyncio.sleep(0.05)
-        self.exit_codes.append(self.proc.returncode)
-        return self.proc.returncode
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size if self.log_path.exists() else 0
-
-    def log_text(self, start: int = 0) -> str:
-        if not self.log_path.exists():
-            return ""
-        with open(self.log_path, "rb") as f:
-            f.seek(start)
-            return f.read().decode(errors="replace")
-
-    def consuming(self) -> bool:
-        """Started up (its signal handlers are in place) and subscribed."""
-        return self.alive and '"consuming"' in self.log_text(self._started_at_byte)
-
-    async def wait_consuming(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self.consuming():
-            if time.monotonic() > deadline or not self.alive:
-                return False
-            await asyncio.sleep(0.1)
-        return True
-
-    def assignment(self, start: int = 0) -> set[int] | None:
-        """The latest "partitions assigned" in its log past ``start``; None if none yet."""
-        latest = None
-        for line in self.log_text(start).splitlines():
-            if '"partitions assigned"' in line:
-                try:
-                    latest = set(json.loads(line)["partitions"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-        return latest
+    def start(self) -> Copier:
+        self.note(f"--- chaos: start #{self.starts + 1} of {self.name}")
+        super().start()
+        return self
 
 
 @dataclass
@@ -276,7 +183,7 @@ class Scheduler:
 
     def _pick(self) -> Copier | None:
         """The next victim: fewest kills first when every copier needs kill rounds."""
-        live = [c for c in self.active if c.alive and not c.stopped]
+        live = [c for c in self.active if c.alive and not c.paused]
         if not live:
             return None
         if self.plan.kill_rounds:
@@ -315,7 +222,7 @@ class Scheduler:
             # A clean bounce of a running copier: not one still importing its modules.
             await victim.wait_consuming(60)
             self._note("term", victim.name)
-            code = await victim.term(self.term_timeout_s)
+            code = await victim.stop(self.term_timeout_s)
             c.terms += 1
             c.term_exit_codes.append(code)
             if code != 0:
@@ -338,7 +245,7 @@ class Scheduler:
             leaving = self.active.pop()
             await leaving.wait_consuming(60)
             self._note("scale_down", f"{leaving.name} stops for good (SIGTERM)")
-            code = await leaving.term(self.term_timeout_s)
+            code = await leaving.stop(self.term_timeout_s)
             c.terms += 1
             c.scale_down += 1
             c.term_exit_codes.append(code)
@@ -361,7 +268,7 @@ class Scheduler:
             raise ValueError(kind)
 
     async def _zombie(self) -> None:
-        live = [x for x in self.active if x.alive and not x.stopped]
+        live = [x for x in self.active if x.alive and not x.paused]
         if len(live) < 2:
             self._note("zombie", "skipped: no other copier to take over")
             return
@@ -407,19 +314,13 @@ class Scheduler:
 
     def count_fenced_zombies(self) -> None:
         """What the zombies met once resumed (information; the checker judges)."""
-        fenced = ("fenced", "ProducerFenced", "InvalidProducerEpoch")
         for victim, mark in self._resumed:
-            text = victim.log_text(mark)[:5_000_000]
-            self.counts.zombies_fenced += any(sign in text for sign in fenced)
-            self.counts.zombies_revoked += "partitions revoked" in text
+            self.counts.zombies_fenced += bool(victim.events("fenced", start=mark))
+            self.counts.zombies_revoked += bool(victim.events("revoked", start=mark))
 
     def stop_all(self) -> None:
         """Kill every copier still running, by pid (the end of a run, or a failure)."""
         for x in self.copiers:
-            if x.stopped and x.alive:
+            if x.paused and x.alive:
                 x.resume()
             x.kill()
-
-
-def python_module(module: str) -> list[str]:
-    return [sys.executable, "-m", module]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +19,9 @@ from chaos import logread
 from chaos.faults import Copier, Plan
 from chaos.netfaults import KINDS as NET_KINDS
 from chaos.workload import Workload
+from tools import kafka_io, local_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import local_cluster  # noqa: E402
 
 RESULTS = ROOT / "chaos" / "results"
 LIVENESS_S = 120.0
@@ -49,6 +47,15 @@ class Tier:
     dlq_partitions: int = 2
     abort_rate: float = 0.05
     brokers: int = 1            # 3: a KRaft cluster, replication 3, min ISR 2
+    dedup: str = "url"          # DEDUP of every copier
+    repeat_rate: float = 0.25   # share of files published again, 1-2 more times
+    group_commit: int = 32      # TRANSACTION_MAX_RECORDS of copier 0 (the others: 1)
+
+    def copier_settings(self, index: int) -> dict[str, str]:
+        """What differs between copiers: the first one commits in groups."""
+        records = self.group_commit if index == 0 else 1
+        return {"TRANSACTION_MAX_RECORDS": str(records),
+                "PREFETCH_PER_PARTITION": str(max(8, records))}
     network: bool = False       # copiers reach the brokers through Toxiproxy (net_* faults)
 
 
@@ -75,6 +82,11 @@ TIERS = {
                           extra=(("kill", 2), ("term", 1), ("net_latency", 1),
                                  ("net_reset", 1), ("net_bandwidth", 1))),
                 brokers=3, network=True),
+    # CI as well, shorter: the same faults with DEDUP=content.
+    "ci-content": Tier(inputs=1500, feed_s=60, max_lag=300,
+                       plan=Plan(kills=6, terms=1, zombies=1, broker_restarts=1, bursts=1,
+                                 gap=(2.0, 5.0)),
+                       brokers=3, dedup="content"),
     # For tests: a minute against an existing broker (no broker faults there).
     "smoke": Tier(inputs=300, feed_s=15, max_lag=150,
                   plan=Plan(kills=3, terms=1, zombies=0, broker_restarts=0, bursts=1,
@@ -107,7 +119,8 @@ class Progress:
 
 async def create_topics(bootstrap: str, tier: Tier, run_id: str) -> dict[str, str]:
     names = {"input": f"chaos-{run_id}-in", "output": f"chaos-{run_id}-out",
-             "dlq": f"chaos-{run_id}-dlq", "group": f"chaos-{run_id}-group"}
+             "dlq": f"chaos-{run_id}-dlq", "group": f"chaos-{run_id}-group",
+             "dedup": f"chaos-{run_id}-dedup"}  # created by the copiers
     replicas = min(tier.brokers, local_cluster.REPLICATION)
     configs = {"min.insync.replicas": str(min(replicas, local_cluster.MIN_ISR))}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -136,30 +149,34 @@ async def feed(bootstrap: str, topic: str, workload: Workload, base_url: str, ti
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True,
                                 linger_ms=5, request_timeout_ms=15_000)
     await producer.start()
-    rate = tier.inputs / tier.feed_s
+    order = workload.feed_order(tier.inputs, tier.repeat_rate)
+    rate = len(order) / tier.feed_s
     started = time.monotonic()
     try:
-        n = 0
-        while n < tier.inputs:
-            due = started + n / rate
+        position = 0
+        while position < len(order):
+            due = started + position / rate
             if time.monotonic() < due:
                 await asyncio.sleep(due - time.monotonic())
             if progress.lag is None or progress.lag > tier.max_lag:
                 await asyncio.sleep(0.2)
                 started += 0.2  # pacing resumes where it stopped, not with a burst
                 continue
-            chunk = range(n, min(tier.inputs, n + max(1, int(rate))))
+            chunk = order[position:position + max(1, int(rate))]
             try:
-                futures = [await producer.send(topic, workload.input_value(i, base_url),
-                                               partition=i % tier.input_partitions)
-                           for i in chunk]
+                # Keyed by the file, as the service asks of its producers: every copy of a
+                # file lands in the file's partition.
+                futures = [await producer.send(topic, workload.input_value(n, base_url),
+                                               key=f"f/{n}".encode(),
+                                               partition=n % tier.input_partitions)
+                           for n in chunk]
                 await asyncio.gather(*futures)
             except (KafkaError, OSError, TimeoutError) as exc:
                 say(f"  feeder: {exc!r}; sending again")
                 await asyncio.sleep(1)
                 continue
-            n += len(chunk)
-            progress.fed = n
+            position += len(chunk)
+            progress.fed = position
     finally:
         await producer.stop()
         progress.feeding_done = True
@@ -197,15 +214,13 @@ async def report_progress(progress: Progress, copiers: list[Copier], tier: Tier,
         try:
             await asyncio.wait_for(stop.wait(), 15)
         except TimeoutError:
-            alive = sum(1 for c in copiers if c.alive and not c.stopped)
+            alive = sum(1 for c in copiers if c.alive and not c.paused)
             say(f"[{time.monotonic() - started:6.1f}s] progress  fed {progress.fed}/{tier.inputs}"
                 f", committed {progress.committed}, lag {progress.lag}, copiers running {alive}")
 
 
 async def wait_stable(bootstrap: str, topics: list[str], timeout: float) -> bool:
     """Until every partition's last stable offset equals its high watermark."""
-    import kafka_io  # tools/, on the path above
-
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -243,6 +258,9 @@ def copier_env(bootstrap: str, names: dict[str, str], tier: Tier, mode: str) -> 
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "info",
         "BROKEN_MODE": mode,
+        "DEDUP": tier.dedup,
+        "DEDUP_TOPIC": names["dedup"],
+        "DEDUP_REPLICATION_FACTOR": str(tier.brokers),
     }
 
 

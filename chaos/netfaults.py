@@ -27,20 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from aiokafka.client import AIOKafkaClient, CoordinationType
 
 from chaos.faults import Copier, NetHandler, Scheduler
 from chaos.toxiproxy import Toxiproxy
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-from local_cluster import ClientListener  # noqa: E402
+from tools.local_cluster import ClientListener
 
 KINDS = ("net_latency", "net_latency_all", "net_lost_responses", "net_reset", "net_cutoff",
          "net_bandwidth")
@@ -174,7 +169,7 @@ class NetFaults:
 
     async def cutoff(self, s: Scheduler) -> bool:
         """A live zombie: one copier loses every broker until the others took over."""
-        live = [x for x in s.active if x.alive and not x.stopped]
+        live = [x for x in s.active if x.alive and not x.paused]
         if len(live) < 2:
             s.note("net_cutoff", "skipped: no other copier to take over")
             return False

@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from chaos import checker, logread, netfaults, netreport
-from chaos.faults import Copier, Scheduler, python_module
+from chaos.faults import Copier, Scheduler
 from chaos.harness import (
     COPIERS,
     LIVENESS_S,
@@ -66,12 +66,9 @@ from chaos.harness import (
 )
 from chaos.toxiproxy import BINARY as TOXIPROXY
 from chaos.toxiproxy import Toxiproxy
-from chaos.workload import FaultyServer, Workload
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-import local_cluster  # noqa: E402
-import local_kafka  # noqa: E402
+from chaos.workload import FaultyServer, Workload, mark_repeats
+from tools import local_cluster, local_kafka
+from tools.proc import python_module
 
 
 class Run:
@@ -176,10 +173,11 @@ class Run:
 
         workload = Workload(self.seed)
         self.server = server = await FaultyServer(workload, stall_s=READ_TIMEOUT_S + 1.5).start()
-        module = "chaos.broken" if args.copier == "broken" else "app"
+        module = "chaos.broken" if args.copier == "broken" else "chaos.copier"
         self.env = copier_env(bootstrap, self.names, tier, args.broken_mode)
-        copiers = [Copier(f"{self.run_id}-{i}", python_module(module), self.copier_env(i),
-                          self.logs) for i in range(COPIERS)]
+        copiers = [Copier(f"{self.run_id}-{i}", python_module(module),
+                          {**self.copier_env(i), **tier.copier_settings(i)}, self.logs)
+                   for i in range(COPIERS)]
         rng = random.Random(self.seed)
         self.scheduler = scheduler = Scheduler(
             rng, tier.plan, copiers, tier.input_partitions, SESSION_TIMEOUT_MS / 1000,
@@ -221,10 +219,10 @@ class Run:
                 await self.toxi.reset()   # each fault undoes itself; this is belt and braces
             scheduler.check_running()
             for c in scheduler.active:
-                if c.stopped:
+                if c.paused:
                     c.resume()
                 await c.wait_consuming(60)  # not while it is still importing its modules
-                self.final_exit_codes[c.name] = await c.term(TERM_TIMEOUT_S)
+                self.final_exit_codes[c.name] = await c.stop(TERM_TIMEOUT_S)
             committed_offsets = await view.offsets()
         finally:
             stop.set()
@@ -257,6 +255,8 @@ class Run:
                 self.failures.append(f"input {p}@{o} is no file of this workload: {value!r}")
                 continue
             inputs[(p, o)] = want
+        if tier.dedup != "off" and self.args.copier == "service":
+            inputs = mark_repeats(inputs)
         missing = set(range(tier.inputs)) - {w.n for w in inputs.values()}
         if missing:
             self.failures.append(f"the feeder did not publish {len(missing)} inputs")
@@ -266,6 +266,7 @@ class Run:
             input_ends=ends, output_ends=out_ends, dlq_ends=dlq_ends,
             last_fault_at=last_fault, done_at=done_at, liveness_s=LIVENESS_S,
             require_aborts=tier.abort_rate > 0)
+        self.verdict.counts["repeats"] = sum(1 for w in inputs.values() if w.items == ())
         self.mark("check_s", t)
         self._plan_met()
 

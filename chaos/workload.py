@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import gzip
 import random
 import re
-import socket
-import struct
 import time
 from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
+
+from tools import fileserver
+from tools.fileserver import FileServer
 
 FORMATS = ("ndjson", "array", "gzip-file", "gzip-encoding")
 EXTENSIONS = {"ndjson": ".ndjson", "array": ".json", "gzip-file": ".ndjson.gz",
@@ -110,6 +112,16 @@ class Workload:
             exact_numbers=rng.random() < self.exact_rate,
         )
 
+    def feed_order(self, count: int, repeat_rate: float) -> list[int]:
+        """Files 0..count-1 in order, with a share of them published again 1-2 times,
+        each copy up to a few hundred inputs after its original."""
+        rng = random.Random(f"{self.seed}:order")
+        slots = [(float(n), n) for n in range(count)]
+        for n in range(count):
+            if rng.random() < repeat_rate:
+                slots.extend((n + rng.uniform(0.5, 300.0), n) for _ in range(rng.randint(1, 2)))
+        return [n for _, n in sorted(slots)]
+
     def items(self, n: int) -> list[bytes]:
         """The file's transactions as the service must write them: compact JSON."""
         spec = self.spec(n)
@@ -189,10 +201,27 @@ class Workload:
         return Expected(n, url, tuple(self.items(n)), None)
 
 
+def mark_repeats(inputs: dict[tuple[int, int], Expected]) -> dict[tuple[int, int], Expected]:
+    """With DEDUP on: a good file's later copies in its partition must write nothing.
+
+    Only committed outputs are remembered, so every copy of a poison file is
+    dead-lettered again. Copies the feeder sent twice count as repeats too."""
+    seen: set[tuple[int, int]] = set()
+    marked = {}
+    for (p, o), want in sorted(inputs.items()):
+        if want.items is not None and (p, want.n) in seen:
+            want = dataclasses.replace(want, items=())
+        elif want.items is not None:
+            seen.add((p, want.n))
+        marked[(p, o)] = want
+    return marked
+
+
 # -- the file server ---------------------------------------------------------------------
 
 class FaultyServer:
-    """Serves a Workload on 127.0.0.1 with its per-file faults and server-wide 5xx bursts.
+    """Serves a Workload on 127.0.0.1 (tools/fileserver.py) with its per-file faults and
+    server-wide 5xx bursts.
 
     ``counts`` tallies requests and every fault injected, by kind.
     """
@@ -203,27 +232,18 @@ class FaultyServer:
         self.counts: collections.Counter[str] = collections.Counter()
         self._requests: collections.Counter[int] = collections.Counter()
         self._burst_until = 0.0
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+        self._server = FileServer(fallback=self._handle, backlog=512)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._server.base_url
 
     async def start(self) -> FaultyServer:
-        app = web.Application()
-        app.router.add_get("/f/{name}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=512)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        await self._server.start()
         return self
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        await self._server.close()
 
     def burst(self, seconds: float) -> None:
         """Answer every request with 503 for ``seconds`` (a flapping backend)."""
@@ -231,13 +251,13 @@ class FaultyServer:
         self.counts["bursts"] += 1
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
+        path = request.match_info["path"]
         try:
-            n = int(name.split(".", 1)[0])
+            n = int(path.removeprefix("f/").split(".", 1)[0])
         except ValueError:
             return web.Response(status=404)
         spec = self.workload.spec(n)
-        if name != spec.path.removeprefix("f/"):
+        if path != spec.path:
             return web.Response(status=404)
         self.counts["requests"] += 1
         if time.monotonic() < self._burst_until:
@@ -262,26 +282,10 @@ class FaultyServer:
         if kind.isdigit():
             return web.Response(status=int(kind), text="injected")
         if kind == "stall":  # past the client's read timeout; it gives up first
-            await asyncio.sleep(self.stall_s)
-            return web.Response(status=503, text="too late")
-        transport = request.transport
+            return await fileserver.stall(self.stall_s)
         if kind == "reset":
-            if transport is not None:
-                sock = transport.get_extra_info("socket")
-                if sock is not None:  # RST instead of FIN
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                transport.abort()
-            return web.Response(status=503)  # never reaches the client
+            return fileserver.reset(request)
         # truncated: promise more than is sent, then hang up. Always strictly less: a
         # 404 file's body is empty, and a whole empty body would be a valid empty file.
         body, headers = self.workload.body(n)
-        response = web.StreamResponse(headers=dict(headers))
-        response.content_length = max(len(body), 64)
-        try:
-            await response.prepare(request)
-            await response.write(body[: len(body) // 2])
-        except ConnectionResetError:  # the client is gone already (e.g. a copier killed)
-            return web.Response(status=503)  # aiohttp drops it quietly
-        if transport is not None:
-            transport.close()
-        return response
+        return await fileserver.truncated(request, body, dict(headers), max(len(body), 64))

@@ -11,17 +11,13 @@ No broker is never a skip: the tests that need one fail and say how to get one.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tools"))
-
-import local_kafka  # noqa: E402
+from tools import local_kafka
 
 HOW_TO_GET_ONE = (
     "no Kafka broker for the integration tests: set KAFKA_BOOTSTRAP_SERVERS, run a Docker "

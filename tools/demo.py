@@ -12,27 +12,23 @@ import argparse
 import asyncio
 import gzip
 import logging
-import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-from aiohttp import ClientError, ClientSession, web
+from aiohttp import ClientError, ClientSession
 
-import local_kafka
-from kafka_io import Topics, by_source, create_topics, lag, produce, read_all
-
-ROOT = Path(__file__).resolve().parent.parent
+from tools.fileserver import FileServer, Route
+from tools.kafka_io import Topics, by_source, create_topics, lag, produce, read_all
+from tools.local_kafka import free_port
+from tools.proc import ROOT, ChildProcess, python_module
 
 
 def sample_files(count: int, seed: int = 42) -> dict[str, tuple[bytes, dict, list[bytes]]]:
     """name -> (body, response headers, the transactions it holds as compact JSON)."""
     rng = random.Random(seed)
-    files = {}
+    files: dict[str, tuple[bytes, dict, list[bytes]]] = {}
     for n in range(count):
         items = [(f'{{"tx":"{n:03d}-{i:03d}","account":"acct-{rng.randrange(100):02d}",'
                   f'"amount":{rng.randrange(10**30)}.{rng.randrange(10**12):012d},'
@@ -52,32 +48,22 @@ def sample_files(count: int, seed: int = 42) -> dict[str, tuple[bytes, dict, lis
     return files
 
 
-async def serve(files: dict) -> tuple[web.AppRunner, int]:
-    async def handle(request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        if name not in files:
-            return web.Response(status=404)
-        body, headers, _ = files[name]
-        return web.Response(body=body, headers=headers)
-
-    app = web.Application()
-    app.router.add_get("/{name}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+async def serve(files: dict) -> FileServer:
+    server = await FileServer().start()
+    for name, (body, headers, _) in files.items():
+        server.add(name, Route(body, headers=headers))
+    return server
 
 
-def start_service(bootstrap: str, topics: Topics, log_path: Path,
-                  http_port: int) -> subprocess.Popen:
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "INPUT_TOPIC": topics.input,
+def start_service(bootstrap: str, topics: Topics, http_port: int) -> ChildProcess:
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "INPUT_TOPIC": topics.input,
            "OUTPUT_TOPIC": topics.output, "DLQ_TOPIC": topics.dlq, "GROUP_ID": topics.group,
            "POD_NAME": "demo-0", "DOWNLOAD_ALLOW_PRIVATE_NETWORKS": "true",
-           "HTTP_PORT": str(http_port), "LOG_FORMAT": "text"}
-    with open(log_path, "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+           "HTTP_PORT": str(http_port), "LOG_FORMAT": "text"}  # for a person to read
+    log_path = ROOT / ".cache" / "demo-service.log"
+    log_path.parent.mkdir(exist_ok=True)
+    log_path.unlink(missing_ok=True)  # this run's log only
+    return ChildProcess(python_module("app"), env, log_path).start()
 
 
 async def outputs_so_far(http_port: int) -> int:
@@ -92,7 +78,7 @@ async def outputs_so_far(http_port: int) -> int:
     return int(float(match.group(1))) if match else 0
 
 
-async def watch(bootstrap: str, topics: Topics, total: int, service: subprocess.Popen,
+async def watch(bootstrap: str, topics: Topics, total: int, service: ChildProcess,
                 http_port: int, timeout: float) -> None:
     start = time.monotonic()
     while True:
@@ -104,7 +90,7 @@ async def watch(bootstrap: str, topics: Topics, total: int, service: subprocess.
         if remaining == 0:
             print()
             return
-        if service.poll() is not None:
+        if not service.alive:
             raise SystemExit(f"\nthe service exited early with {service.returncode}")
         if time.monotonic() - start > timeout:
             raise SystemExit("\ntimed out waiting for the service")
@@ -146,24 +132,21 @@ async def main() -> int:
     args = parser.parse_args()
 
     files = sample_files(args.files)
-    runner, port = await serve(files)
-    base = f"http://127.0.0.1:{port}"
+    server = await serve(files)
+    base = server.base_url
     topics = await create_topics(args.bootstrap, args.partitions, name="demo")
     print(f"demo: {len(files)} files on {base}, input topic {topics.input}")
+    # Keyed by the file's name, as producers of the input should (see docs/dedup.md).
     await produce(args.bootstrap, topics.input, [f"{base}/{n}".encode() for n in files],
-                  args.partitions)
-    log_path = ROOT / ".cache" / "demo-service.log"
-    log_path.parent.mkdir(exist_ok=True)
-    http_port = local_kafka.free_port()
-    service = start_service(args.bootstrap, topics, log_path, http_port)
+                  args.partitions, keys=[n.encode() for n in files])
+    http_port = free_port()
+    service = start_service(args.bootstrap, topics, http_port)
     try:
         await watch(args.bootstrap, topics, len(files), service, http_port, timeout=180)
     finally:
-        if service.poll() is None:
-            service.send_signal(signal.SIGTERM)
-        code = service.wait(60)
-        await runner.cleanup()
-    print(f"demo: service stopped with exit code {code}; its log: {log_path}")
+        code = await service.stop(60)
+        await server.close()
+    print(f"demo: service stopped with exit code {code}; its log: {service.log_path}")
     outputs = await read_all(args.bootstrap, topics.output)
     dead = await read_all(args.bootstrap, topics.dlq)
     return 0 if report(files, base, outputs, dead) and code == 0 else 1

@@ -50,13 +50,17 @@ async def create_topics(bootstrap: str, partitions: int, output_config: dict | N
 
 
 async def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int,
-                  **client_options: Any) -> None:
-    """Input records spread round-robin over the partitions."""
+                  keys: list[bytes] | None = None, **client_options: Any) -> None:
+    """Input records spread round-robin over the partitions, or keyed by ``keys`` (each
+    key's partition is the default partitioner's, as the service asks of its producers)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **client_options)
     await producer.start()
     try:
         for i, value in enumerate(values):
-            await producer.send(topic, value, key=str(i).encode(), partition=i % partitions)
+            if keys is not None:
+                await producer.send(topic, value, key=keys[i])
+            else:
+                await producer.send(topic, value, key=str(i).encode(), partition=i % partitions)
         await producer.flush()
     finally:
         await producer.stop()

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import local_kafka
-from local_kafka import Broker
+from tools import local_kafka
+from tools.local_kafka import Broker
 
 REPLICATION = 3
 MIN_ISR = 2

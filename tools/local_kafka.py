@@ -144,6 +144,9 @@ def server_properties(port: int, controller_port: int, data: Path, extra: dict[s
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
         "num.partitions": "1",
+        # Abort timed-out transactions within a second, not ten: tests of the
+        # transaction_timeout dead letter use a short TRANSACTION_TIMEOUT_MS.
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
     }
     props.update(extra)
     return "".join(f"{k}={v}\n" for k, v in props.items())

@@ -14,9 +14,9 @@ from chaos.faults import Copier, Plan, Scheduler
 FAKE = r'''
 import json, signal, sys, time
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-print(json.dumps({"msg": "consuming"}), flush=True)
+print(json.dumps({"event": "consuming"}), flush=True)
 while True:
-    print(json.dumps({"msg": "partitions assigned", "partitions": [0, 1, 2, 3]}), flush=True)
+    print(json.dumps({"event": "assigned", "partitions": [0, 1, 2, 3]}), flush=True)
     time.sleep(0.1)
 '''
 PLAN = Plan(kills=3, terms=2, zombies=1, broker_restarts=1, bursts=2, kill_all=1,

@@ -12,10 +12,7 @@ from pathlib import Path
 from chaos import netfaults
 from chaos.faults import Copier, Plan, Scheduler
 from tests.chaos.test_faults import FAKE
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-import local_cluster  # noqa: E402
+from tools import local_cluster
 
 NET_PLAN = Plan(kills=1, terms=0, zombies=1, broker_restarts=0, bursts=1,
                 gap=(0.01, 0.02), restart=(0.01, 0.02), long_restart=0.0,

@@ -130,3 +130,29 @@ async def test_a_truncated_answer_is_never_a_whole_body_even_for_an_empty_one():
     finally:
         await downloader.close()
         await server.close()
+
+
+def test_feed_order_publishes_every_file_and_repeats_a_share_later():
+    from chaos.workload import Workload
+
+    order = Workload(5).feed_order(2000, repeat_rate=0.25)
+    counts = collections.Counter(order)
+    assert set(counts) == set(range(2000))
+    repeated = [n for n, c in counts.items() if c > 1]
+    assert 0.2 < len(repeated) / 2000 < 0.3 and max(counts.values()) <= 3
+    for n in repeated[:50]:
+        first = order.index(n)
+        assert all(order[i] != n or i == first for i in range(first)), "the original first"
+    assert order == Workload(5).feed_order(2000, repeat_rate=0.25), "deterministic"
+
+
+def test_mark_repeats_expects_nothing_from_a_good_file_s_later_copies():
+    from chaos.workload import Expected, mark_repeats
+
+    good = Expected(7, "http://x/f/7.json", (b"{}",), None)
+    poison = Expected(8, "http://x/f/8.json", None, "http_error")
+    marked = mark_repeats({(0, 5): good, (0, 9): good, (1, 3): good, (0, 2): poison,
+                           (0, 4): poison})
+    assert marked[(0, 5)].items == (b"{}",) and marked[(1, 3)].items == (b"{}",)
+    assert marked[(0, 9)].items == (), "a later copy in the same partition writes nothing"
+    assert marked[(0, 4)] == poison, "every copy of a poison file is dead-lettered"

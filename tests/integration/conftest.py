@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import FileServer, ServiceProcess
+from tools.fileserver import FileServer
+from tools.proc import ChildProcess, app_process
 
 
 @pytest.fixture
@@ -16,18 +17,18 @@ async def file_server() -> AsyncIterator[FileServer]:
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    """Make service processes; every one still running at the end is killed by pid."""
-    made: list[ServiceProcess] = []
+def services(tmp_path: Path) -> Iterator[Callable[..., ChildProcess]]:
+    """Make ``python -m app`` processes; every one still running at the end is killed
+    by its pid."""
+    made: list[ChildProcess] = []
 
-    def make(env: dict[str, str], name: str = "pod-0") -> ServiceProcess:
-        process = ServiceProcess(env, tmp_path, name)
-        made.append(process)
-        return process
+    def make(env: dict[str, str], name: str = "pod-0") -> ChildProcess:
+        made.append(app_process(env, tmp_path, name))
+        return made[-1]
 
     yield make
     for process in made:
         process.kill()
     for process in made:
-        print(f"--- log of {process.log_path.stem} (last 3000 chars) ---")
-        print(process.log()[-3000:])
+        print(f"--- log of {process.name} (last 3000 chars) ---")
+        print(process.log_text()[-3000:])

@@ -10,7 +10,7 @@ from tests.integration.harness import ROOT
 
 def test_demo_runs_end_to_end_and_verifies_exactly_once(kafka_bootstrap):
     result = subprocess.run(
-        [sys.executable, "tools/demo.py", "--bootstrap", kafka_bootstrap, "--files", "12"],
+        [sys.executable, "-m", "tools.demo", "--bootstrap", kafka_bootstrap, "--files", "12"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "exactly once: YES" in result.stdout

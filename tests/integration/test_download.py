@@ -1,14 +1,14 @@
 """app.fetch against real HTTP servers on 127.0.0.1 (and ::1 where the host has it).
 
-aiohttp web apps serve well-formed responses; a raw asyncio server serves the broken
-ones (lying Content-Length, reset mid-body, drip feed) and counts the connections it
-accepts, which is how the network guard proves it never dialled a blocked address.
+The project's file server (tools/fileserver.py) serves well-formed responses; its raw
+TCP server serves the broken ones (lying Content-Length, reset mid-body, drip feed)
+and counts the connections it accepts, which is how the network guard proves it never
+dialled a blocked address.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import socket
 import zlib
@@ -17,12 +17,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp import test_utils, web
+from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from app.errors import IngestError, PoisonError, TransientError
 from app.fetch import Downloader, DownloadLimits, GuardedResolver, _Guard, redact_url
+from tools.fileserver import (
+    FileServer,
+    RawHandler,
+    RawServer,
+    Route,
+    drip,
+    head,
+    read_request,
+    wait_for_hangup,
+)
+from tools.local_kafka import free_port
 
 WAIT = 20.0  # ceiling on any single wait in these tests
 DATA = b"".join(b"%06d,2024-01-01,ACME,%d.%02d\n" % (i, i, i % 100) for i in range(20_000))
@@ -32,70 +43,7 @@ MB = 1024 * 1024
 FAST = dict(connect_timeout_s=2.0, read_timeout_s=2.0, total_timeout_s=15.0,
             allow_private_networks=True)
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
 # -- servers --------------------------------------------------------------------------
-
-class RawServer:
-    """A TCP server that counts accepted connections and runs ``handler`` on each."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.port = 0
-        self._servers: list[asyncio.Server] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def start(self, ipv6: bool = False) -> RawServer:
-        server = await asyncio.wait_for(asyncio.start_server(self._serve, "127.0.0.1", 0), WAIT)
-        self.port = server.sockets[0].getsockname()[1]
-        self._servers.append(server)
-        if ipv6 and socket.has_ipv6:  # same port on ::1, so a leak there would be seen too
-            with contextlib.suppress(OSError):
-                v6 = asyncio.start_server(self._serve, "::1", self.port)
-                self._servers.append(await asyncio.wait_for(v6, WAIT))
-        return self
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            await self.handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            writer.close()
-
-    async def close(self) -> None:
-        for server in self._servers:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), WAIT)
-        for server in self._servers:
-            await asyncio.wait_for(server.wait_closed(), WAIT)
-
-    def url(self, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}/{path}"
-
-
-def head(headers: dict[str, str | int], status: str = "200 OK") -> bytes:
-    lines = [f"HTTP/1.1 {status}"] + [f"{k}: {v}" for k, v in headers.items()]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-async def read_request(reader: asyncio.StreamReader) -> None:
-    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
-
-
-async def wait_for_hangup(reader: asyncio.StreamReader) -> bool:
-    """True once the client closed the connection (it read nothing more from us)."""
-    return await asyncio.wait_for(reader.read(), WAIT) == b""
-
 
 @dataclass
 class Gate:
@@ -106,69 +54,55 @@ class Gate:
     in_flight: int = 0
     peak: int = 0
 
-
-GATE = web.AppKey("gate", Gate)
-
-
-def build_app() -> web.Application:
-    routes = web.RouteTableDef()
-    gz = gzip.compress(DATA)
-
-    def static(path: str, body: bytes, **headers: str) -> None:
-        async def handle(_: web.Request) -> web.Response:
-            return web.Response(body=body, headers=headers)
-        routes.get(path)(handle)
-
-    static("/plain.csv", DATA)
-    static("/encoded.csv", gz, **{"Content-Encoding": "gzip"})
-    static("/file.csv.gz", gz, **{"Content-Type": "application/gzip"})
-    static("/both.csv.gz", gzip.compress(gz), **{"Content-Encoding": "gzip"})
-    static("/deflate.csv", zlib.compress(DATA), **{"Content-Encoding": "deflate"})
-    static("/members.csv.gz", gzip.compress(DATA[:1000]) + gzip.compress(DATA[1000:]))
-    static("/truncated.csv.gz", gz[: len(gz) // 2])
-    static("/truncated-encoded.csv", gz[: len(gz) // 2], **{"Content-Encoding": "gzip"})
-    static("/brotli.csv", DATA, **{"Content-Encoding": "br"})
-
-    @routes.get("/status/{code}")
-    async def status(request: web.Request) -> web.Response:
-        return web.Response(status=int(request.match_info["code"]))
-
-    @routes.get("/hops/{n}")
-    async def hops(request: web.Request) -> web.Response:
-        n = int(request.match_info["n"])
-        if n == 0:
-            return web.Response(body=b"landed")
-        raise web.HTTPFound(f"/hops/{n - 1}")  # relative, as servers often send
-
-    @routes.get("/to")
-    async def to(request: web.Request) -> web.Response:
-        raise web.HTTPFound(request.query["target"])
-
-    @routes.get("/held")
-    async def held(request: web.Request) -> web.Response:
-        gate = request.app[GATE]
-        async with gate.cond:
-            gate.in_flight += 1
-            gate.peak = max(gate.peak, gate.in_flight)
-            gate.cond.notify_all()
+    async def held(self, request: web.Request) -> web.Response:
+        """/held: answer once released, counting the requests held meanwhile."""
+        if request.match_info["path"] != "held":
+            return web.Response(status=404)
+        async with self.cond:
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            self.cond.notify_all()
         try:
-            await asyncio.wait_for(gate.release.wait(), WAIT)
+            await asyncio.wait_for(self.release.wait(), WAIT)
         finally:
-            async with gate.cond:
-                gate.in_flight -= 1
-                gate.cond.notify_all()
+            async with self.cond:
+                self.in_flight -= 1
+                self.cond.notify_all()
         return web.Response(body=b"ok")
 
-    app = web.Application()
-    app[GATE] = Gate()
-    app.add_routes(routes)
-    return app
+
+def add_files(server: FileServer) -> None:
+    gz = gzip.compress(DATA)
+    routes = {
+        "plain.csv": Route(DATA),
+        "encoded.csv": Route(gz, headers={"Content-Encoding": "gzip"}),
+        "file.csv.gz": Route(gz, headers={"Content-Type": "application/gzip"}),
+        "both.csv.gz": Route(gzip.compress(gz), headers={"Content-Encoding": "gzip"}),
+        "deflate.csv": Route(zlib.compress(DATA), headers={"Content-Encoding": "deflate"}),
+        "members.csv.gz": Route(gzip.compress(DATA[:1000]) + gzip.compress(DATA[1000:])),
+        "truncated.csv.gz": Route(gz[: len(gz) // 2]),
+        "truncated-encoded.csv": Route(gz[: len(gz) // 2], headers={"Content-Encoding": "gzip"}),
+        "brotli.csv": Route(DATA, headers={"Content-Encoding": "br"}),
+        "hops/0": Route(b"landed"),
+    }
+    for code in (404, 500, 503, 429, 408):
+        routes[f"status/{code}"] = Route(status=code)
+    for n in range(1, 5):  # relative, as servers often send
+        routes[f"hops/{n}"] = Route(status=302, headers={"Location": f"/hops/{n - 1}"})
+    for path, route in routes.items():
+        server.add(path, route)
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[test_utils.TestServer]:
-    server = test_utils.TestServer(build_app(), host="127.0.0.1")
-    await asyncio.wait_for(server.start_server(), WAIT)
+def gate() -> Gate:
+    return Gate()
+
+
+@pytest.fixture
+async def http(gate: Gate) -> AsyncIterator[FileServer]:
+    """The files above, and /held behind the gate."""
+    server = await asyncio.wait_for(FileServer(fallback=gate.held).start(), WAIT)
+    add_files(server)
     yield server
     await asyncio.wait_for(server.close(), WAIT)
 
@@ -177,7 +111,7 @@ async def http() -> AsyncIterator[test_utils.TestServer]:
 async def raw() -> AsyncIterator[Callable[..., Awaitable[RawServer]]]:
     servers: list[RawServer] = []
 
-    async def start(handler: Handler, ipv6: bool = False) -> RawServer:
+    async def start(handler: RawHandler, ipv6: bool = False) -> RawServer:
         servers.append(await RawServer(handler).start(ipv6=ipv6))
         return servers[-1]
 
@@ -210,8 +144,8 @@ async def failure(d: Downloader, url: str) -> IngestError:
     return info.value
 
 
-def url_of(server: test_utils.TestServer, path: str) -> str:
-    return str(server.make_url(path))
+def url_of(server: FileServer, path: str) -> str:
+    return server.url(path.removeprefix("/"))
 
 
 @pytest.fixture(scope="module")
@@ -300,11 +234,7 @@ async def test_connection_reset_mid_body_is_truncated(raw, downloader) -> None:
 async def test_drip_feed_times_out(raw, downloader) -> None:
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        writer.write(head({"Content-Length": 100}))
-        for _ in range(100):
-            writer.write(b"x")
-            await writer.drain()
-            await asyncio.sleep(1.0)  # the drip itself, server side
+        await drip(writer, promised=100, count=100, byte=b"x", every=1.0)
 
     server = await raw(serve)
     d = await downloader(read_timeout_s=0.3, total_timeout_s=10.0)
@@ -327,9 +257,7 @@ async def test_retryable_statuses_are_transient(http, downloader, code: int) -> 
 
 
 async def test_connection_refused(downloader) -> None:
-    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # free a moment ago: nothing listens there
     err = await failure(await downloader(), f"http://127.0.0.1:{port}/x")
     assert isinstance(err, TransientError) and err.reason == "connection_error"
 
@@ -345,8 +273,7 @@ async def test_redirect_chain_beyond_limit(http, downloader) -> None:
     assert isinstance(err, PoisonError) and err.reason == "too_many_redirects"
 
 
-async def test_concurrency_limit_is_global(http, downloader) -> None:
-    gate = http.app[GATE]
+async def test_concurrency_limit_is_global(http, gate, downloader) -> None:
     d = await downloader(max_concurrent=2)
     tasks = [asyncio.create_task(fetch(d, url_of(http, "/held"))) for _ in range(6)]
     try:
@@ -437,7 +364,7 @@ async def test_allowed_host_is_exact_about_the_port(raw, downloader) -> None:
 async def test_redirect_to_a_blocked_host(http, raw, downloader, target: str) -> None:
     server = await raw(serve_ok, ipv6=True)
     d = await downloader(**GUARDED, allowed_hosts=frozenset({f"127.0.0.1:{http.port}"}))
-    url = str(http.make_url("/to").with_query(target=target.format(port=server.port)))
+    url = http.add("to", Route(status=302, headers={"Location": target.format(port=server.port)}))
     assert (await failure(d, url)).reason == "blocked_destination"
     assert server.connections == 0
 
@@ -497,9 +424,7 @@ def test_redact_url_drops_secrets() -> None:
 
 async def test_error_messages_never_carry_the_query(http, downloader) -> None:
     d = await downloader()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        refused = f"http://127.0.0.1:{s.getsockname()[1]}/x"
+    refused = f"http://127.0.0.1:{free_port()}/x"
     for url in (url_of(http, "/status/404"), url_of(http, "/status/503"), refused):
         err = await failure(d, url + "?sig=TOPSECRET")
         assert "TOPSECRET" not in str(err)

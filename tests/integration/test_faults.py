@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 
@@ -70,10 +69,10 @@ async def test_rebalance_stop_and_restart_a_member(kafka_bootstrap, file_server,
     await wait_until(lambda: _holds(b, 2), 60, "pod-b to hold half the partitions")
     await until_lag_below(kafka_bootstrap, topics, 70)
     assert await b.stop() == 0           # clean stop mid-run
-    seen = len(a.log())
+    seen = a.log_size()
     await wait_until(lambda: _holds(a, 4, seen), 60, "pod-a to take every partition")
     expected |= await load_files(kafka_bootstrap, file_server, topics, 80, 0.1, "two")
-    seen = len(b.log())
+    seen = b.log_size()
     b.start()
     await wait_until(lambda: _holds(b, 2, seen), 60, "pod-b to get its share back")
     expected |= await load_files(kafka_bootstrap, file_server, topics, 80, 0.1, "three")
@@ -82,13 +81,14 @@ async def test_rebalance_stop_and_restart_a_member(kafka_bootstrap, file_server,
     assert await b.stop() == 0
 
     assert_exactly_once(await read_all(kafka_bootstrap, topics.output), expected)
-    assert "partitions revoked" in a.log()
+    assert a.events("revoked")
 
 
 async def _holds(process, count: int, start: int = 0) -> bool:
-    """The latest assignment in the process's log (past ``start``) has ``count`` partitions."""
-    lines = [line for line in process.log()[start:].splitlines() if "partitions assigned" in line]
-    return bool(lines) and len(json.loads(lines[-1])["partitions"]) == count
+    """The latest assignment in the process's log (past byte ``start``) has ``count``
+    partitions."""
+    assigned = process.assignment(start)
+    return assigned is not None and len(assigned) == count
 
 
 async def test_zombie_paused_past_session_timeout_commits_nothing_twice(
@@ -99,14 +99,14 @@ async def test_zombie_paused_past_session_timeout_commits_nothing_twice(
     env = service_env(kafka_bootstrap, topics, SESSION_TIMEOUT_MS="6000",
                       PREFETCH_PER_PARTITION="1")
     zombie = services(env, "pod-zombie").start()
-    await wait_until(lambda: _logged(zombie, '"partitions":[0,1,2,3]'), 60, "zombie joins")
+    await wait_until(lambda: _holds(zombie, 4), 60, "zombie joins")
     healthy = services(env, "pod-healthy").start()
-    await wait_until(lambda: _logged(healthy, "partition task started"), 60, "healthy joins")
-    await wait_until(lambda: _logged(zombie, "partition task started", after=4), 60,
+    await wait_until(lambda: _logged(healthy, "task_started"), 60, "healthy joins")
+    await wait_until(lambda: _logged(zombie, "task_started", after=4), 60,
                      "the zombie to own part of the input")
     zombie.signal(signal.SIGSTOP)
-    seen = len(healthy.log())
-    await wait_until(lambda: _logged(healthy, '"partitions":[0,1,2,3]', start=seen), 60,
+    seen = healthy.log_size()
+    await wait_until(lambda: _holds(healthy, 4, start=seen), 60,
                      "the healthy member to take every partition")
     zombie.signal(signal.SIGCONT)
     await until_lag_below(kafka_bootstrap, topics, 0, timeout=120)
@@ -114,12 +114,12 @@ async def test_zombie_paused_past_session_timeout_commits_nothing_twice(
     assert await healthy.stop() == 0
 
     assert_exactly_once(await read_all(kafka_bootstrap, topics.output), expected)
-    assert "partitions revoked" in zombie.log()
+    assert zombie.events("revoked")
 
 
-async def _logged(process, text: str, start: int = 0, after: int = 0) -> bool:
-    """``text`` is in the process's log past ``start``, more than ``after`` times."""
-    return process.log()[start:].count(text) > after
+async def _logged(process, event: str, after: int = 0) -> bool:
+    """The process logged ``event`` more than ``after`` times."""
+    return len(process.events(event)) > after
 
 
 async def test_fenced_task_is_dropped_and_replaced(kafka_bootstrap, file_server, services):
@@ -137,7 +137,7 @@ async def test_fenced_task_is_dropped_and_replaced(kafka_bootstrap, file_server,
     assert await service.stop() == 0
 
     assert_exactly_once(await read_all(kafka_bootstrap, topics.output), expected)
-    assert "partition fenced by another producer" in service.log()
+    assert service.events("fenced")
     assert service.proc is not None and service.starts == 1, "fencing is not a crash"
 
 

@@ -25,52 +25,24 @@ from tests.integration.harness import (
     service_env,
     wait_until,
 )
+from tools.fileserver import RawServer, drip, head, read_request
 
 
-class RawServer:
+async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Answers by path with responses aiohttp would not send: lies and drips."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.port = 0
-        self._servers: list[asyncio.base_events.Server] = []
-
-    async def start(self, hosts: tuple[str, ...] = ("127.0.0.1",)) -> RawServer:
-        for host in hosts:
-            server = await asyncio.start_server(self._handle, host, self.port)
-            self.port = server.sockets[0].getsockname()[1]
-            self._servers.append(server)
-        return self
-
-    async def close(self) -> None:
-        for server in self._servers:
-            server.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            request = await reader.readuntil(b"\r\n\r\n")
-            path = request.split(b" ", 2)[1]
-            if path == b"/lie":  # promises 1000 bytes, sends 10, hangs up
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b'{"a": 1}\n')
-            elif path == b"/drip":  # one byte a second, for longer than any timeout
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-                for _ in range(60):
-                    writer.write(b" ")
-                    await writer.drain()
-                    await asyncio.sleep(1)
-            else:
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n" + b'{"a": 1}\n')
-            await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+    path = await read_request(reader)
+    if path == b"/lie":  # promises 1000 bytes, sends 10, hangs up
+        writer.write(head({"Content-Length": 1000}) + b'{"a": 1}\n')
+    elif path == b"/drip":  # one byte a second, for longer than any timeout
+        await drip(writer, promised=100_000, count=60)
+    else:
+        writer.write(head({"Content-Length": 9}) + b'{"a": 1}\n')
+    await writer.drain()
 
 
 @pytest.fixture
 async def raw_server() -> AsyncIterator[RawServer]:
-    server = await RawServer().start()
+    server = await RawServer(hostile).start()
     yield server
     await server.close()
 
@@ -78,7 +50,7 @@ async def raw_server() -> AsyncIterator[RawServer]:
 @pytest.fixture
 async def listener() -> AsyncIterator[RawServer]:
     """Where blocked URLs point: on 127.0.0.1 and ::1, counting every connection."""
-    server = await RawServer().start(("127.0.0.1", "::1"))
+    server = await RawServer(hostile).start(ipv6=True)
     yield server
     await server.close()
 

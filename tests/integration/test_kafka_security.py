@@ -10,7 +10,6 @@ throwaway CA.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import tempfile
 import time
@@ -22,13 +21,12 @@ import orjson
 import pytest
 from aiokafka.helpers import create_ssl_context
 
-import local_kafka
 from app.clients import FatalStartupError, check_connection
 from app.config import Settings
 from tests.integration.harness import (
+    ChildProcess,
     FileServer,
     Route,
-    ServiceProcess,
     Topics,
     assert_exactly_once,
     create_topics,
@@ -41,6 +39,7 @@ from tests.integration.harness import (
     unique,
     wait_until,
 )
+from tools import local_kafka
 
 FAIL_FAST_S = 30
 FORMATS = ["ndjson", "array", "gzip-file", "gzip-encoding"]
@@ -104,33 +103,31 @@ def unused_topics() -> Topics:
     return Topics(unique("sec-in"), unique("sec-out"), unique("sec-dlq"), unique("sec-group"), 1)
 
 
-async def exit_within(service: ServiceProcess, seconds: float) -> tuple[int, float]:
+async def exit_within(service: ChildProcess, seconds: float) -> tuple[int, float]:
     """The exit code and the seconds from start to exit; fail if it is still running."""
-    assert service.proc is not None
     started = time.monotonic()
-    while service.proc.poll() is None:
-        if time.monotonic() - started > seconds:
-            raise AssertionError(f"still running after {seconds}s (retrying instead of "
-                                 f"failing fast):\n{service.log()[-2000:]}")
-        await asyncio.sleep(0.05)
-    return service.proc.returncode, time.monotonic() - started
+    code = await service.wait(seconds)
+    if code is None:
+        raise AssertionError(f"still running after {seconds}s (retrying instead of "
+                             f"failing fast):\n{service.log_text()[-2000:]}")
+    return code, time.monotonic() - started
 
 
-def log_lines(service: ServiceProcess) -> list[dict]:
+def log_lines(service: ChildProcess) -> list[dict]:
     """Every output line, each a JSON object: a traceback or stray print fails here."""
-    lines = service.log().splitlines()
+    lines = service.log_text().splitlines()
     for line in lines:
-        assert line.startswith("{"), f"not a log line: {line!r}\n{service.log()[-2000:]}"
+        assert line.startswith("{"), f"not a log line: {line!r}\n{service.log_text()[-2000:]}"
     return [orjson.loads(line) for line in lines]
 
 
-def assert_no_secret(service: ServiceProcess, *passwords: str) -> None:
-    output = service.log()
+def assert_no_secret(service: ChildProcess, *passwords: str) -> None:
+    output = service.log_text()
     for password in passwords:
         assert password not in output, f"a password appears in {service.log_path}"
 
 
-def assert_one_fatal_line(service: ServiceProcess, cause: str) -> str:
+def assert_one_fatal_line(service: ChildProcess, cause: str) -> str:
     errors = [line for line in log_lines(service) if line["level"] in ("error", "critical")]
     assert len(errors) == 1, f"expected one error line, got {errors}"
     assert cause in errors[0]["msg"], errors[0]
@@ -160,7 +157,8 @@ async def test_right_credentials_every_transaction_once(
 
     assert_exactly_once(await read_all(broker.bootstrap, topics.output, **options), expected)
     assert await read_all(broker.bootstrap, topics.dlq, **options) == []
-    assert "stopped: records committed=12 dead_lettered=0" in service.log()
+    stopped = service.events("stopped")[-1]
+    assert (stopped["committed"], stopped["dead_lettered"]) == (12, 0)
     assert not [line for line in log_lines(service) if line["level"] == "error"]
     assert_no_secret(service, broker.secured.password)
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import aiohttp
 
-from kafka_io import end_offsets
 from tests.integration.harness import (
     Route,
     assert_exactly_once,
@@ -21,12 +19,8 @@ from tests.integration.harness import (
     service_env,
     wait_until,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tools.kafka_io import end_offsets
+from tools.local_kafka import free_port
 
 
 async def get(port: int, path: str) -> tuple[int, str]:
@@ -77,12 +71,11 @@ async def test_probes_metrics_sigterm_and_json_logs(kafka_bootstrap, file_server
     assert await service.stop(timeout=30) == 0
     await assert_no_open_transaction(kafka_bootstrap, topics.output)
     assert_exactly_once(await read_all(kafka_bootstrap, topics.output), expected)
-    lines = service.log().splitlines()
+    lines = service.log_text().splitlines()
     assert lines, "the service logged nothing"
     for line in lines:
         assert isinstance(json.loads(line), dict), line
-    assert any(json.loads(line)["msg"].startswith("stopped: records committed=12")
-               for line in lines)
+    assert service.events("stopped")[-1]["committed"] == 12
 
 
 async def assert_no_open_transaction(bootstrap: str, topic: str) -> None:

@@ -3,7 +3,6 @@ connection is scripted; tests/integration/test_kafka_security.py runs it for rea
 
 from __future__ import annotations
 
-import socket
 import ssl
 
 import pytest
@@ -12,6 +11,7 @@ from aiokafka import errors as kafka
 from app import clients
 from app.clients import FatalStartupError, check_connection, connection, redact, startup_failure
 from app.config import Settings
+from tools.local_kafka import free_port
 
 PASSWORD = "s3cret-Pa55word"
 SASL = {"kafka_security_protocol": "SASL_SSL", "kafka_sasl_mechanism": "SCRAM-SHA-512",
@@ -122,9 +122,7 @@ async def test_check_closes_a_good_connection(monkeypatch):
 
 
 async def test_check_leaves_an_unreachable_broker_to_the_clients():
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens there
     await check_connection(settings(kafka_bootstrap_servers=f"127.0.0.1:{port}"))
 
 

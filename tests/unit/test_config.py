@@ -48,6 +48,9 @@ def test_settings_are_frozen():
     ({"LOG_FORMAT": "xml"}, "must be one of json, text"),
     ({"OUTPUT_TOPIC": "files-with-transactions"}, "must differ from INPUT_TOPIC"),
     ({"SHUTDOWN_TIMEOUT_S": "150"}, "SHUTDOWN_TIMEOUT_S"),
+    ({"DEDUP": "url", "DEDUP_TOPIC": "transactions"}, "must differ from INPUT_TOPIC and from"),
+    ({"DEDUP_RETENTION": "7w"}, "DEDUP_RETENTION='7w': not a valid float"),
+    ({"DEDUP_RETENTION": "-1d"}, "must be a positive duration"),
     ({"DOWNLOAD_TOTAL_TIMEOUT_S": "nan"}, "must be a positive number"),
 ])
 def test_invalid_values_name_the_setting(env, fragment):

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import local_cluster
-import local_kafka
+from tools import local_cluster, local_kafka
 
 
 def test_local_broker_cluster_ids_never_look_like_flags():

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from app.budget import MemoryBudget
 from app.config import load_settings
 from app.errors import PoisonError
 from app.parse import parse_transactions
-from app.prepare import HELD_RECORD_OVERHEAD, RECORD_OVERHEAD, ByteBudget, Preparer
+from app.prepare import HELD_RECORD_OVERHEAD, RECORD_OVERHEAD, Preparer
 from app.stats import Stats
 
 URL = "http://files.example/ledger.ndjson"
@@ -20,7 +21,7 @@ ITEMS = parse_transactions(b"\n".join(b'{"id":%d,"v":"%s"}' % (i, b"x" * i) for 
 
 def preparer(*args: str) -> Preparer:
     settings = load_settings(["--output-topic", "out", *args], {})
-    return Preparer(settings, None, ByteBudget(1 << 30), Stats())  # type: ignore[arg-type]
+    return Preparer(settings, None, MemoryBudget(1 << 30), Stats())  # type: ignore[arg-type]
 
 
 def record_size(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]) -> int:
@@ -40,7 +41,7 @@ def test_each_record_carries_its_source_position_and_the_file_count() -> None:
 
 def test_held_bytes_are_every_record_s_bytes_plus_its_objects() -> None:
     p = preparer()
-    prepared = p.outputs(MSG, URL, ITEMS, attempts=1)
+    prepared = p.outputs(MSG, URL, ITEMS, attempts=1, reservation=p.budget.reservation())
     want = sum(record_size(r.key, r.value, r.headers) + HELD_RECORD_OVERHEAD
                for r in prepared.records)
     assert prepared.nbytes == want

@@ -4,40 +4,31 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import signal
-import socket
-import subprocess
-import sys
 
 from aiokafka import errors as kafka_errors
 
 from app import __main__ as app_main
 from app import service as service_module
 from app.config import load_settings
+from tools.local_kafka import free_port
+from tools.proc import app_process
 
 
-def test_unreachable_kafka_is_waited_for_until_sigterm():
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "HTTP_PORT": "0",
-           "LOG_FORMAT": "text"}
-    proc = subprocess.Popen([sys.executable, "-m", "app"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=env)
+async def test_unreachable_kafka_is_waited_for_until_sigterm(tmp_path):
+    port = free_port()  # nothing listens there
+    env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "HTTP_PORT": "0",
+           "LOG_FORMAT": "json"}
+    service = app_process(env, tmp_path, "startup").start()
     try:
-        assert proc.stdout is not None
         # A broker that is down (restarting, say) is waited for, not a crash.
-        for line in proc.stdout:
-            if f"waiting for Kafka at 127.0.0.1:{port}" in line:
-                break
-        proc.send_signal(signal.SIGTERM)
-        rest = proc.communicate(timeout=60)[0]
+        waiting = await service.wait_event("waiting_for_kafka", 60)
+        assert waiting is not None, service.log_text()[-2000:]
+        assert f"127.0.0.1:{port}" in waiting["msg"], "the line names where it waits"
+        assert await service.stop(60) == 0
     finally:
-        proc.kill()
-    assert proc.returncode == 0
-    assert "stopped: records committed=0" in rest
-    assert "Traceback" not in rest
+        service.kill()
+    assert service.events("stopped")[-1]["committed"] == 0
+    assert "Traceback" not in service.log_text()
 
 
 class FlakyConsumer:
@@ -73,7 +64,8 @@ async def test_a_group_error_at_start_is_waited_out(monkeypatch, caplog):
         started = await service._connect(downloader=None)  # type: ignore[arg-type]
     assert started is not None and started[0] is made[1]
     assert made[0].stops == 1
-    assert "waiting for Kafka" in caplog.text and "UnknownError" in caplog.text
+    waits = [r for r in caplog.records if getattr(r, "event", None) == "waiting_for_kafka"]
+    assert len(waits) == 1 and "UnknownError" in waits[0].getMessage()
 
 
 async def test_an_authorization_error_at_start_is_not_retried(monkeypatch):

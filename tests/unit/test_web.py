@@ -8,6 +8,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from app import web
 from app.config import load_settings
+from app.partition import TaskContext
 from app.service import Service
 from app.stats import Stats
 from app.supervisor import Supervisor
@@ -16,7 +17,8 @@ from app.supervisor import Supervisor
 def joined_service() -> Service:
     settings = load_settings(["--health-stall-s", "5"], {})
     service = Service(settings)
-    supervisor = Supervisor(settings, None, None, service.stats, None)  # type: ignore[arg-type]
+    supervisor = Supervisor(TaskContext(settings, None, None, service.stats,  # type: ignore[arg-type]
+                                        None, None))  # type: ignore[arg-type]
     supervisor.assign([])  # joined the group with nothing assigned
     service.supervisor = supervisor
     return service

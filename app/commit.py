@@ -1,0 +1,200 @@
+"""The commit path: one input partition's outputs and offset, written under one guarantee.
+
+A committer runs the whole protocol for one commit and reports how it ended; it
+never retries, logs or counts. What to do next is the partition task's decision:
+
+    DONE     outputs and offset are committed
+    RETRY    nothing of it is visible (the transaction was aborted, or at least once:
+             the offset was not committed): the same records may be tried again
+    FENCED   another producer owns this partition's transactional id: drop the task
+    TIMED_OUT  fenced after the transaction outlived TRANSACTION_TIMEOUT_MS: the
+             coordinator aborted it (a record too big to commit in time, or a stall)
+    UNKNOWN  the commit was sent and its answer lost: it may have been applied, so
+             never abort it; a new producer's init settles it, the committed offset tells
+    FATAL    the producer is unusable: replace it and resume from the committed offset
+
+``make_committer`` picks the implementation for ``PROCESSING_GUARANTEE`` once, at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import TopicPartition
+
+from app.config import Settings
+from app.errors import Kind, classify
+from app.records import OutRecord
+
+_PARTITIONER = DefaultPartitioner()
+Offsets = Mapping[TopicPartition, int]
+
+
+class Outcome(enum.Enum):
+    DONE = "done"
+    RETRY = "retry"
+    FENCED = "fenced"
+    TIMED_OUT = "timed_out"
+    UNKNOWN = "unknown"
+    FATAL = "fatal"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    cause: BaseException | None = None
+    aborted: bool = False  # a transaction was rolled back (exactly once only)
+
+    @property
+    def refused(self) -> bool:
+        """The broker refused an output record (too large): retrying cannot help."""
+        return self.cause is not None and classify(self.cause) is Kind.POISON
+
+
+DONE = Result(Outcome.DONE)
+
+
+class Committer(Protocol):
+    async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
+                     records: Sequence[OutRecord]) -> Result: ...
+
+
+class ExactlyOnceCommitter:
+    """begin, every send checked, send_offsets_to_transaction, commit; abort on failure."""
+
+    transactional = True
+
+    def __init__(self, group_id: str, transaction_timeout_s: float = float("inf")) -> None:
+        self.group_id = group_id
+        self.transaction_timeout_s = transaction_timeout_s
+
+    async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
+                     records: Sequence[OutRecord]) -> Result:
+        started = time.monotonic()
+        result = await self._commit(producer, offsets, records)
+        if (result.outcome is Outcome.FENCED
+                and time.monotonic() - started >= self.transaction_timeout_s):
+            return Result(Outcome.TIMED_OUT, result.cause)
+        return result
+
+    async def _commit(self, producer: AIOKafkaProducer, offsets: Offsets,
+                      records: Sequence[OutRecord]) -> Result:
+        try:
+            await producer.begin_transaction()
+            await send_all(producer, records)
+            await producer.send_offsets_to_transaction(dict(offsets), self.group_id)
+        except Exception as exc:
+            return await _abort(producer, exc)
+        try:
+            await producer.commit_transaction()
+        except Exception as exc:
+            fenced = classify(exc) is Kind.FENCED
+            return Result(Outcome.FENCED if fenced else Outcome.UNKNOWN, exc)
+        return DONE
+
+
+async def _abort(producer: AIOKafkaProducer, cause: BaseException) -> Result:
+    kind = classify(cause)
+    if kind is Kind.FENCED:
+        return Result(Outcome.FENCED, cause)
+    if kind is Kind.FATAL:
+        return Result(Outcome.FATAL, cause)
+    try:
+        await producer.abort_transaction()
+    except Exception as exc:
+        fenced = classify(exc) is Kind.FENCED
+        return Result(Outcome.FENCED if fenced else Outcome.FATAL, exc)
+    return Result(Outcome.RETRY, cause, aborted=True)
+
+
+class AtLeastOnceCommitter:
+    """The outputs, then the consumer's offset commit: a crash between them repeats outputs.
+
+    A baseline for benchmarks, not the product's guarantee."""
+
+    transactional = False
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+
+    async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
+                     records: Sequence[OutRecord]) -> Result:
+        try:
+            await send_all(producer, records)
+            await self.consumer.commit(dict(offsets))
+        except Exception as exc:
+            kind = classify(exc)
+            if kind is Kind.FENCED:
+                return Result(Outcome.FENCED, exc)
+            return Result(Outcome.FATAL if kind is Kind.FATAL else Outcome.RETRY, exc)
+        return DONE
+
+
+def make_committer(settings: Settings, consumer: AIOKafkaConsumer
+                   ) -> ExactlyOnceCommitter | AtLeastOnceCommitter:
+    if settings.processing_guarantee == "exactly_once":
+        return ExactlyOnceCommitter(settings.group_id, settings.transaction_timeout_ms / 1000)
+    return AtLeastOnceCommitter(consumer)
+
+
+async def send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord]) -> None:
+    """Every record, in order, packed into as few record batches as fit; every result checked.
+
+    One future and one partitioner call per batch instead of per record. The
+    partition is the one aiokafka's default partitioner would pick for the key.
+    """
+    sent: list[asyncio.Future] = []
+    try:
+        await _send_batches(producer, records, sent)
+        # aiokafka would commit even if a send failed: every result must be checked.
+        for future in sent:
+            if not future.done():
+                await asyncio.wait([future])
+            failure = future.exception()
+            if failure is not None:
+                raise failure
+    except BaseException:
+        for future in sent:  # their outcome no longer matters; the abort covers them
+            future.add_done_callback(_ignore_outcome)
+        raise
+
+
+async def _send_batches(producer: AIOKafkaProducer, records: Sequence[OutRecord],
+                        sent: list[asyncio.Future]) -> None:
+    open_batches: dict[tuple[str, int], Any] = {}
+    chosen: dict[tuple[str, bytes | None], int] = {}
+    for r in records:
+        where = r.partition if r.partition is not None else chosen.get((r.topic, r.key))
+        if where is None:
+            where = chosen[r.topic, r.key] = await _partition_for(producer, r.topic, r.key)
+        batch = open_batches.get((r.topic, where))
+        if batch is not None and _append(batch, r):
+            continue
+        if batch is not None:  # full: send it, start the next
+            sent.append(await producer.send_batch(batch, r.topic, partition=where))
+        batch = open_batches[r.topic, where] = producer.create_batch()
+        _append(batch, r)  # an empty batch takes any one record
+    for (topic, where), batch in open_batches.items():
+        sent.append(await producer.send_batch(batch, topic, partition=where))
+
+
+async def _partition_for(producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int:
+    """The partition aiokafka's default partitioner would pick (random for no key)."""
+    partitions = sorted(await producer.partitions_for(topic))
+    return _PARTITIONER(key, partitions, partitions)
+
+
+def _append(batch: Any, r: OutRecord) -> bool:
+    return batch.append(key=r.key, value=r.value, timestamp=None, headers=r.headers) is not None
+
+
+def _ignore_outcome(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,161 @@
+"""One input record, committed: the rules around the committer for a partition task.
+
+Retry an aborted transaction after a backoff; turn a record the broker refuses, or one
+whose transaction keeps timing out, into a dead letter; end the task on fencing, an
+unknown outcome or a broken producer; with deduplication, write the store's changelog
+entry in the same transaction, or for a repeat only the offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from app.commit import Outcome, Result
+from app.dedup import Deduplicator
+from app.errors import PoisonError, TaskFailed, TaskFenced, backoff
+from app.records import Prepared
+
+if TYPE_CHECKING:
+    from app.partition import TaskContext
+
+log = logging.getLogger(__name__)
+
+
+class RecordCommitter:
+    def __init__(self, tp: TopicPartition, context: TaskContext, dedup: Deduplicator | None,
+                 producer: Callable[[], AIOKafkaProducer | None],
+                 running: Callable[[], bool], log_context: dict[str, Any]) -> None:
+        self.tp, self.context, self.dedup = tp, context, dedup
+        self.settings, self.stats = context.settings, context.stats
+        self._producer, self._running, self._log_context = producer, running, log_context
+
+    async def commit(self, record: ConsumerRecord, prepared: Prepared) -> bool:
+        """Commit the record's outputs and offset, retrying; False if closed meanwhile."""
+        key, attempt = (self.tp, record.offset), 0
+        prepared = await self._checked(record, prepared)
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            result = await self._transaction([(record, prepared)])
+            if result.outcome is Outcome.DONE:
+                self.stats.commit_seconds.observe(time.monotonic() - started)
+                self.context.timeouts.pop(key, None)
+                self._done(record, prepared)
+                return True
+            self._give_up_if_final(result, key)
+            if result.aborted:
+                self.stats.aborted()
+                log.warning("transaction aborted, will retry: %r", result.cause,
+                            extra={**self._log_context, "event": "aborted"})
+            if result.refused and not prepared.dead_lettered:
+                prepared = self._dead_letter(record, prepared, "record_too_large",
+                                             f"the broker refused an output record: "
+                                             f"{result.cause!r}")
+                continue
+            if not self._running():
+                return False
+            self.stats.retried("transaction")
+            await self.context.sleep(backoff(attempt, self.settings.retry_backoff_s,
+                                             self.settings.retry_backoff_max_s))
+
+    async def commit_group(self, group: list[tuple[ConsumerRecord, Prepared]]) -> int:
+        """Records ready at the head of the window, in one transaction (up to
+        TRANSACTION_MAX_RECORDS); how many of them were committed (0: closed meanwhile).
+        If the group fails they are committed one per transaction, so one bad record
+        never takes its neighbours to the dead-letter topic."""
+        group = self._groupable(group)
+        if len(group) == 1:
+            return int(await self.commit(*group[0]))
+        group = [(record, await self._checked(record, prepared)) for record, prepared in group]
+        started = time.monotonic()
+        result = await self._transaction(group)
+        if result.outcome is Outcome.DONE:
+            self.stats.commit_seconds.observe(time.monotonic() - started)
+            for record, prepared in group:
+                self._done(record, prepared)
+            return len(group)
+        self.context.singles_until[self.tp] = group[-1][0].offset  # also for the next task
+        self._give_up_if_final(result, None)
+        if result.aborted:
+            self.stats.aborted()
+            log.warning("group of %d aborted, committing them one by one: %r", len(group),
+                        result.cause, extra={**self._log_context, "event": "aborted"})
+        for done, (record, prepared) in enumerate(group):
+            if not await self.commit(record, prepared):
+                return done
+        return len(group)
+
+    def _groupable(self, group: list[tuple[ConsumerRecord, Prepared]]
+                   ) -> list[tuple[ConsumerRecord, Prepared]]:
+        """The group cut before a record that must go alone: one after a failed group,
+        or one repeating a key earlier in the group (not yet remembered)."""
+        kept: list[tuple[ConsumerRecord, Prepared]] = []
+        keys: set[bytes | None] = set()
+        for record, prepared in group:
+            alone = record.offset <= self.context.singles_until.get(self.tp, -1)
+            if kept and (alone or (prepared.dedup_key is not None
+                                   and prepared.dedup_key in keys)):
+                break
+            kept.append((record, prepared))
+            keys.add(prepared.dedup_key)
+            if alone:
+                break
+        return kept
+
+    async def _transaction(self, group: list[tuple[ConsumerRecord, Prepared]]) -> Result:
+        records = self.dedup.tombstones() if self.dedup else []
+        for record, prepared in group:
+            records += self.dedup.records(record, prepared) if self.dedup else prepared.records
+        offsets = {self.tp: group[-1][0].offset + 1}
+        return await self.context.committer.commit(self._producer(), offsets, records)  # type: ignore[arg-type]
+
+    async def _checked(self, record: ConsumerRecord, prepared: Prepared) -> Prepared:
+        timeouts = self.context.timeouts[self.tp, record.offset]
+        if timeouts >= self.settings.max_attempts:
+            return self._dead_letter(record, prepared, "transaction_timeout",
+                                     f"{timeouts} transactions did not commit within "
+                                     f"TRANSACTION_TIMEOUT_MS={self.settings.transaction_timeout_ms}")
+        if prepared.skipped and self.dedup and self.dedup.duplicate_of(prepared) is None:
+            # Its original was forgotten (retention, entry limit) since: download it after all.
+            return await self.context.preparer.prepare(record)
+        return prepared
+
+    def _dead_letter(self, record: ConsumerRecord, prepared: Prepared, reason: str,
+                     message: str) -> Prepared:
+        return self.context.preparer.dead_letter(record, None, PoisonError(reason, message),
+                                                 prepared.attempts, prepared.dedup_key)
+
+    def _give_up_if_final(self, result: Result, key: tuple[TopicPartition, int] | None) -> None:
+        cause = result.cause
+        if result.outcome is Outcome.FENCED:
+            raise TaskFenced(repr(cause)) from cause
+        if result.outcome is Outcome.TIMED_OUT:
+            if key is None:  # a group: its records go one by one next, each counted
+                raise TaskFailed(f"a group's transaction timed out: {cause!r}") from cause
+            self.context.timeouts[key] += 1  # a new producer tries again, at once
+            raise TaskFailed(f"transaction timed out ({self.context.timeouts[key]} of "
+                             f"{self.settings.max_attempts} attempts): {cause!r}") from cause
+        if result.outcome is Outcome.UNKNOWN:
+            raise TaskFailed(f"commit outcome unknown: {cause!r}") from cause
+        if result.outcome is Outcome.FATAL:
+            raise TaskFailed(f"producer failed: {cause!r}") from cause
+
+    def _done(self, record: ConsumerRecord, prepared: Prepared) -> None:
+        original = self.dedup.duplicate_of(prepared) if self.dedup else None
+        if self.dedup:
+            self.dedup.committed(record, prepared)
+        if original is not None:
+            self.stats.duplicate()
+            log.info("duplicate input: its file was committed at offset %d", original,
+                     extra={**self._log_context, "event": "duplicate", "offset": record.offset,
+                            "original_offset": original})
+        elif prepared.dead_lettered:
+            self.stats.dead_lettered()
+        else:
+            self.stats.committed(len(prepared.records))

@@ -1,0 +1,134 @@
+"""One partition's prefetch window: records being prepared ahead of their commit.
+
+Records enter in offset order; at most ``depth`` are prepared at once; the head is
+committed first. The consumer is paused for the partition while the window and
+the records waiting behind it reach ``depth``, and resumed when there is room.
+Each entry holds a reservation of the memory budget, released when it leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+from collections.abc import Callable, Coroutine
+from typing import Any, NamedTuple
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from app.budget import MemoryBudget, Reservation
+from app.records import Prepared
+
+Prepare = Callable[[ConsumerRecord, Reservation], Coroutine[Any, Any, Prepared]]
+
+
+class Entry(NamedTuple):
+    record: ConsumerRecord
+    reservation: Reservation
+    pending: asyncio.Task[Prepared]
+
+    def drop(self) -> None:
+        """The one place an entry's memory goes back to the budget."""
+        self.pending.cancel()
+        self.reservation.release()
+
+
+class PrefetchWindow:
+    def __init__(self, tp: TopicPartition, consumer: AIOKafkaConsumer, depth: int,
+                 prepare: Prepare, budget: MemoryBudget) -> None:
+        self.tp, self.consumer, self.depth = tp, consumer, depth
+        self._prepare, self._budget = prepare, budget
+        self._inbox: collections.deque[ConsumerRecord] = collections.deque()
+        self._entries: collections.deque[Entry] = collections.deque()
+        self._next_offset = -1   # the offset after the last record received
+        self._open = False
+        self._wake = asyncio.Event()
+
+    def open(self, offset: int) -> None:
+        """Take records from ``offset`` on."""
+        self._next_offset = offset
+        self._open = True
+        self._resume()
+
+    def close(self) -> None:
+        """Take nothing new; cancel what is being prepared (a prepared head stays)."""
+        self._open = False
+        self.pause()
+        self._inbox.clear()
+        for entry in self._entries:
+            entry.pending.cancel()
+        self._wake.set()
+
+    def clear(self) -> None:
+        while self._entries:
+            self._entries.popleft().drop()
+
+    def deliver(self, records: list[ConsumerRecord]) -> None:
+        if not self._open:
+            return
+        for record in records:
+            # Anything below the position we sought to is a leftover of an old fetch.
+            if record.offset >= self._next_offset:
+                self._inbox.append(record)
+                self._next_offset = record.offset + 1
+        self._fill()
+
+    @property
+    def pending(self) -> int:
+        return len(self._inbox) + len(self._entries)
+
+    async def head(self) -> tuple[ConsumerRecord, Prepared] | None:
+        """The oldest record once prepared; None when the window was closed meanwhile."""
+        while not self._entries:
+            if not self._open:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        record, _, pending = self._entries[0]
+        await asyncio.wait([pending])
+        return None if pending.cancelled() else (record, pending.result())
+
+    async def ready(self, most: int) -> list[tuple[ConsumerRecord, Prepared]]:
+        """The head once prepared, and the prepared records right behind it (``most`` in
+        all); empty when the window was closed meanwhile. Never waits for more."""
+        head = await self.head()
+        if head is None:
+            return []
+        group = [head]
+        for record, _, pending in itertools.islice(self._entries, 1, most):
+            if not pending.done() or pending.cancelled():
+                break
+            group.append((record, pending.result()))
+        return group
+
+    def pop(self, count: int = 1) -> None:
+        """The first ``count`` are committed: release them and prepare the next."""
+        for _ in range(count):
+            self._entries.popleft().drop()
+        if self._entries:
+            self._entries[0].reservation.promote()
+        self._fill()
+
+    def _fill(self) -> None:
+        while self._inbox and len(self._entries) < self.depth:
+            record = self._inbox.popleft()
+            reservation = self._budget.reservation()
+            if not self._entries:
+                reservation.head = True
+            self._entries.append(Entry(record, reservation,
+                                       asyncio.create_task(self._prepare(record, reservation))))
+        if self._entries:
+            self._wake.set()
+        if self.pending >= self.depth:
+            self.pause()
+        else:
+            self._resume()
+
+    def pause(self) -> None:
+        if self.tp in self.consumer.assignment():
+            self.consumer.pause(self.tp)
+
+    def _resume(self) -> None:
+        if self._open and self.tp in self.consumer.assignment():
+            self.consumer.resume(self.tp)

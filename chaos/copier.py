@@ -1,0 +1,65 @@
+"""The service as the chaos suite runs it: ``python -m app`` with injected aborts.
+
+``TEST_ABORT_RATE`` (0 up to 1) of the exactly-once committer's transactions are
+aborted after their sends and offsets, just before the commit, so the checker can
+prove that aborted records never become visible. The service itself has no such
+setting: only this wrapper, installed here, does it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from app import __main__ as service
+from app.commit import Committer, Offsets, Result
+from app.errors import TransientError
+from app.records import OutRecord
+
+
+class AbortInjecting:
+    """Wraps a committer: a drawn share of commits fail just before commit_transaction."""
+
+    def __init__(self, inner: Committer, rate: float, draw=random.random) -> None:
+        self.inner, self.rate, self._draw = inner, rate, draw
+
+    async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
+                     records: Sequence[OutRecord]) -> Result:
+        if self.rate > 0 and self._draw() < self.rate:
+            producer = _FailsAfterOffsets(producer)  # type: ignore[assignment]
+        return await self.inner.commit(producer, offsets, records)
+
+
+class _FailsAfterOffsets:
+    """The real producer, except that sending the offsets is followed by a failure."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+    async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
+        await self._producer.send_offsets_to_transaction(offsets, group_id)
+        raise TransientError("injected_abort", "TEST_ABORT_RATE aborted this transaction")
+
+
+def abort_rate(environ: dict[str, str] | os._Environ[str]) -> float:
+    rate = float(environ.get("TEST_ABORT_RATE", "0"))
+    if not 0 <= rate < 1:
+        raise SystemExit(f"chaos.copier: TEST_ABORT_RATE={rate} must be from 0 up to 1")
+    return rate
+
+
+def main() -> int:
+    rate = abort_rate(os.environ)
+    return service.main(wrap_committer=lambda committer: AbortInjecting(committer, rate))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The committers' protocol, with a scripted producer (pure logic).
+
+The same behaviour runs against the real broker in tests/integration."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka import errors as kafka
+from aiokafka.structs import TopicPartition
+
+from app.commit import AtLeastOnceCommitter, ExactlyOnceCommitter, Outcome
+from app.records import OutRecord
+from chaos.copier import AbortInjecting
+from tests.unit.fakes import MemoryConsumer, ScriptedProducer
+
+TP = TopicPartition("in", 0)
+OFFSETS = {TP: 42}
+ONE = [OutRecord("out", b"k", b"{}", [])]
+
+
+async def commit(producer: ScriptedProducer, records=ONE):
+    return await ExactlyOnceCommitter("group").commit(producer, OFFSETS, records)  # type: ignore[arg-type]
+
+
+async def test_sends_then_offsets_then_commit():
+    producer = ScriptedProducer()
+    assert (await commit(producer)).outcome is Outcome.DONE
+    assert producer.calls == ["begin", "send", "offsets", "commit"]
+    assert producer.offsets == OFFSETS and producer.committed == [b"{}"]
+
+
+async def test_a_failed_send_aborts_and_asks_for_a_retry():
+    producer = ScriptedProducer({"send": kafka.KafkaTimeoutError()})
+    result = await commit(producer)
+    assert result.outcome is Outcome.RETRY and result.aborted and not result.refused
+    assert producer.calls == ["begin", "send", "abort"]
+    assert producer.committed == []
+
+
+async def test_an_unknown_commit_outcome_is_never_aborted():
+    producer = ScriptedProducer({"commit": kafka.KafkaTimeoutError()})
+    assert (await commit(producer)).outcome is Outcome.UNKNOWN
+    assert "abort" not in producer.calls
+
+
+@pytest.mark.parametrize("step", ["begin", "offsets", "commit"])
+async def test_fencing_at_any_step_is_reported_without_an_abort(step):
+    producer = ScriptedProducer({step: kafka.ProducerFenced()})
+    assert (await commit(producer)).outcome is Outcome.FENCED
+    assert "abort" not in producer.calls
+
+
+async def test_a_failed_abort_makes_the_producer_unusable():
+    producer = ScriptedProducer({"send": kafka.KafkaTimeoutError(),
+                                 "abort": kafka.KafkaConnectionError()})
+    assert (await commit(producer)).outcome is Outcome.FATAL
+
+
+async def test_a_refused_record_is_aborted_and_reported_as_refused():
+    producer = ScriptedProducer({"send": kafka.MessageSizeTooLargeError()})
+    result = await commit(producer)
+    assert result.outcome is Outcome.RETRY and result.refused
+
+
+async def test_records_are_packed_into_batches_in_order_per_key():
+    records = [OutRecord("out", b"ab"[i % 2:i % 2 + 1], str(i).encode(), []) for i in range(7)]
+    producer = ScriptedProducer()
+    assert (await commit(producer, records)).outcome is Outcome.DONE
+    assert sorted(producer.sent) == sorted(r.value for r in records), "each record once"
+    for key in (b"a", b"b"):
+        mine = [r.value for r in records if r.key == key]
+        assert [v for v in producer.sent if v in mine] == mine
+    assert 4 <= producer.calls.count("send") <= 5  # batches of two, not one send per record
+
+
+async def test_a_failed_later_batch_aborts_the_whole_transaction():
+    records = [OutRecord("out", b"k", str(i).encode(), []) for i in range(5)]
+    producer = ScriptedProducer({"send": [None, kafka.KafkaTimeoutError()]})  # type: ignore[list-item]
+    result = await commit(producer, records)
+    assert result.outcome is Outcome.RETRY
+    assert producer.calls == ["begin", "send", "send", "send", "abort"]
+    assert producer.committed == []
+
+
+async def test_at_least_once_sends_then_commits_the_offset_without_a_transaction():
+    consumer, producer = MemoryConsumer(), ScriptedProducer()
+    result = await AtLeastOnceCommitter(consumer).commit(producer, OFFSETS, ONE)  # type: ignore[arg-type]
+    assert result.outcome is Outcome.DONE and not result.aborted
+    assert producer.calls == ["send"] and consumer.offsets == OFFSETS
+
+
+async def test_at_least_once_leaves_the_offset_when_a_send_fails():
+    consumer = MemoryConsumer()
+    producer = ScriptedProducer({"send": kafka.KafkaTimeoutError()})
+    result = await AtLeastOnceCommitter(consumer).commit(producer, OFFSETS, ONE)  # type: ignore[arg-type]
+    assert result.outcome is Outcome.RETRY and not result.aborted
+    assert consumer.offsets == {}
+
+
+async def test_injected_aborts_come_after_the_sends_and_offsets():
+    draws = iter([0.1, 0.9])  # the first commit is drawn for an abort, the second not
+    injecting = AbortInjecting(ExactlyOnceCommitter("group"), 0.5, lambda: next(draws))
+    producer = ScriptedProducer()
+    first = await injecting.commit(producer, OFFSETS, ONE)  # type: ignore[arg-type]
+    second = await injecting.commit(producer, OFFSETS, ONE)  # type: ignore[arg-type]
+    assert (first.outcome, second.outcome) == (Outcome.RETRY, Outcome.DONE)
+    assert producer.calls == ["begin", "send", "offsets", "abort",
+                              "begin", "send", "offsets", "commit"]

@@ -1,0 +1,145 @@
+"""A partition task through its public methods, on fakes: start, deliver, commit in
+offset order, retry, dead-letter, the prefetch window's pause and resume, close."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiokafka import errors as kafka
+from aiokafka.structs import TopicPartition
+
+from app.budget import MemoryBudget
+from app.errors import TaskFailed, TaskFenced
+from app.partition import PartitionTask, TaskState
+from tests.unit.fakes import (
+    FileDownloader,
+    MemoryConsumer,
+    ScriptedProducer,
+    context,
+    record,
+    settings,
+    until,
+)
+
+TP = TopicPartition("in", 0)
+FILE = b'{"id":1}\n{"id":2}\n'
+
+
+def urls(n: int) -> dict[str, bytes]:
+    return {f"http://files/{i}": FILE for i in range(n)}
+
+
+async def started(producer: ScriptedProducer, files: dict[str, bytes], *flags: str,
+                  committed: int = 5, budget: MemoryBudget | None = None
+                  ) -> tuple[PartitionTask, MemoryConsumer, FileDownloader]:
+    consumer = MemoryConsumer({TP: committed})
+    consumer.assigned.add(TP)
+    downloader = FileDownloader(files)
+    task = PartitionTask(TP, context(settings(*flags), consumer, downloader,
+                                     lambda partition: producer, budget=budget))
+    await task.start()
+    return task, consumer, downloader
+
+
+async def test_start_initialises_the_producer_before_reading_the_offset_then_seeks():
+    producer = ScriptedProducer()
+    task, consumer, _ = await started(producer, {})
+    assert producer.calls == ["start"]
+    assert consumer.positions == {TP: 5} and task.committed_offset == 5
+    assert task.state is TaskState.RUNNING and TP not in consumer.paused
+    await task.close(1)
+    assert task.state is TaskState.CLOSED and producer.calls[-1] == "stop"
+
+
+async def test_records_commit_one_transaction_each_in_offset_order():
+    producer = ScriptedProducer()
+    task, _, downloader = await started(producer, urls(3))
+    downloader.failures["http://files/0"] = [TimeoutError()]  # the first is slowest to arrive
+    task.deliver([record(5 + i, f"http://files/{i}") for i in range(3)])
+    await until(lambda: task.committed_offset == 8, "three commits")
+    assert producer.offset_log == [{TP: 6}, {TP: 7}, {TP: 8}]
+    assert producer.calls.count("commit") == 3
+    assert task.stats.totals["committed"] == 3 and task.stats.totals["outputs"] == 6
+    await task.close(1)
+
+
+async def test_records_below_the_sought_offset_are_ignored():
+    producer = ScriptedProducer()
+    task, _, downloader = await started(producer, urls(2))
+    task.deliver([record(3, "http://files/0"), record(5, "http://files/1")])
+    await until(lambda: task.committed_offset == 6, "one commit")
+    assert downloader.requests == ["http://files/1"]
+    await task.close(1)
+
+
+async def test_an_aborted_transaction_is_retried_after_a_backoff():
+    producer = ScriptedProducer({"send": kafka.KafkaTimeoutError()})
+    task, _, _ = await started(producer, urls(1))
+    task.deliver([record(5, "http://files/0")])
+    await until(lambda: task.committed_offset == 6, "the retried commit")
+    assert producer.calls[1:] == ["begin", "send", "abort", "begin", "send", "offsets", "commit"]
+    assert task.stats.totals["aborted"] == 1 and len(task.context.sleep.delays) == 1  # type: ignore[attr-defined]
+    await task.close(1)
+
+
+async def test_a_record_the_broker_refuses_is_dead_lettered_and_its_bytes_released():
+    producer = ScriptedProducer({"send": kafka.MessageSizeTooLargeError()})
+    budget = MemoryBudget(1 << 20)
+    task, _, _ = await started(producer, urls(1), budget=budget)
+    task.deliver([record(5, "http://files/0")])
+    await until(lambda: task.committed_offset == 6, "the dead letter's commit")
+    assert task.stats.totals["dead_lettered"] == 1 and task.stats.totals["committed"] == 0
+    assert b'"reason":"record_too_large"' in producer.committed[0]
+    assert budget.used == 0
+    await task.close(1)
+
+
+@pytest.mark.parametrize(("step", "error", "ends"), [
+    ("commit", kafka.KafkaTimeoutError(), TaskFailed),
+    ("begin", kafka.ProducerFenced(), TaskFenced),
+])
+async def test_a_final_outcome_ends_the_task(step, error, ends):
+    producer = ScriptedProducer({step: error})
+    task, _, _ = await started(producer, urls(1))
+    task.deliver([record(5, "http://files/0")])
+    with pytest.raises(ends):
+        await asyncio.wait_for(task.wait(), 5)
+    assert task.committed_offset == 5 and not task.ready
+    await task.terminate()
+
+
+async def test_the_window_pauses_the_partition_when_full_and_resumes_when_drained():
+    producer = ScriptedProducer()
+    task, consumer, downloader = await started(producer, urls(5), "--prefetch-per-partition", "2")
+    downloader.gate = asyncio.Event()
+    task.deliver([record(5 + i, f"http://files/{i}") for i in range(5)])
+    await until(lambda: len(downloader.requests) == 2, "two downloads started")
+    assert TP in consumer.paused, "paused while the window is full"
+    assert downloader.requests == ["http://files/0", "http://files/1"]
+    downloader.gate.set()
+    await until(lambda: task.committed_offset == 10, "all five committed")
+    assert TP not in consumer.paused, "resumed once there is room"
+    await task.close(1)
+
+
+async def test_close_releases_every_prepared_record_and_takes_nothing_new():
+    producer = ScriptedProducer({"begin": [kafka.KafkaTimeoutError()] * 1000})
+    budget = MemoryBudget(1 << 20)
+    task, consumer, downloader = await started(producer, urls(3), budget=budget)
+    task.deliver([record(5 + i, f"http://files/{i}") for i in range(3)])
+    await until(lambda: budget.used > 0 and len(downloader.requests) == 3, "prepared")
+    await task.close(0.5)
+    assert budget.used == 0 and task.state is TaskState.CLOSED
+    task.deliver([record(9, "http://files/0")])
+    assert task.pending == 0 and TP in consumer.paused
+
+
+async def test_close_does_not_wait_for_downloads_in_flight():
+    producer = ScriptedProducer()
+    task, _, downloader = await started(producer, urls(2))
+    downloader.gate = asyncio.Event()  # the downloads never finish by themselves
+    task.deliver([record(5, "http://files/0"), record(6, "http://files/1")])
+    await until(lambda: len(downloader.requests) == 2, "both downloads started")
+    await asyncio.wait_for(task.close(timeout=3600), 5)  # cancelled, not waited for
+    assert task.state is TaskState.CLOSED and "begin" not in producer.calls

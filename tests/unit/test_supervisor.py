@@ -1,0 +1,98 @@
+"""The supervisor on fakes: a task that ends on its own is replaced while its partition is
+assigned, after the right wait; revocation closes it; readiness follows the tasks."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import errors as kafka
+from aiokafka.structs import TopicPartition
+
+from app.partition import TaskState
+from app.supervisor import Supervisor
+from tests.unit.fakes import (
+    FileDownloader,
+    MemoryConsumer,
+    ScriptedProducer,
+    Sleeps,
+    context,
+    record,
+    settings,
+    until,
+)
+
+TP = TopicPartition("in", 0)
+
+
+def supervisor_with(producers: list[ScriptedProducer], *flags: str
+                    ) -> tuple[Supervisor, Sleeps, list[ScriptedProducer]]:
+    consumer = MemoryConsumer({TP: 0})
+    consumer.assigned.add(TP)
+    made: list[ScriptedProducer] = []
+
+    def make_producer(partition: int) -> ScriptedProducer:
+        made.append(producers.pop(0) if producers else ScriptedProducer())
+        return made[-1]
+
+    sleeps = Sleeps()
+    ctx = context(settings("--session-timeout-ms", "7000", *flags), consumer,
+                  FileDownloader({"http://f/0": b'{"a":1}'}), make_producer, sleeps)
+    return Supervisor(ctx), sleeps, made
+
+
+async def test_a_failed_task_is_replaced_at_once_by_a_new_producer():
+    supervisor, sleeps, made = supervisor_with(
+        [ScriptedProducer({"commit": kafka.KafkaTimeoutError()})])
+    supervisor.assign([TP])
+    await until(lambda: supervisor.ready, "first task running")
+    supervisor.deliver({TP: [record(0, "http://f/0")]})
+    await until(lambda: len(made) == 2 and supervisor.ready, "a second producer")
+    assert made[0].calls[-1] == "stop", "the failed producer is stopped"
+    assert sleeps.delays[:1] != [7.0], "no fencing wait after a failure"
+    assert supervisor.stats.totals["restarts"] == 1
+    await supervisor.close(1)
+
+
+async def test_a_fenced_task_waits_a_session_timeout_before_its_replacement():
+    supervisor, sleeps, made = supervisor_with(
+        [ScriptedProducer({"begin": kafka.ProducerFenced()})])
+    supervisor.assign([TP])
+    await until(lambda: supervisor.ready, "first task running")
+    supervisor.deliver({TP: [record(0, "http://f/0")]})
+    await until(lambda: len(made) == 2, "a replacement")
+    assert 7.0 in sleeps.delays
+    await supervisor.close(1)
+
+
+async def test_a_task_that_cannot_start_is_retried_with_growing_backoff():
+    failing = [ScriptedProducer({"start": kafka.KafkaConnectionError()}) for _ in range(4)]
+    supervisor, sleeps, made = supervisor_with(failing, "--retry-backoff-s", "1",
+                                               "--retry-backoff-max-s", "100")
+    supervisor.assign([TP])
+    await until(lambda: len(made) == 5 and supervisor.ready, "started on the fifth try")
+    assert len(sleeps.delays) == 4
+    for attempt, delay in enumerate(sleeps.delays, 1):
+        assert 2 ** (attempt - 1) * 0.5 <= delay <= 2 ** (attempt - 1)
+    await supervisor.close(1)
+
+
+async def test_revoked_partitions_are_closed_and_not_replaced():
+    supervisor, _, made = supervisor_with([])
+    supervisor.assign([TP])
+    await until(lambda: supervisor.ready, "task running")
+    task = supervisor.slots[TP].task
+    await supervisor.revoke([TP], 1)
+    assert task.state is TaskState.CLOSED and supervisor.slots == {}
+    assert len(made) == 1 and supervisor.stats.totals["restarts"] == 0
+
+
+async def test_revoking_a_task_still_waiting_to_restart_cancels_it():
+    supervisor, sleeps, made = supervisor_with(
+        [ScriptedProducer({"start": kafka.KafkaConnectionError()})])
+    sleeps.hold = True  # the replacement's backoff never ends by itself
+    supervisor.assign([TP])
+    await until(lambda: len(sleeps.delays) == 1, "the replacement waiting out its backoff")
+    life = supervisor.slots[TP].life
+    await asyncio.wait_for(supervisor.revoke([TP], 1), 5)
+    assert life.cancelled() and supervisor.slots == {}
+    assert len(made) == 1, "no producer made for a revoked partition"
