@@ -18,7 +18,11 @@ PROMTOOL := .cache/promtool-$(PROMTOOL_VERSION)/promtool
 GO_ENV := GOPATH=$(CURDIR)/.cache/go GOCACHE=$(CURDIR)/.cache/go-build GOFLAGS=-modcacherw \
 	GOTOOLCHAIN=local CGO_ENABLED=0
 
-.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-content chaos-full chaos-broken bench bench-quick promtool lock
+CACHE  := $(or $(TXINGEST_CACHE),.cache)
+TOXIPROXY_VERSION := v2.12.0
+TOXIPROXY := $(CACHE)/toxiproxy/$(TOXIPROXY_VERSION)/bin/server
+
+.PHONY: install test unit lint demo kafka-up kafka-down image clean chaos chaos-content chaos-full chaos-broken chaos-net toxiproxy bench bench-quick promtool lock
 
 install: $(VENV)/.installed
 
@@ -71,6 +75,16 @@ chaos-full: install
 chaos-broken: install
 	$(BIN)/python -m chaos.run --tier ci --copier broken $(if $(SEED),--seed $(SEED)) \
 		$(call chaos_report,broken-ci)
+
+# The network tier: copiers reach the 3-node cluster through Toxiproxy (chaos/netfaults.py).
+chaos-net: install $(TOXIPROXY)
+	$(BIN)/python -m chaos.run --tier net --toxiproxy $(TOXIPROXY) $(if $(SEED),--seed $(SEED))
+
+# Toxiproxy's server, built once from its Go module (chaos/toxiproxy.py drives it).
+toxiproxy: $(TOXIPROXY)
+
+$(TOXIPROXY):
+	GOBIN=$(abspath $(dir $@)) go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
 
 # Benchmarks (bench/run.py): results in results/bench/latest.{json,md,png} (git-ignored).
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--runs 5 --s2-files 300".

@@ -1,5 +1,5 @@
 """Benchmarks of txingest: ``python -m bench.run --quick|--all`` (``make bench-quick``,
-``make bench``); results in bench/results/latest.{json,md,png}."""
+``make bench``); results in results/bench/latest.{json,md,png}."""
 
 from pathlib import Path
 

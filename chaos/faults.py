@@ -13,7 +13,9 @@ restart delays, who is hit) and carries it out against the running group:
   session timeout), then SIGCONT: its producers must find themselves fenced;
 - ``scale_up`` / ``scale_down``: the group goes 1 -> 3 -> 2 copiers;
 - ``broker``: kill -9 the broker, restart it on the same data;
-- ``burst``: the file server answers 503 to everything for a few seconds.
+- ``burst``: the file server answers 503 to everything for a few seconds;
+- ``net_*``: network faults between the copiers and the brokers, carried out by
+  the handlers the scheduler is given (chaos/netfaults.py).
 
 Every fault is counted. The gaps between faults are the only sleeps that are not
 waits on a condition: they are part of the workload.
@@ -25,7 +27,7 @@ import asyncio
 import collections
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +64,7 @@ class Plan:
     long_restart: float = 0.25     # share of restarts that wait past the session timeout
     # After the planned faults, while the feeder still publishes: these, by weight.
     extra: tuple[tuple[str, float], ...] = (("kill", 6), ("term", 2), ("burst", 2))
+    net: tuple[tuple[str, int], ...] = ()   # network faults (chaos/netfaults.py): kind, count
 
 
 @dataclass
@@ -81,19 +84,28 @@ class Counts:
     term_exit_codes: list[int | None] = field(default_factory=list)
     unexpected_exits: list[tuple[str, int | None]] = field(default_factory=list)
     kills_by_copier: collections.Counter[str] = field(default_factory=collections.Counter)
+    net: collections.Counter[str] = field(default_factory=collections.Counter)
     timeline: list[tuple[float, str, str]] = field(default_factory=list)
+
+
+# Faults that need another copier running to take the victim's partitions over.
+NEEDS_ANOTHER = ("zombie", "net_cutoff")
+# A network fault's handler: carries it out (using the scheduler's rng, copiers and
+# notes) and says whether it did (False: skipped).
+NetHandler = Callable[["Scheduler"], Awaitable[bool]]
 
 
 class Scheduler:
     """Carries out a seeded plan of faults against the copiers, the broker and the
-    file server."""
+    file server (and the network, given ``net`` handlers)."""
 
     def __init__(self, rng: random.Random, plan: Plan, copiers: list[Copier],
                  partitions: int, session_timeout_s: float, term_timeout_s: float,
                  broker_kill: Callable[[], Awaitable[str]] | None,
                  broker_restart: Callable[[], Awaitable[None]] | None,
                  burst: Callable[[float], None], log: Callable[[str], None],
-                 started: float | None = None) -> None:
+                 started: float | None = None,
+                 net: Mapping[str, NetHandler] | None = None) -> None:
         self.rng = rng
         self.plan = plan
         self.copiers = copiers          # copiers[0] runs from the start; the rest join later
@@ -104,10 +116,12 @@ class Scheduler:
         self.broker_restart = broker_restart
         self.burst = burst
         self.log = log
+        self.net = dict(net or {})
         self.active = [copiers[0]]      # the copiers that should be running
         self.counts = Counts()
         self.started = started if started is not None else time.monotonic()
         self.last_fault_at: float | None = None
+        self.fault_starts: list[tuple[float, str]] = []   # (seconds since started, kind)
         self.events = self._draw()
         self._resumed: list[tuple[Copier, int]] = []   # zombies, and their log at SIGCONT
 
@@ -115,12 +129,13 @@ class Scheduler:
         p = self.plan
         events = (["kill"] * p.kills + ["term"] * p.terms + ["zombie"] * p.zombies
                   + ["broker"] * (p.broker_restarts if self.broker_kill else 0)
-                  + ["burst"] * p.bursts + ["kill_all"] * p.kill_all)
+                  + ["burst"] * p.bursts + ["kill_all"] * p.kill_all
+                  + [kind for kind, n in p.net if kind in self.net for _ in range(n)])
         self.rng.shuffle(events)
         # The first fault hits the single copier, so not a zombie (nobody would take
         # over); then 1 -> 3 copiers; 3 -> 2 late.
-        if events and events[0] == "zombie":
-            other = next((i for i, e in enumerate(events) if e != "zombie"), None)
+        if events and events[0] in NEEDS_ANOTHER:
+            other = next((i for i, e in enumerate(events) if e not in NEEDS_ANOTHER), None)
             if other is not None:
                 events[0], events[other] = events[other], events[0]
         events.insert(min(1, len(events)), "scale_up")
@@ -136,10 +151,12 @@ class Scheduler:
         while queue or keep_going():
             kinds, weights = zip(*self.plan.extra, strict=True)
             kind = queue.pop(0) if queue else self.rng.choices(kinds, weights)[0]
-            if kind == "broker" and self.broker_kill is None:
+            if ((kind == "broker" and self.broker_kill is None)
+                    or (kind.startswith("net_") and kind not in self.net)):
                 kind = "kill"
             await asyncio.sleep(self.rng.uniform(*self.plan.gap))
             self.check_running()
+            self.fault_starts.append((round(time.monotonic() - self.started, 1), kind))
             await self._do(kind)
             self.last_fault_at = time.monotonic()
 
@@ -214,6 +231,9 @@ class Scheduler:
             victim.start()
         elif kind == "zombie":
             await self._zombie()
+        elif kind in self.net:
+            if await self.net[kind](self):
+                c.net[kind] += 1
         elif kind == "scale_up":
             joining = [x for x in self.copiers if x not in self.active]
             for x in joining:
@@ -259,7 +279,17 @@ class Scheduler:
         victim.pause()
         stopped_at = time.monotonic()
         self._note("zombie", f"SIGSTOP {victim.name}")
+        await self.wait_taken_over(others, marks, stopped_at)
+        await asyncio.sleep(self.rng.uniform(0.2, 2.0))
+        self._resumed.append((victim, victim.log_size()))
+        victim.resume()
+        self.counts.zombies += 1
+        self._note("zombie", f"SIGCONT {victim.name} after {time.monotonic() - stopped_at:.1f}s")
 
+    async def wait_taken_over(self, others: list[Copier], marks: dict[str, int],
+                              since: float) -> bool:
+        """Until ``others`` hold every partition (assignments logged past ``marks``) and
+        the session timeout has passed since ``since``; False (counted) after a minute more."""
         def taken_over() -> bool:
             held: set[int] = set()
             for x in others:
@@ -269,18 +299,18 @@ class Scheduler:
                 held |= got
             return held >= set(range(self.partitions))
 
-        deadline = stopped_at + self.session_timeout_s + 60
-        at_least = stopped_at + self.session_timeout_s + 1
+        deadline = since + self.session_timeout_s + 60
+        at_least = since + self.session_timeout_s + 1
         while not taken_over() or time.monotonic() < at_least:
             if time.monotonic() > deadline:
                 self.counts.zombie_takeover_timeouts += 1
-                break
+                return False
             await asyncio.sleep(0.25)
-        await asyncio.sleep(self.rng.uniform(0.2, 2.0))
-        self._resumed.append((victim, victim.log_size()))
-        victim.resume()
-        self.counts.zombies += 1
-        self._note("zombie", f"SIGCONT {victim.name} after {time.monotonic() - stopped_at:.1f}s")
+        return True
+
+    def note(self, kind: str, detail: str) -> None:
+        """A line of the timeline (for fault handlers outside this module)."""
+        self._note(kind, detail)
 
     def count_fenced_zombies(self) -> None:
         """What the zombies met once resumed (information; the checker judges)."""

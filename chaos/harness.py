@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from chaos import logread
 from chaos.faults import Copier, Plan
+from chaos.netfaults import KINDS as NET_KINDS
 from chaos.workload import Workload
 from tools import kafka_io, local_cluster
 
@@ -55,6 +56,7 @@ class Tier:
         records = self.group_commit if index == 0 else 1
         return {"TRANSACTION_MAX_RECORDS": str(records),
                 "PREFETCH_PER_PARTITION": str(max(8, records))}
+    network: bool = False       # copiers reach the brokers through Toxiproxy (net_* faults)
 
 
 TIERS = {
@@ -71,6 +73,15 @@ TIERS = {
                            extra=(("kill", 6), ("term", 2), ("burst", 2), ("zombie", 1),
                                   ("kill_all", 0.5))),
                  brokers=3),
+    # make chaos-net: fewer process faults, mixed with every network fault kind
+    # (chaos/netfaults.py) twice; copiers reach the cluster only through proxies. The
+    # input is fed over about as long as the planned faults last, so they meet work.
+    "net": Tier(inputs=3000, feed_s=270, max_lag=400,
+                plan=Plan(kills=4, terms=2, zombies=1, broker_restarts=1, bursts=2,
+                          gap=(2.0, 4.0), net=tuple((kind, 2) for kind in NET_KINDS),
+                          extra=(("kill", 2), ("term", 1), ("net_latency", 1),
+                                 ("net_reset", 1), ("net_bandwidth", 1))),
+                brokers=3, network=True),
     # CI as well, shorter: the same faults with DEDUP=content.
     "ci-content": Tier(inputs=1500, feed_s=60, max_lag=300,
                        plan=Plan(kills=6, terms=1, zombies=1, broker_restarts=1, bursts=1,

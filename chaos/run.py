@@ -43,7 +43,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from chaos import checker, logread
+from chaos import checker, logread, netfaults, netreport
 from chaos.faults import Copier, Scheduler
 from chaos.harness import (
     COPIERS,
@@ -64,6 +64,8 @@ from chaos.harness import (
     wait_stable,
     watch,
 )
+from chaos.toxiproxy import BINARY as TOXIPROXY
+from chaos.toxiproxy import Toxiproxy
 from chaos.workload import FaultyServer, Workload, mark_repeats
 from tools import local_cluster, local_kafka
 from tools.proc import python_module
@@ -82,6 +84,7 @@ class Run:
         self.logs = self.work / "logs"
         self.logs.mkdir()
         self.started = time.monotonic()
+        self.wall_started = time.time()
         self.phases: dict[str, float] = {}
         self.failures: list[str] = []     # run-level: exit codes, plan not met, harness
         self.verdict: checker.Verdict | None = None
@@ -92,16 +95,23 @@ class Run:
         self.final_exit_codes: dict[str, int | None] = {}
         self.broker_started = False
         self.progress: Progress | None = None
+        self.toxi: Toxiproxy | None = None          # the network tier's proxies
+        self.net: netfaults.NetFaults | None = None
+        self.listeners = (netfaults.listeners(COPIERS, self.tier.brokers, local_kafka.free_port)
+                          if self.tier.network else [])
 
     async def start_kafka(self) -> tuple[str, Callable[[], Awaitable[str]],
                                          Callable[[], Awaitable[None]]]:
         """The private broker (or cluster) and the fault scheduler's kill and restart:
         in a cluster each restart takes the next node in turn, so every node is bounced."""
         size = self.tier.brokers
+        if self.tier.network:
+            await self.start_proxies()
         if size == 1:
             nodes = [await asyncio.to_thread(local_kafka.start, None, self.data)]
         else:
-            nodes = await asyncio.to_thread(local_cluster.start, size, self.data)
+            nodes = await asyncio.to_thread(local_cluster.start, size, self.data, 180,
+                                            self.listeners)
         self.broker_started = True
         victims = itertools.cycle(node.data for node in nodes)
         victim = nodes[0].data
@@ -116,6 +126,28 @@ class Run:
             await asyncio.to_thread(local_kafka.restart, victim, 180)
         return local_cluster.bootstrap(nodes), broker_kill, broker_restart
 
+    async def start_proxies(self) -> None:
+        """Toxiproxy and one proxy per copier and broker (chaos/netfaults.py), before
+        the cluster: the proxies' ports are advertised by the brokers."""
+        if len(self.listeners[0].ports) < 2:
+            raise SystemExit("the network tier needs a cluster (--brokers 3)")
+        self.toxi = await Toxiproxy(self.args.toxiproxy, self.logs / "toxiproxy.log").start()
+        self.net = netfaults.NetFaults(self.toxi, self.listeners, self.tier.input_partitions)
+        await self.net.create_proxies()
+
+    def copier_env(self, i: int) -> dict[str, str]:
+        if self.net is None:
+            return self.env
+        return {**self.env, "KAFKA_BOOTSTRAP_SERVERS": self.net.bootstrap_for(i)}
+
+    def network_report(self) -> dict:
+        if self.net is None or self.scheduler is None:
+            return {}
+        logs = [c.log_text().splitlines() for c in self.scheduler.copiers]
+        return {"faults": self.net.done,
+                "events_by_fault_kind": netreport.report(self.scheduler.fault_starts,
+                                                         self.wall_started, logs)}
+
     def mark(self, phase: str, since: float) -> float:
         now = time.monotonic()
         self.phases[phase] = round(now - since, 1)
@@ -127,12 +159,16 @@ class Run:
             f"{' (' + args.broken_mode + ')' if args.copier == 'broken' else ''}, "
             f"work dir {self.work}")
         t = time.monotonic()
+        if args.bootstrap and tier.network:
+            raise SystemExit("the network tier starts its own cluster: no --bootstrap")
         if args.bootstrap:
             bootstrap = args.bootstrap
             broker_kill = broker_restart = None
         else:
             bootstrap, broker_kill, broker_restart = await self.start_kafka()
         self.names = await create_topics(bootstrap, tier, self.run_id)
+        if self.net is not None:
+            self.net.attach(bootstrap, app_settings(self.names).transactional_id)
         t = self.mark("setup_s", t)
 
         workload = Workload(self.seed)
@@ -140,12 +176,13 @@ class Run:
         module = "chaos.broken" if args.copier == "broken" else "chaos.copier"
         self.env = copier_env(bootstrap, self.names, tier, args.broken_mode)
         copiers = [Copier(f"{self.run_id}-{i}", python_module(module),
-                          {**self.env, **tier.copier_settings(i)}, self.logs)
+                          {**self.copier_env(i), **tier.copier_settings(i)}, self.logs)
                    for i in range(COPIERS)]
         rng = random.Random(self.seed)
         self.scheduler = scheduler = Scheduler(
             rng, tier.plan, copiers, tier.input_partitions, SESSION_TIMEOUT_MS / 1000,
-            TERM_TIMEOUT_S, broker_kill, broker_restart, server.burst, say, self.started)
+            TERM_TIMEOUT_S, broker_kill, broker_restart, server.burst, say, self.started,
+            net=self.net.handlers() if self.net else None)
         say(f"chaos: plan {' '.join(scheduler.events)}")
 
         view = logread.GroupView(bootstrap, self.names["input"], self.names["group"],
@@ -178,6 +215,8 @@ class Run:
                     break
                 await asyncio.sleep(0.25)
             t = self.mark("recovery_s", t)
+            if self.toxi is not None:
+                await self.toxi.reset()   # each fault undoes itself; this is belt and braces
             scheduler.check_running()
             for c in scheduler.active:
                 if c.paused:
@@ -192,6 +231,8 @@ class Run:
                 await asyncio.gather(task, return_exceptions=True)
             await asyncio.gather(feeder, return_exceptions=True)
             await view.close()
+            if self.toxi is not None:
+                await self.toxi.close_api()
         if not await wait_stable(bootstrap, [self.names["output"], self.names["dlq"]], 60):
             say("chaos: last stable offset still below the high watermark after 60s")
         t = self.mark("shutdown_s", t)
@@ -252,6 +293,9 @@ class Run:
             self.failures.append(f"final SIGTERM did not exit 0: {bad_final}")
         if c.unexpected_exits:
             self.failures.append(f"copiers exited on their own: {c.unexpected_exits}")
+        for kind, need in p.net:
+            if c.net[kind] < need:
+                self.failures.append(f"plan not met: {kind}={c.net[kind]} < {need}")
         if c.zombie_takeover_timeouts:
             self.failures.append(f"{c.zombie_takeover_timeouts} zombie(s) resumed before the "
                                  "others took their partitions over")
@@ -259,6 +303,8 @@ class Run:
     def cleanup(self, keep: bool) -> None:
         if self.scheduler is not None:
             self.scheduler.stop_all()
+        if self.toxi is not None:
+            self.toxi.stop()
         if self.broker_started and self.tier.brokers > 1:
             local_cluster.stop(self.data, remove=not keep)
         elif self.broker_started:
@@ -280,7 +326,9 @@ class Run:
                 f"order_violations={g('order_violations', 0)} "
                 f"aborted_attempts={g('aborted_attempts', 0)} kills={c.kills if c else 0} "
                 f"terms={c.terms if c else 0} zombies={c.zombies if c else 0} "
-                f"broker_restarts={c.broker_restarts if c else 0} elapsed={elapsed:.0f}s")
+                f"broker_restarts={c.broker_restarts if c else 0} "
+                + (f"net_faults={sum(c.net.values()) if c else 0} " if self.tier.network else "")
+                + f"elapsed={elapsed:.0f}s")
         report = {
             "suite": "chaos",
             "tier": self.args.tier,
@@ -296,8 +344,8 @@ class Run:
                                             if v and v.recovery_s is not None else None),
             "counts": counts,
             "faults": ({**{k: val for k, val in dataclasses.asdict(c).items()
-                           if k not in ("timeline", "kills_by_copier")},
-                        "kills_by_copier": dict(c.kills_by_copier),
+                           if k not in ("timeline", "kills_by_copier", "net")},
+                        "kills_by_copier": dict(c.kills_by_copier), "net": dict(c.net),
                         "final_exit_codes": self.final_exit_codes} if c else {}),
             "http": dict(self.server.counts) if self.server else {},
             "committed_offset_regressions": [
@@ -308,6 +356,7 @@ class Run:
             "tier_config": {**dataclasses.asdict(self.tier)},
             "settings": {k: val for k, val in self.env.items()
                          if k not in ("KAFKA_BOOTSTRAP_SERVERS",)},
+            "network": self.network_report(),
             "timeline": c.timeline if c else [],
             "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                         "kafka": local_kafka.kafka_version(), "platform": platform.platform()},
@@ -331,6 +380,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(then no broker faults)")
     parser.add_argument("--report", type=Path, help="where the JSON report goes "
                         "(default: results/chaos/<tier>-latest.json)")
+    parser.add_argument("--toxiproxy", type=Path, default=TOXIPROXY,
+                        help="toxiproxy's server binary, for the net tier (make toxiproxy)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, broker "
                         "data) even on PASS")
     args = parser.parse_args(argv)
@@ -388,6 +439,10 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  note: the broker's committed offsets for the group went backwards "
             f"{len(report['committed_offset_regressions'])} times (committed_offset_regressions "
             "in the report): work redone after that is the broker's loss, not the copiers'")
+    for kind, counts in report["network"].get("events_by_fault_kind", {}).items():
+        shown = ("faults", "aborted", "task_failed", "replaced_unknown_commit", "fenced",
+                 "error_lines")
+        say(f"  {kind}: " + " ".join(f"{k}={counts.get(k, 0)}" for k in shown))
     say(f"chaos: report {args.report}")
     if args.expect == "fail":
         caught = [k for k in RECORD_LEVEL if report["counts"].get(k)]
@@ -400,6 +455,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     say(line)
     return 0 if passed else 1
+
+
+def app_settings(names: dict[str, str]):
+    """The copiers' settings as far as the harness needs them (transactional ids)."""
+    from app.config import Settings
+
+    return Settings(input_topic=names["input"], group_id=names["group"],
+                    transactional_id_prefix=names["group"])
 
 
 if __name__ == "__main__":

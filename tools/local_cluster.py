@@ -23,6 +23,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tools import local_kafka
@@ -32,15 +34,33 @@ REPLICATION = 3
 MIN_ISR = 2
 
 
-def node_properties(node: int, ports: list[int], controller_ports: list[int]) -> dict[str, str]:
+@dataclass(frozen=True)
+class ClientListener:
+    """An extra PLAINTEXT client listener on every node, advertised at another address
+    (a fault-injecting proxy's): clients that bootstrap through it are told only the
+    proxies' ports. Inter-broker and controller traffic stays on the direct listeners."""
+
+    name: str               # listener name, e.g. "C0"
+    ports: list[int]        # per node: where the broker listens
+    advertised: list[int]   # per node: the port clients are told to connect to
+
+
+def node_properties(node: int, ports: list[int], controller_ports: list[int],
+                    client_listeners: Sequence[ClientListener] = ()) -> dict[str, str]:
     port, controller_port = ports[node - 1], controller_ports[node - 1]
     voters = ",".join(f"{i}@127.0.0.1:{c}" for i, c in enumerate(controller_ports, start=1))
     replicas, isr = str(min(REPLICATION, len(ports))), str(min(MIN_ISR, len(ports)))
+    extra = "".join(f",{c.name}://127.0.0.1:{c.ports[node - 1]}" for c in client_listeners)
+    advertised = "".join(f",{c.name}://127.0.0.1:{c.advertised[node - 1]}"
+                         for c in client_listeners)
+    protocols = "".join(f",{c.name}:PLAINTEXT" for c in client_listeners)
     return {
         "node.id": str(node),
         "controller.quorum.voters": voters,
-        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}"
+                     + extra,
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}" + advertised,
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT" + protocols,
         "offsets.topic.replication.factor": replicas,
         "transaction.state.log.replication.factor": replicas,
         "transaction.state.log.min.isr": isr,
@@ -52,8 +72,10 @@ def node_properties(node: int, ports: list[int], controller_ports: list[int]) ->
     }
 
 
-def start(size: int, data: Path, timeout: float = 180) -> list[Broker]:
-    """Format and start ``size`` nodes in ``data`` (emptied first); wait for all."""
+def start(size: int, data: Path, timeout: float = 180,
+          client_listeners: Sequence[ClientListener] = ()) -> list[Broker]:
+    """Format and start ``size`` nodes in ``data`` (emptied first); wait for all.
+    ``client_listeners``: extra client listeners (chaos/netfaults.py puts proxies there)."""
     data = data.resolve()
     shutil.rmtree(data, ignore_errors=True)
     version = local_kafka.kafka_version()
@@ -66,7 +88,7 @@ def start(size: int, data: Path, timeout: float = 180) -> list[Broker]:
         for node in range(1, size + 1):
             home = data / f"node-{node}"
             home.mkdir(parents=True)
-            props = node_properties(node, ports, controller_ports)
+            props = node_properties(node, ports, controller_ports, client_listeners)
             (home / "server.properties").write_text(local_kafka.server_properties(
                 ports[node - 1], controller_ports[node - 1], home, props, version))
             (home / "log4j2.properties").write_text(

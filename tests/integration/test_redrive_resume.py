@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 import orjson
 from aiokafka.structs import TopicPartition
-
 from kafka_io import end_offsets
+
 from tests.integration.harness import create_topics, read_all, wait_until
 from tests.integration.test_redrive import (
     committed,
