@@ -18,6 +18,7 @@ from tests.integration.harness import (
     make_items,
     produce,
     service_env,
+    unique,
     wait_until,
 )
 from tests.observability.queries import (
@@ -47,7 +48,9 @@ async def test_dashboard_and_rules_use_only_exported_metrics(kafka_bootstrap, fi
                                                              services):
     topics = await create_topics(kafka_bootstrap, partitions=2, name="observability")
     port = free_port()
-    service = services(service_env(kafka_bootstrap, topics, HTTP_PORT=str(port))).start()
+    # DEDUP on, so the dedup store's series exist too (a restore sets its entries gauge).
+    service = services(service_env(kafka_bootstrap, topics, HTTP_PORT=str(port), DEDUP="url",
+                                   DEDUP_TOPIC=unique("obs-dedup"))).start()
 
     async def ready() -> bool:
         try:
