@@ -226,7 +226,7 @@ _FAILING = {
     "uncommitted_inputs": "input records past the group's committed offsets",
     "aborted_visible": "read_committed returned records of aborted or unfinished transactions",
     "invisible_committed": "committed records that read_committed did not return",
-    "torn": "committed transactions that are not exactly one input record's whole outcome",
+    "torn": "committed transactions holding part of an input record's outcome",
     "hanging": "partitions whose last stable offset is below the high watermark, or "
                "transactions left open in the log",
     "order_violations": "a file's transactions out of file order, or source offsets "
@@ -410,21 +410,24 @@ def _torn(t: _Tally, inputs: Mapping[tuple[int, int], Want], output_log: Sequenc
 
 
 def _whole(topic: str, txn: Txn, inputs: Mapping[tuple[int, int], Want]) -> str | None:
-    if topic == "dlq":
-        if len(txn.records) != 1:
-            return f"{len(txn.records)} dead letters in one transaction"
-        return None
-    sources = {r.source for r in txn.records}
-    if len(sources) != 1:
-        return f"outputs of {len(sources)} input records in one transaction"
-    source = sources.pop()
-    want = inputs.get(source)
-    if want is None or want.items is None:
-        return None  # reported as altered
-    indexes = sorted(r.item_index for r in txn.records)
-    if indexes != list(range(len(want.items))):
-        return (f"input {source[0]}@{source[1]}: holds {len(indexes)} of "
-                f"{len(want.items)} transactions")
+    """None if the transaction holds whole outcomes only: every input record in it has
+    all of its transactions there (or its one dead letter). One input record per
+    transaction, or several with group commit (TRANSACTION_MAX_RECORDS)."""
+    by_source: dict[tuple[int, int], list[Out]] = collections.defaultdict(list)
+    for r in txn.records:
+        by_source[_dlq_source(r) if topic == "dlq" else r.source].append(r)
+    for source, records in sorted(by_source.items()):
+        if topic == "dlq":
+            if len(records) != 1:
+                return f"input {source[0]}@{source[1]}: {len(records)} dead letters"
+            continue
+        want = inputs.get(source)
+        if want is None or want.items is None:
+            continue  # reported as altered
+        indexes = sorted(r.item_index for r in records)
+        if indexes != list(range(len(want.items))):
+            return (f"input {source[0]}@{source[1]}: holds {len(indexes)} of "
+                    f"{len(want.items)} transactions")
     return None
 
 

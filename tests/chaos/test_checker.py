@@ -192,12 +192,21 @@ def test_a_file_split_over_two_committed_transactions_is_torn():
     assert anomalies(verdict) == {"torn": 2}
 
 
-def test_two_files_in_one_transaction_is_torn():
+def test_two_whole_files_in_one_transaction_are_a_group_commit_not_torn():
     out, dlq = Topic(), Topic()
     out.txn(0, 7, outputs((0, 0)) + outputs((0, 1)))
     out.txn(1, 8, outputs((1, 0)))
     dlq.txn(0, 8, dead_letter((1, 1)))
-    assert anomalies(judge(out, dlq, require_aborts=False)) == {"torn": 1}
+    assert anomalies(judge(out, dlq, require_aborts=False)) == {}
+
+
+def test_a_whole_file_and_part_of_another_in_one_transaction_is_torn():
+    out, dlq = Topic(), Topic()
+    out.txn(0, 7, outputs((0, 0)) + outputs((0, 1), only=[0]))
+    out.txn(0, 7, outputs((0, 1), only=[1]))
+    out.txn(1, 8, outputs((1, 0)))
+    dlq.txn(0, 8, dead_letter((1, 1)))
+    assert anomalies(judge(out, dlq, require_aborts=False)) == {"torn": 2}
 
 
 def test_transactions_out_of_file_order_is_an_order_violation():

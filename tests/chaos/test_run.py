@@ -35,15 +35,17 @@ def test_the_checker_catches_a_copier_that_commits_offsets_outside_its_transacti
                                    "--copier", "broken", "--seed", "3")
     assert last.startswith("chaos: FAIL inputs="), last
     assert code == 0, "--copier broken exits 0 when the checker says FAIL"
-    assert report["verdict"] == "FAIL" and report["counts"]["inputs"] == 300
+    assert report["verdict"] == "FAIL" and report["counts"]["inputs"] >= 300
     assert report["counts"]["duplicates"] + report["counts"]["lost"] > 0, report["counts"]
 
 
 @pytest.mark.kafka
 def test_the_service_passes_the_smoke_tier(kafka_bootstrap, tmp_path):
     code, last, report = chaos_run(kafka_bootstrap, tmp_path / "service.json", "--seed", "4")
-    assert last.startswith("chaos: PASS inputs=300 "), (last, report["failures"])
+    assert last.startswith("chaos: PASS inputs="), (last, report["failures"])
     assert code == 0
+    counts = report["counts"]
+    assert counts["inputs"] > 300 and counts["repeats"] > 0, "300 files, some published again"
     faults = report["faults"]
     assert faults["kills"] >= 3 and faults["terms"] >= 1 and faults["scale_up"] == 1
     assert report["counts"]["aborted_attempts"] > 0
