@@ -24,6 +24,8 @@ def _cell(result: dict, key: str, form: str) -> str:
     value = result.get(key)
     if value is None:
         return "-"
+    if isinstance(value, str):  # "n/a", "<=0.5": already shown
+        return value
     if key == "ok":
         return "yes" if value else "NO"
     return form.format(value)

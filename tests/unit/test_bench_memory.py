@@ -9,6 +9,7 @@ import pytest
 
 from bench.memory_data import LONGEST_LINE, cached_gzip, lines_of_count, lines_of_size
 from bench.memory_probe import MemorySampler, gauge, loop_lag
+from bench.memory_report import table
 
 
 def test_a_file_has_exactly_the_size_asked_and_is_the_same_every_time(tmp_path):
@@ -84,3 +85,10 @@ def test_a_gauge_is_read_by_its_exact_name():
                   "txingest_memory_reserved_peak_bytes 2.5e+08\n")
     assert gauge(exposition, "txingest_memory_reserved_peak_bytes") == 2.5e8
     assert gauge(exposition, "txingest_memory_reserved_bytes") is None
+
+
+def test_the_table_shows_text_cells_as_they_are_and_missing_ones_as_a_dash():
+    row = table([{"scenario": "big16", "peak_rss_mb": 3171.6, "output_records": 3950752,
+                  "loop_lag_max_s": "n/a", "counted_peak_mb": "n/a", "exit_code": 0,
+                  "ok": False}], header=False)
+    assert row == "| big16 | 3,172 | - | 3,950,752 | - | - | n/a | n/a | 0 | NO |"
