@@ -81,6 +81,8 @@ class Reservation:
             return
         while not budget._fits(self, nbytes):
             await budget._changes()
+        if budget.holder is self:  # past the limit only by what it really receives
+            nbytes = max(0, min(nbytes, budget.limit - budget.used))
         budget._set(self, self.held + nbytes)
 
     def grow_to(self, nbytes: int) -> None:

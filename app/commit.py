@@ -19,6 +19,7 @@ never retries, logs or counts. What to do next is the partition task's decision:
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import time
 from collections.abc import Mapping, Sequence
@@ -34,6 +35,7 @@ from app.errors import Kind, classify
 from app.records import OutRecord
 
 _PARTITIONER = DefaultPartitioner()
+SEND_WINDOW_BYTES = 8 * 1024 * 1024
 Offsets = Mapping[TopicPartition, int]
 
 
@@ -170,6 +172,7 @@ async def _send_batches(producer: AIOKafkaProducer, records: Sequence[OutRecord]
                         sent: list[asyncio.Future]) -> None:
     open_batches: dict[tuple[str, int], Any] = {}
     chosen: dict[tuple[str, bytes | None], int] = {}
+    window = _SendWindow()
     for r in records:
         where = r.partition if r.partition is not None else chosen.get((r.topic, r.key))
         if where is None:
@@ -178,11 +181,35 @@ async def _send_batches(producer: AIOKafkaProducer, records: Sequence[OutRecord]
         if batch is not None and _append(batch, r):
             continue
         if batch is not None:  # full: send it, start the next
-            sent.append(await producer.send_batch(batch, r.topic, partition=where))
+            sent.append(await window.send(producer, batch, r.topic, where))
         batch = open_batches[r.topic, where] = producer.create_batch()
         _append(batch, r)  # an empty batch takes any one record
     for (topic, where), batch in open_batches.items():
-        sent.append(await producer.send_batch(batch, topic, partition=where))
+        sent.append(await window.send(producer, batch, topic, where))
+
+
+class _SendWindow:
+    """At most SEND_WINDOW_BYTES of a transaction's batches wait in aiokafka at once.
+
+    aiokafka has no bound on what its accumulator holds: a big file's serialized
+    batches, all queued at once, are a second copy of the file beside its records."""
+
+    def __init__(self) -> None:
+        self._waiting: collections.deque[tuple[asyncio.Future, int]] = collections.deque()
+        self._bytes = 0
+
+    async def send(self, producer: AIOKafkaProducer, batch: Any, topic: str,
+                   partition: int) -> asyncio.Future:
+        size = batch.size()
+        future = await producer.send_batch(batch, topic, partition=partition)
+        self._waiting.append((future, size))
+        self._bytes += size
+        while self._bytes > SEND_WINDOW_BYTES:
+            oldest, oldest_size = self._waiting.popleft()
+            if not oldest.done():
+                await asyncio.wait([oldest])  # its outcome is checked with the others'
+            self._bytes -= oldest_size
+        return future
 
 
 async def _partition_for(producer: AIOKafkaProducer, topic: str, key: bytes | None) -> int:

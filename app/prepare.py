@@ -36,7 +36,7 @@ HELD_RECORD_OVERHEAD = 350
 # Counted for each decoded byte while a file downloads and parses: the body, then its
 # lines; and for each "{" (at least one per transaction) the objects its record will take.
 BODY_COST = 2
-OBJECT_COST = 400
+OBJECT_COST = 600
 ADMISSION_BYTES = 256 * 1024  # what a download of unknown size is first admitted with
 
 

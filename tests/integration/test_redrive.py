@@ -17,10 +17,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
+from app.budget import MemoryBudget
 from app.config import load_settings
 from app.errors import PoisonError
 from app.parse import parse_input_url
-from app.prepare import ByteBudget, Preparer
+from app.prepare import Preparer
 from app.stats import Stats
 from tests.integration.harness import (
     ROOT,
@@ -80,7 +81,7 @@ def dead_letter(topics: Topics, partition: int, offset: int, value: bytes | None
     msg = ConsumerRecord(topics.input, partition, offset, 0, 0, key, value, None,
                          len(key or b""), len(value or b""), headers)
     settings = load_settings(["--input-topic", topics.input, "--dlq-topic", topics.dlq], {})
-    preparer = Preparer(settings, None, ByteBudget(1 << 20), Stats())  # type: ignore[arg-type]
+    preparer = Preparer(settings, None, MemoryBudget(1 << 20), Stats())  # type: ignore[arg-type]
     try:
         url: str | None = parse_input_url(value)
     except PoisonError:

@@ -31,6 +31,9 @@ class ScriptedBatch:
         self.records.append(value)
         return object()
 
+    def size(self) -> int:
+        return sum(len(value or b"") for value in self.records)
+
 
 class ScriptedProducer:
     """Records its calls; raises the scripted error at the named step, once per entry.

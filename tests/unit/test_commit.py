@@ -4,6 +4,8 @@ The same behaviour runs against the real broker in tests/integration."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
@@ -106,3 +108,25 @@ async def test_injected_aborts_come_after_the_sends_and_offsets():
     assert (first.outcome, second.outcome) == (Outcome.RETRY, Outcome.DONE)
     assert producer.calls == ["begin", "send", "offsets", "abort",
                               "begin", "send", "offsets", "commit"]
+
+
+async def test_batches_waiting_in_the_client_stay_within_the_send_window(monkeypatch):
+    monkeypatch.setattr("app.commit.SEND_WINDOW_BYTES", 10)
+    unacked: list[asyncio.Future] = []
+    most = 0
+
+    class SlowAcks(ScriptedProducer):
+        async def send_batch(self, batch, topic, *, partition):
+            nonlocal most
+            future = asyncio.get_running_loop().create_future()
+            unacked.append(future)
+            waiting = [f for f in unacked if not f.done()]
+            most = max(most, len(waiting))
+            asyncio.get_running_loop().call_later(0.001, future.set_result, None)
+            self.calls.append("send")
+            return future
+
+    records = [OutRecord("out", b"k", b"x" * 3, []) for i in range(40)]  # 6 bytes a batch
+    result = await commit(SlowAcks(), records)
+    assert result.outcome is Outcome.DONE
+    assert len(unacked) == 20 and most <= 3, "at most a window's worth (+1) unacknowledged"

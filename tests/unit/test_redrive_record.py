@@ -6,9 +6,10 @@ import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from app.budget import MemoryBudget
 from app.config import load_settings
 from app.errors import PoisonError
-from app.prepare import ByteBudget, Preparer
+from app.prepare import Preparer
 from app.redrive_record import (
     INPUT_VALUE_LIMIT,
     carried_headers,
@@ -26,7 +27,7 @@ def written(value: bytes | None, headers: list | None = None, url: str | None = 
     msg = ConsumerRecord("in", 2, 40, 0, 0, b"key", value, None, 3, len(value or b""),
                          headers or [])
     settings = load_settings(["--dlq-topic", "dlq"], {})
-    preparer = Preparer(settings, None, ByteBudget(1 << 20), Stats())  # type: ignore[arg-type]
+    preparer = Preparer(settings, None, MemoryBudget(1 << 20), Stats())  # type: ignore[arg-type]
     return preparer.dead_letter(msg, url, PoisonError("http_error", "HTTP 404"), 2).records[0]
 
 
