@@ -24,7 +24,9 @@ from aiokafka import errors as kafka
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.clients import FatalStartupError, check_connection, connection
+from app.commit import ExactlyOnceCommitter, Outcome
 from app.config import Settings
+from app.records import OutRecord
 from app.redrive import Options, Tally, UsageError, Verdict, judge
 from app.redrive_progress import Progress
 from app.redrive_record import DeadLetter, read_dead_letter, redriven_headers
@@ -198,30 +200,26 @@ class Mover:
 
     async def _transaction(self, producer: AIOKafkaProducer, letters: Sequence[DeadLetter],
                            offsets: dict[TopicPartition, int]) -> None:
-        await producer.begin_transaction()
-        try:
-            sent = [await producer.send(
-                self.settings.input_topic, letter.value, key=letter.key,
-                partition=self._partition(letter),
-                headers=redriven_headers(letter, self.settings.dlq_topic)) for letter in letters]
-            # aiokafka commits even if a send failed: every result must be checked.
-            await asyncio.gather(*sent)
-            if letters:
-                self.transactions += 1
-                if self.transactions == self.options.halt_in_transaction:
-                    await _halt(self.transactions)
-            await producer.send_offsets_to_transaction(offsets, self.options.group_id(
-                self.settings))
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await producer.abort_transaction()
-            raise
-        try:
-            await producer.commit_transaction()
-        except kafka.KafkaError as exc:
-            # Never aborted: it may have committed. The next run's start settles it.
-            raise RedriveFailed(f"commit outcome unknown ({exc!r}); run the same command "
-                                "again to resume") from None
+        """The letters' input records and the job's DLQ offsets, in one transaction of the
+        service's own exactly-once committer (app/commit.py)."""
+        records = [OutRecord(self.settings.input_topic, letter.key, letter.value,  # type: ignore[arg-type]
+                             redriven_headers(letter, self.settings.dlq_topic),
+                             self._partition(letter)) for letter in letters]
+        if letters:
+            self.transactions += 1
+        committer = ExactlyOnceCommitter(self.options.group_id(self.settings))
+        if self.transactions == self.options.halt_in_transaction and letters:
+            producer = _HaltsBeforeCommit(producer, self.transactions)  # type: ignore[assignment]
+        result = await committer.commit(producer, offsets, records)
+        if result.outcome is Outcome.DONE:
+            return
+        if result.outcome is Outcome.FENCED:
+            raise RedriveFailed(f"another run of job {self.options.job} took over (fenced)")
+        if result.outcome is Outcome.UNKNOWN:  # never aborted: the next run's start settles it
+            raise RedriveFailed(f"commit outcome unknown ({result.cause!r}); run the same "
+                                "command again to resume")
+        raise RedriveFailed(f"transaction failed ({result.cause!r}); run the same command "
+                            "again to resume")
 
     def _partition(self, letter: DeadLetter) -> int | None:
         """The input partition the record came from, if it still exists; else by key."""
@@ -237,11 +235,21 @@ class Mover:
                                  sum(self.tally.selected.values()))
 
 
-async def _halt(transaction: int) -> None:
-    """TESTING AID: hang with transaction n open (its sends acknowledged), to be killed."""
-    print(f"txingest redrive: test halt in transaction {transaction}", file=sys.stderr,
-          flush=True)
-    await asyncio.Event().wait()
+class _HaltsBeforeCommit:
+    """TESTING AID: the real producer, except that it hangs with the transaction open
+    (its records sent and acknowledged, the offsets added), to be killed."""
+
+    def __init__(self, producer: AIOKafkaProducer, transaction: int) -> None:
+        self._producer, self._transaction = producer, transaction
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._producer, name)
+
+    async def send_offsets_to_transaction(self, offsets: object, group_id: str) -> None:
+        await self._producer.send_offsets_to_transaction(offsets, group_id)
+        print(f"txingest redrive: test halt in transaction {self._transaction}",
+              file=sys.stderr, flush=True)
+        await asyncio.Event().wait()
 
 
 @contextlib.contextmanager
