@@ -173,16 +173,22 @@ class PartitionTask:
 
     async def _run(self) -> None:
         try:
-            while self.state is TaskState.RUNNING:
-                group = await self.window.ready(self.settings.transaction_max_records)
-                done = await self._records.commit_group(group) if group else 0
-                if not done:
-                    break  # closing
-                self.committed_offset = group[done - 1][0].offset + 1
-                self.window.pop(done)
+            while self.state is TaskState.RUNNING and await self._commit_ready():
+                pass
         finally:
             if self.state is TaskState.RUNNING:  # ended on its own: fenced or failed
                 self.state = TaskState.CLOSING
+
+    async def _commit_ready(self) -> bool:
+        """Commit what is ready at the head of the window; False once closing. Its records
+        are referenced only in here: once committed and released they are freed, not
+        kept alive while the task waits for the next record."""
+        group = await self.window.ready(self.settings.transaction_max_records)
+        done = await self._records.commit_group(group) if group else 0
+        if done:
+            self.committed_offset = group[done - 1][0].offset + 1
+            self.window.pop(done)
+        return done > 0
 
     def _ctx(self, **extra: Any) -> dict[str, Any]:
         return {"partition": self.tp.partition, "transactional_id": self.transactional_id,

@@ -143,3 +143,21 @@ async def test_close_does_not_wait_for_downloads_in_flight():
     await until(lambda: len(downloader.requests) == 2, "both downloads started")
     await asyncio.wait_for(task.close(timeout=3600), 5)  # cancelled, not waited for
     assert task.state is TaskState.CLOSED and "begin" not in producer.calls
+
+
+async def test_committed_records_are_freed_while_the_task_waits_for_more():
+    import gc
+
+    from app.records import Prepared
+
+    producer = ScriptedProducer()
+    task, _, _ = await started(producer, {"http://files/big": b'{"only":"this file"}\n'})
+    task.deliver([record(5, "http://files/big")])
+    await until(lambda: task.committed_offset == 6, "committed")
+    for _ in range(3):
+        await asyncio.sleep(0)  # the task is now waiting for its next record
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, Prepared)
+             and any(r.value == b'{"only":"this file"}' for r in o.records)]
+    assert alive == [], "the budget released them, so nothing may keep them"
+    await task.close(1)
