@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 import orjson
 from aiokafka.structs import TopicPartition
-from kafka_io import end_offsets
 
 from tests.integration.harness import create_topics, read_all, wait_until
 from tests.integration.test_redrive import (
@@ -23,6 +22,7 @@ from tests.integration.test_redrive import (
     start_redrive,
     write_dlq,
 )
+from tools.kafka_io import end_offsets
 
 LETTERS = 30
 BATCH = 4
