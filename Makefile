@@ -50,6 +50,7 @@ unit: install $(PROMTOOL)
 lint: install
 	$(BIN)/ruff check app tests tools chaos bench
 	$(BIN)/mypy app tools chaos bench
+	$(BIN)/python -m pytest --collect-only -q > /dev/null  # every test module imports
 
 kafka-up:
 	$(PYTHON) tools/local_kafka.py up
