@@ -6,7 +6,6 @@ and the dashboard shows every metric family the service exports.
 from __future__ import annotations
 
 import re
-import socket
 
 import aiohttp
 
@@ -28,15 +27,10 @@ from tests.observability.queries import (
     metric_names,
     used_metric_names,
 )
+from tools.local_kafka import free_port
 
 # What Prometheus appends to a family's name in exposition.
 SERIES_SUFFIXES = re.compile(r"_(total|created|bucket|sum|count)$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def get(port: int, path: str) -> tuple[int, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,18 +12,13 @@ import time
 import pytest
 
 from app import signals
-
-
-def unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tools.local_kafka import free_port
 
 
 # From 0.05 s: before that the interpreter itself is still starting, ahead of any code of ours.
 @pytest.mark.parametrize("delay", [0.05, 0.1, 0.2, 0.35, 0.6])
 def test_sigterm_early_exits_zero_with_the_summary(delay):
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{unused_port()}",
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
            "HTTP_PORT": "0", "LOG_FORMAT": "json"}
     proc = subprocess.Popen([sys.executable, "-m", "app"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env)
