@@ -135,6 +135,13 @@ class MemoryConsumer:
         return None
 
 
+def assigned_consumer(*tps: TopicPartition, committed: int = 0) -> MemoryConsumer:
+    """A consumer that holds ``tps``, each with ``committed`` as its committed offset."""
+    consumer = MemoryConsumer({tp: committed for tp in tps})
+    consumer.assigned.update(tps)
+    return consumer
+
+
 class FileDownloader:
     """Serves ``files[url]``; a URL mapped to an exception raises it (once per entry in
     ``failures``); ``gate`` (if set) holds every download until it is set."""

@@ -10,8 +10,8 @@ from aiokafka.structs import TopicPartition
 from app.partition import PartitionTask
 from tests.unit.fakes import (
     FileDownloader,
-    MemoryConsumer,
     ScriptedProducer,
+    assigned_consumer,
     context,
     record,
     settings,
@@ -27,8 +27,7 @@ def files(n: int) -> dict[str, bytes]:
 
 async def ready_group(producer: ScriptedProducer, n: int, *flags: str):
     """A started task whose first n records are all prepared before the head commits."""
-    consumer = MemoryConsumer({TP: 0})
-    consumer.assigned.add(TP)
+    consumer = assigned_consumer(TP)
     downloader = FileDownloader(files(n))
     downloader.gates["http://files/0"] = asyncio.Event()
     task = PartitionTask(TP, context(settings("--transaction-max-records", "4", *flags),
@@ -68,8 +67,7 @@ async def test_a_refused_record_fails_its_group_and_only_it_is_dead_lettered():
 
 async def test_one_record_ready_commits_alone_without_waiting():
     producer = ScriptedProducer()
-    consumer = MemoryConsumer({TP: 0})
-    consumer.assigned.add(TP)
+    consumer = assigned_consumer(TP)
     downloader = FileDownloader(files(2))
     downloader.gates["http://files/1"] = asyncio.Event()  # the second never arrives
     task = PartitionTask(TP, context(settings("--transaction-max-records", "4"), consumer,
@@ -88,8 +86,7 @@ async def test_a_group_is_cut_before_a_repeat_of_a_record_in_it():
     from tests.unit.fakes import EmptyChangelog
 
     producer = ScriptedProducer()
-    consumer = MemoryConsumer({TP: 0})
-    consumer.assigned.add(TP)
+    consumer = assigned_consumer(TP)
     urls = ["http://files/0", "http://files/0", "http://files/1"]
     downloader = FileDownloader(files(2))
     downloader.gates["http://files/0"] = asyncio.Event()

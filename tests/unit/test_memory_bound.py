@@ -13,8 +13,8 @@ from app.partition import PartitionTask
 from app.prepare import BODY_COST, OBJECT_COST
 from tests.unit.fakes import (
     FileDownloader,
-    MemoryConsumer,
     ScriptedProducer,
+    assigned_consumer,
     context,
     record,
     settings,
@@ -40,8 +40,7 @@ async def test_big_files_on_many_partitions_commit_within_the_bound():
     worst = max(file_cost(body) for body in files.values())
     budget = MemoryBudget(int(worst * 1.5))  # room for one file and a half
     tps = [TopicPartition("in", p) for p in range(partitions)]
-    consumer = MemoryConsumer({tp: 0 for tp in tps})
-    consumer.assigned.update(tps)
+    consumer = assigned_consumer(*tps)
     downloader = FileDownloader(files)
     downloader.piece = 4096
     ctx = context(settings("--prefetch-per-partition", "3"), consumer, downloader,

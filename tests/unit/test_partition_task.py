@@ -16,6 +16,7 @@ from tests.unit.fakes import (
     FileDownloader,
     MemoryConsumer,
     ScriptedProducer,
+    assigned_consumer,
     context,
     record,
     settings,
@@ -33,8 +34,7 @@ def urls(n: int) -> dict[str, bytes]:
 async def started(producer: ScriptedProducer, files: dict[str, bytes], *flags: str,
                   committed: int = 5, budget: MemoryBudget | None = None
                   ) -> tuple[PartitionTask, MemoryConsumer, FileDownloader]:
-    consumer = MemoryConsumer({TP: committed})
-    consumer.assigned.add(TP)
+    consumer = assigned_consumer(TP, committed=committed)
     downloader = FileDownloader(files)
     task = PartitionTask(TP, context(settings(*flags), consumer, downloader,
                                      lambda partition: producer, budget=budget))

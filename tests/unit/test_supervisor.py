@@ -12,9 +12,9 @@ from app.partition import TaskState
 from app.supervisor import Supervisor
 from tests.unit.fakes import (
     FileDownloader,
-    MemoryConsumer,
     ScriptedProducer,
     Sleeps,
+    assigned_consumer,
     context,
     record,
     settings,
@@ -26,8 +26,7 @@ TP = TopicPartition("in", 0)
 
 def supervisor_with(producers: list[ScriptedProducer], *flags: str
                     ) -> tuple[Supervisor, Sleeps, list[ScriptedProducer]]:
-    consumer = MemoryConsumer({TP: 0})
-    consumer.assigned.add(TP)
+    consumer = assigned_consumer(TP)
     made: list[ScriptedProducer] = []
 
     def make_producer(partition: int) -> ScriptedProducer:
