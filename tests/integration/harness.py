@@ -10,12 +10,14 @@ import gzip
 import time
 from collections.abc import Awaitable, Callable
 
+import aiohttp
+
 from tools.fileserver import FileServer, Route
 from tools.kafka_io import Topics, by_source, create_topics, lag, produce, read_all, unique
 from tools.proc import ROOT, ChildProcess
 
 __all__ = ["ROOT", "ChildProcess", "FileServer", "Route", "Topics", "by_source",
-           "create_topics", "lag", "produce", "read_all", "unique"]
+           "create_topics", "lag", "produce", "read_all", "unique"]  # and the waits below
 
 
 async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
@@ -25,6 +27,29 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(every)
+
+
+async def wait_committed(bootstrap: str, topics: Topics, timeout: float = 90) -> None:
+    """Until the group's committed offsets cover every input record."""
+    async def committed() -> bool:
+        return await lag(bootstrap, topics) == 0
+    await wait_until(committed, timeout, "every input committed")
+
+
+async def http_get(port: int, path: str) -> tuple[int, str]:
+    """Status and text of a GET to the service's HTTP port."""
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as r:
+        return r.status, await r.text()
+
+
+async def wait_ready(port: int, timeout: float = 60) -> None:
+    """Until /readyz answers 200 (the group joined, every partition's producer ready)."""
+    async def ready() -> bool:
+        try:
+            return (await http_get(port, "/readyz"))[0] == 200
+        except aiohttp.ClientError:
+            return False
+    await wait_until(ready, timeout, "/readyz to answer 200 after the group join")
 
 
 # -- deterministic transaction files ----------------------------------------------------

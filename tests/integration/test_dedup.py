@@ -14,11 +14,11 @@ from tests.integration.harness import (
     assert_exactly_once,
     create_topics,
     encode,
-    lag,
     make_items,
     produce,
     read_all,
     service_env,
+    wait_committed,
     wait_until,
 )
 from tools.kafka_io import end_offsets, unique
@@ -31,12 +31,6 @@ def dedup_env(bootstrap, topics, mode="url", **extra):
 
 def events(service, name: str) -> list[dict]:
     return service.events(name)
-
-
-async def committed(bootstrap, topics, timeout=90):
-    async def done() -> bool:
-        return await lag(bootstrap, topics) == 0
-    await wait_until(done, timeout, "every input committed")
 
 
 def serve(file_server, name: str, count: int) -> tuple[str, list[bytes]]:
@@ -54,14 +48,14 @@ async def test_repeats_in_one_window_and_after_a_restart_write_nothing(
     await produce(kafka_bootstrap, topics.input, [a.encode(), upper.encode(), b.encode()], 1)
     env = dedup_env(kafka_bootstrap, topics)
     service = services(env).start()
-    await committed(kafka_bootstrap, topics)
+    await wait_committed(kafka_bootstrap, topics)
     assert await service.stop() == 0
     assert [e["original_offset"] for e in events(service, "duplicate")] == [0]
     downloads = file_server.routes["a.ndjson"].requests  # the copy in the window may be fetched
 
     await produce(kafka_bootstrap, topics.input, [b.encode(), a.encode()], 1)
     again = services(env, name="pod-1").start()
-    await committed(kafka_bootstrap, topics)
+    await wait_committed(kafka_bootstrap, topics)
     assert await again.stop() == 0
     assert sorted(e["original_offset"] for e in events(again, "duplicate")) == [0, 2]
     assert [e["entries"] for e in events(again, "restored")] == [2]
@@ -77,7 +71,7 @@ async def test_content_mode_catches_the_same_body_under_another_query(
     await produce(kafka_bootstrap, topics.input,
                   [f"{url}?sig=one".encode(), f"{url}?sig=two".encode()], 1)
     service = services(dedup_env(kafka_bootstrap, topics, mode="content")).start()
-    await committed(kafka_bootstrap, topics)
+    await wait_committed(kafka_bootstrap, topics)
     assert await service.stop() == 0
     outputs = await read_all(kafka_bootstrap, topics.output)
     assert [r.value for r in outputs] == items
@@ -93,9 +87,9 @@ async def test_a_dead_lettered_url_is_not_remembered(kafka_bootstrap, file_serve
     await produce(kafka_bootstrap, topics.input, [url.encode()], 1)
     env = dedup_env(kafka_bootstrap, topics)
     service = services(env).start()
-    await committed(kafka_bootstrap, topics)
+    await wait_committed(kafka_bootstrap, topics)
     await produce(kafka_bootstrap, topics.input, [url.encode()], 1)
-    await committed(kafka_bootstrap, topics)
+    await wait_committed(kafka_bootstrap, topics)
     assert await service.stop() == 0
     assert len(await read_all(kafka_bootstrap, topics.dlq)) == 1
     assert [r.value for r in await read_all(kafka_bootstrap, topics.output)] == items
@@ -109,10 +103,10 @@ async def test_retention_forgets_and_tombstones(kafka_bootstrap, file_server, se
     env = dedup_env(kafka_bootstrap, topics, DEDUP_RETENTION="1s")
     await produce(kafka_bootstrap, topics.input, [url.encode()], 1)
     service = services(env).start()
-    await committed(kafka_bootstrap, topics)
+    await wait_committed(kafka_bootstrap, topics)
     await asyncio.sleep(2.5)  # the stimulus: the entry's age passes DEDUP_RETENTION
     await produce(kafka_bootstrap, topics.input, [other.encode(), url.encode()], 1)
-    await committed(kafka_bootstrap, topics)
+    await wait_committed(kafka_bootstrap, topics)
     assert await service.stop() == 0
     assert events(service, "duplicate") == []
     values = [r.value for r in await read_all(kafka_bootstrap, topics.output)]
@@ -138,7 +132,7 @@ async def test_a_kill_mid_transaction_redoes_the_original_once_and_skips_the_cop
     service.kill()
     assert sum(stable.values()) == 0, "killed inside the original's transaction"
     restarted = services(env, name="pod-1").start()
-    await committed(kafka_bootstrap, topics, timeout=180)
+    await wait_committed(kafka_bootstrap, topics, timeout=180)
     assert await restarted.stop() == 0
     outputs = await read_all(kafka_bootstrap, topics.output)
     assert len(outputs) == 300_000 and outputs[-1].value == b'{"i":299999}'

@@ -8,12 +8,11 @@ import json
 from tests.integration.harness import (
     Route,
     create_topics,
-    lag,
     make_items,
     produce,
     read_all,
     service_env,
-    wait_until,
+    wait_committed,
 )
 
 # Tiny items make the most output records per byte: sending them outlasts the timeout.
@@ -33,9 +32,7 @@ async def test_a_transaction_that_always_times_out_is_dead_lettered(
         kafka_bootstrap, topics, TRANSACTION_TIMEOUT_MS="500", SHUTDOWN_TIMEOUT_S="0.4",
         MAX_ATTEMPTS="2")).start()
 
-    async def all_committed() -> bool:
-        return await lag(kafka_bootstrap, topics) == 0
-    await wait_until(all_committed, 240, "both inputs committed")
+    await wait_committed(kafka_bootstrap, topics, 240)
     assert await service.stop() == 0
 
     dead = await read_all(kafka_bootstrap, topics.dlq)

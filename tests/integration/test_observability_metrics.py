@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import re
 
-import aiohttp
-
 from tests.integration.harness import (
     Route,
     create_topics,
     encode,
+    http_get,
     lag,
     make_items,
     produce,
     service_env,
     unique,
+    wait_ready,
     wait_until,
 )
 from tests.observability.queries import (
@@ -33,11 +33,6 @@ from tools.local_kafka import free_port
 SERIES_SUFFIXES = re.compile(r"_(total|created|bucket|sum|count)$")
 
 
-async def get(port: int, path: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as r:
-        return r.status, await r.text()
-
-
 async def test_dashboard_and_rules_use_only_exported_metrics(kafka_bootstrap, file_server,
                                                              services):
     topics = await create_topics(kafka_bootstrap, partitions=2, name="observability")
@@ -46,12 +41,7 @@ async def test_dashboard_and_rules_use_only_exported_metrics(kafka_bootstrap, fi
     service = services(service_env(kafka_bootstrap, topics, HTTP_PORT=str(port), DEDUP="url",
                                    DEDUP_TOPIC=unique("obs-dedup"))).start()
 
-    async def ready() -> bool:
-        try:
-            return (await get(port, "/readyz"))[0] == 200
-        except aiohttp.ClientError:
-            return False
-    await wait_until(ready, 60, "/readyz to answer 200 after the group join")
+    await wait_ready(port)
 
     # One record of each kind, so every labelled series exists: committed, retried
     # (first answer 503), dead-lettered (404).
@@ -69,7 +59,7 @@ async def test_dashboard_and_rules_use_only_exported_metrics(kafka_bootstrap, fi
     async def lag_observed() -> bool:
         # The lag gauges are refreshed about once a second from the poll loop.
         nonlocal exposition
-        status, exposition = await get(port, "/metrics")
+        status, exposition = await http_get(port, "/metrics")
         return status == 200 and "txingest_consumer_lag{" in exposition
     await wait_until(lag_observed, 30, "the per-partition lag on /metrics")
     assert await service.stop(timeout=30) == 0

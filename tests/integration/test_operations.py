@@ -5,27 +5,22 @@ from __future__ import annotations
 import json
 import re
 
-import aiohttp
-
 from tests.integration.harness import (
     Route,
     assert_exactly_once,
     create_topics,
     encode,
+    http_get,
     lag,
     make_items,
     produce,
     read_all,
     service_env,
+    wait_ready,
     wait_until,
 )
 from tools.kafka_io import end_offsets
 from tools.local_kafka import free_port
-
-
-async def get(port: int, path: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as r:
-        return r.status, await r.text()
 
 
 def metric(text: str, name: str) -> float:
@@ -40,14 +35,9 @@ async def test_probes_metrics_sigterm_and_json_logs(kafka_bootstrap, file_server
     service = services(service_env(kafka_bootstrap, topics, HTTP_PORT=str(port),
                                    LOG_FORMAT="json")).start()
 
-    async def ready() -> bool:
-        try:
-            return (await get(port, "/readyz"))[0] == 200
-        except aiohttp.ClientError:
-            return False
-    await wait_until(ready, 60, "/readyz to answer 200 after the group join")
-    assert (await get(port, "/healthz"))[0] == 200
-    _, before = await get(port, "/metrics")
+    await wait_ready(port)
+    assert (await http_get(port, "/healthz"))[0] == 200
+    _, before = await http_get(port, "/metrics")
     assert metric(before, 'txingest_records_total{outcome="committed"}') == 0
     assert metric(before, "txingest_assigned_partitions") == 2
 
@@ -60,7 +50,7 @@ async def test_probes_metrics_sigterm_and_json_logs(kafka_bootstrap, file_server
     async def drained() -> bool:
         return await lag(kafka_bootstrap, topics) == 0
     await wait_until(drained, 60, "all input committed")
-    _, after = await get(port, "/metrics")
+    _, after = await http_get(port, "/metrics")
     assert metric(after, 'txingest_records_total{outcome="committed"}') == 12
     assert metric(after, "txingest_output_records_total") == sum(map(len, expected.values()))
     assert metric(after, 'txingest_transactions_total{result="committed"}') == 12

@@ -10,12 +10,11 @@ from tests.integration.harness import (
     assert_exactly_once,
     create_topics,
     encode,
-    lag,
     make_items,
     produce,
     read_all,
     service_env,
-    wait_until,
+    wait_committed,
 )
 
 # From inside the imports (the first ~0.4 s) through start-up, joining and processing.
@@ -42,12 +41,6 @@ async def test_sigterm_at_any_moment_exits_zero_and_loses_nothing(
         assert "Traceback" not in service.log_text(), f"traceback after SIGTERM at {delay}s"
 
     finisher = services(env, name="term-finish").start()
-    await wait_until(_no_lag(kafka_bootstrap, topics), 90, "every input committed")
+    await wait_committed(kafka_bootstrap, topics)
     assert await finisher.stop() == 0
     assert_exactly_once(await read_all(kafka_bootstrap, topics.output), expected)
-
-
-def _no_lag(bootstrap, topics):
-    async def check() -> bool:
-        return await lag(bootstrap, topics) == 0
-    return check
