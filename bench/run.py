@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 import uvloop
 
-from bench import ROOT, peer, report
+from bench import ROOT, latency, peer, report
 from bench.variant import Ctx, Variant, run
 from bench.workload import Spec, make_files, serve
 from tools import local_kafka
@@ -35,6 +35,7 @@ SERVICE = Variant("service", "service")
 UPPER = Variant("upper_bound", "service", env={"PROCESSING_GUARANTEE": "at_least_once"})
 R1 = Variant("r1", "baseline", cfg={"variant": "r1"})
 PEER = Variant("peer", "peer")
+DEDUP = Variant("service_dedup", "service", env={"DEDUP": "url"})
 # Not in --all (add with --add NAME@bench.probe:...): the service instrumented by
 # bench/probe.py, for where a transaction's time goes and changes to try first.
 
@@ -49,6 +50,12 @@ def sweep() -> list[Variant]:
     return ([r2(ms, f"r2_backoff_{ms}") for ms in (100, 20, 5, 1)]
             + [r2(ms, f"r2_offsets_first_backoff_{ms}", offsets_first=True)
                for ms in (100, 20, 1)])
+
+
+def group_commit(n: int) -> Variant:
+    """The service with up to ``n`` input records per transaction (prefetch deep enough)."""
+    return Variant(f"service_n{n}", "service", env={"TRANSACTION_MAX_RECORDS": str(n),
+                                                   "PREFETCH_PER_PARTITION": str(max(8, n))})
 
 
 def naive(limit: int) -> Variant:
@@ -66,6 +73,8 @@ def extra(text: str) -> Variant:
 def plan(args: argparse.Namespace) -> dict[str, tuple[list[Spec], list[Variant]]]:
     """Scenario name -> (its specs, run in turn each round; its variants)."""
     chosen = _plan(args)
+    if args.all and "S1" in chosen:  # issue 15: group commit and DEDUP next to the default
+        chosen["S1"][1][1:1] = [group_commit(8), group_commit(32), group_commit(128), DEDUP]
     for _specs, variants in chosen.values():
         variants += [extra(text) for text in args.add]
         if args.variants:
@@ -84,6 +93,8 @@ def _plan(args: argparse.Namespace) -> dict[str, tuple[list[Spec], list[Variant]
     return {  # the longest last: results are written after each scenario
         "S1": ([s1], [SERVICE, UPPER, naive(args.naive_files), r2()]),
         "S3": (s3, [SERVICE, r2()]),
+        "S4": ([Spec(files=0, partitions=8, latency_ms=args.s4_delay_ms)],
+               [SERVICE, group_commit(32)]),  # load_spec sets its rate and files
         "R2": ([Spec(files=args.sweep_files, partitions=8, latency_ms=0)], sweep()),
         "S2": ([Spec(files=args.s2_files, partitions=4, latency_ms=0, large=True)],
                [SERVICE, UPPER, R1, PEER]),
@@ -137,7 +148,7 @@ async def warm_up(broker: local_kafka.Broker, logs: Path, timeout: float) -> Non
 async def _one(name: str, ctx: Ctx, variant: Variant, round_no: int) -> dict:
     started = time.monotonic()
     try:
-        result = await run(ctx, variant, round_no)
+        result = await (latency.run if ctx.spec.rate else run)(ctx, variant, round_no)
     except Exception as exc:  # one broken run is reported, not fatal to the others
         result = {"variant": variant.name, "round": round_no, "ok": False,
                   "partitions": ctx.spec.partitions, "error": repr(exc)}
@@ -192,6 +203,10 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--s2-files", type=int, default=200)
     parser.add_argument("--s3-files", type=int, default=6000)
     parser.add_argument("--sweep-files", type=int, default=3000)
+    parser.add_argument("--s4-rate", type=float, help="S4 files/s offered (default: half "
+                        "the service's S1 median files/s of the same run, or of --merge's)")
+    parser.add_argument("--s4-delay-ms", type=int, default=50, help="S4 file server delay")
+    parser.add_argument("--s4-seconds", type=float, default=60, help="S4 load duration")
     parser.add_argument("--timeout", type=float, default=900, help="per run, seconds")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--add", action="append", default=[], metavar="NAME[@MODULE]:K=V,...",
@@ -229,7 +244,8 @@ async def main(args: argparse.Namespace) -> int:
         "%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)), "runs": args.runs, "machine": machine()}
     info["sizes"] = {"s1_files": args.s1_files, "naive_files": args.naive_files,
                      "s2_files": args.s2_files, "s3_files": args.s3_files,
-                     "sweep_files": args.sweep_files}
+                     "sweep_files": args.sweep_files, "s4_seconds": args.s4_seconds,
+                     "s4_delay_ms": args.s4_delay_ms}
     chosen = {s.strip() for s in args.only.split(",") if s.strip()}
     # R2 (the retry_backoff_ms sweep) answered its question (README): only on request.
     scenarios = {k: v for k, v in plan(args).items()
@@ -245,6 +261,9 @@ async def main(args: argparse.Namespace) -> int:
             if info["peer_error"]:
                 print(f"bench: peer missing: {info['peer_error']}", file=sys.stderr)
                 variants = [v for v in variants if v.kind != "peer"]
+        if name == "S4":
+            spec, source = latency.load_spec(specs[0], results, args.s4_rate, args.s4_seconds)
+            specs, info["s4_rate"] = [spec], {"files_per_s": spec.rate, "from": source}
         await scenario(name, specs, variants, args.runs, args.timeout, args.warm_up,
                        results, write)
     paths = write()

@@ -24,6 +24,7 @@ class Spec:
     latency_ms: int
     large: bool = False
     seed: int = 7
+    rate: float = 0.0  # S4: inputs published per second during the run (0: all before)
 
 
 @dataclass
