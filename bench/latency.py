@@ -20,6 +20,7 @@ import asyncio
 import dataclasses
 import math
 import os
+import resource
 import statistics
 import time
 from typing import Any
@@ -114,8 +115,10 @@ async def _load(ctx: Ctx, topics: Topics, child: ChildProcess) -> dict:
     pids = {"child": child.pid, "broker": ctx.broker_pid}
     tail = Tail(ctx.bootstrap, topics.output, topics.partitions)
     await tail.start()
+    # Read while publishing: a record is stamped when getmany returns it.
+    reading = asyncio.create_task(tail.until(ctx.spec.files, ctx.timeout, child))
     try:
-        cpu0, t0 = {k: cpu_seconds(p) for k, p in pids.items()}, time.monotonic()
+        cpu0, t0 = _cpu(pids), time.monotonic()
         stop_probe = asyncio.Event()
         probe = asyncio.create_task(_probe_downloads(ctx.base, ctx.spec.files, stop_probe))
         try:
@@ -124,11 +127,19 @@ async def _load(ctx: Ctx, topics: Topics, child: ChildProcess) -> dict:
             stop_probe.set()
             downloads = await probe
         published_s = time.monotonic() - t0
-        cores = {k: round((cpu_seconds(p) - cpu0[k]) / published_s, 2) for k, p in pids.items()}
-        visible = await tail.until(appended, ctx.timeout, child)
+        cores = {k: round((v - cpu0[k]) / published_s, 2) for k, v in _cpu(pids).items()}
+        visible = await reading
     finally:
+        reading.cancel()
         await tail.stop()
     return figures(appended, visible, downloads, published_s, cores)
+
+
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of the service, the broker and this runner (the file server)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    return {"runner": me.ru_utime + me.ru_stime,
+            **{name: cpu_seconds(pid) for name, pid in pids.items()}}
 
 
 def figures(appended: dict[tuple[int, int], float], visible: dict[tuple[int, int], float],
@@ -210,11 +221,12 @@ class Tail:
     async def stop(self) -> None:
         await self.consumer.stop()
 
-    async def until(self, inputs: dict[tuple[int, int], float], timeout: float,
+    async def until(self, inputs: int, timeout: float,
                     child: ChildProcess) -> dict[tuple[int, int], float]:
-        """Input (partition, offset) -> when its last output was read (time.time())."""
+        """Input (partition, offset) -> when its last output was read (time.time()), until
+        ``inputs`` are visible, the service ends, or ``timeout`` s."""
         deadline = time.monotonic() + timeout
-        while len(self.visible) < len(inputs) and time.monotonic() < deadline and child.alive:
+        while len(self.visible) < inputs and time.monotonic() < deadline and child.alive:
             batch = await self.consumer.getmany(timeout_ms=100)
             now = time.time()
             for records in batch.values():
