@@ -74,7 +74,9 @@ def median_or_none(values: list[float]) -> float | None:
 def goals(median) -> list[dict]:
     """S3's and S4's verdicts; ``median(scenario, variant, metric, partitions=None)`` is
     the median over a variant's runs that passed the gate, or None."""
-    s3 = {p: median("S3", "service", "cpu_ms_per_txn", p) for p in (8, 32, 128)}
+    # The whole run's CPU (start-up included): the steady window would leave out the
+    # files prefetched before it, more of them with more partitions (8 per partition).
+    s3 = {p: median("S3", "service", "cpu_ms_per_txn_run", p) for p in (8, 32, 128)}
     out = [s3_cpu_goal(s3)] if any(s3.values()) else []
     for mode in ("service", "service_n32"):
         p99 = median("S4", mode, "p99_ms")
@@ -102,12 +104,12 @@ def tables(rows: list[dict]) -> list[str]:
     s3 = [(r["partitions"], r["variant"], r) for r in sorted(
         (r for r in rows if r["scenario"] == "S3"), key=lambda r: r["partitions"])]
     if s3:
-        lines += ["", "S3 costs (the process's CPU per transaction: steady window; whole run, "
-                  "start-up included):", "",
-                  "| partitions | variant | CPU ms/txn | CPU ms/txn, whole run | assignment to "
-                  "first commit s | to every partition's first commit s |",
+        lines += ["", "S3 costs (the process's CPU per transaction: over the whole run, start-up "
+                  "included (the goal's); over the steady window):", "",
+                  "| partitions | variant | CPU ms/txn, whole run | CPU ms/txn, window "
+                  "| assignment to first commit s | to every partition's first commit s |",
                   "|---|---|---|---|---|---|"]
-        lines += [f"| {p} | {v} | {cell(m, 'cpu_ms_per_txn', 2)} | "
-                  f"{cell(m, 'cpu_ms_per_txn_run', 2)} | {cell(m, 'first_commit_s', 2)} | "
+        lines += [f"| {p} | {v} | {cell(m, 'cpu_ms_per_txn_run', 2)} | "
+                  f"{cell(m, 'cpu_ms_per_txn', 2)} | {cell(m, 'first_commit_s', 2)} | "
                   f"{cell(m, 'every_partition_committed_s', 2)} |" for p, v, m in s3]
     return lines
