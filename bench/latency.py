@@ -23,6 +23,7 @@ import os
 import resource
 import statistics
 import time
+from collections import defaultdict
 from typing import Any
 
 import aiohttp
@@ -150,12 +151,23 @@ def figures(appended: dict[tuple[int, int], float], visible: dict[tuple[int, int
                            "visible_inputs": len(latencies)}
     if latencies:
         out.update(verdicts.latency_summary(latencies))
+        out["p99_ms_by_10s"] = _by_period(appended, visible, 10.0)
         span = max(visible.values()) - min(appended.values())
         out["files_per_s"] = len(latencies) / span if span > 0 else None
     if downloads:
         out["download_median_ms"] = round(1000 * statistics.median(downloads), 1)
         out["download_probes"] = len(downloads)
     return out
+
+
+def _by_period(appended: dict[tuple[int, int], float], visible: dict[tuple[int, int], float],
+               seconds: float) -> list[float]:
+    """p99 of the inputs appended in each period of the load: a start-up tail shows here."""
+    start, periods = min(appended.values()), defaultdict(list)
+    for key, t in appended.items():
+        if key in visible:
+            periods[int((t - start) // seconds)].append(1000 * (visible[key] - t))
+    return [round(verdicts.percentile(periods[i], 99), 1) for i in sorted(periods)]
 
 
 async def publish(bootstrap: str, topic: str, base: str, spec: Spec) -> dict[tuple[int, int],

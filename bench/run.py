@@ -251,6 +251,9 @@ async def main(args: argparse.Namespace) -> int:
     scenarios = {k: v for k, v in plan(args).items()
                  if k in chosen or (not chosen and k != "R2")}
     results = kept_runs(args, info, set(scenarios))
+    if "S4" in scenarios and args.s4_rate is None and "S1" not in scenarios and not any(
+            r.get("scenario") == "S1" for r in results):
+        raise SystemExit("bench: S4 needs --s4-rate, or S1 in the same run (or --merge)")
 
     def write() -> list[Path]:
         info["duration_s"] = round(time.time() - started)

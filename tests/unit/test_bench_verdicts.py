@@ -176,3 +176,10 @@ def test_summary_derives_cpu_per_transaction_from_a_run():
     (metrics,) = report.summarise([run]).values()
     assert metrics["cpu_ms_per_txn_run"]["median"] == pytest.approx(2.5)
     assert metrics["cpu_ms_per_txn"]["median"] == pytest.approx(2.0)
+
+
+def test_p99_by_period_shows_where_the_tail_is():
+    appended = {(0, i): 100.0 + i for i in range(25)}  # one input a second
+    visible = {k: t + (0.9 if k[1] < 10 else 0.1) for k, t in appended.items()}
+    got = latency.figures(appended, visible, [], 25.0, {})
+    assert got["p99_ms_by_10s"] == pytest.approx([900.0, 100.0, 100.0])
