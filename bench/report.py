@@ -351,7 +351,8 @@ def _s1_panel(summary: dict, ax) -> bool:
              ("service_probe", "service\n(instrumented)"), ("upper_bound", "U (at least once)"),
              ("r2", "R2 ceiling")]
     return _bars(ax, summary, "S1", names, "files_per_s",
-                 "S1: small files, 50 ms, 8 partitions", "files (= transactions) / s")
+                 "S1: small files, 50 ms, 8 partitions",
+                 "files / s (one transaction each but N=...)")
 
 
 def _s2_panel(summary: dict, ax) -> bool:
