@@ -157,7 +157,8 @@ def _index(record) -> int:
 
 # -- a kill inside a group's transaction ---------------------------------------------
 
-KILL_FILES, KILL_ITEMS = 16, 5000   # two groups of 8 big files: seconds of sending each
+# Two groups of 8 big files: each group sends over many polls of the output.
+KILL_FILES, KILL_ITEMS = 16, 5000
 
 
 async def kill_inside_open_group(bootstrap: str, topics: Topics,
@@ -165,9 +166,11 @@ async def kill_inside_open_group(bootstrap: str, topics: Topics,
     """SIGKILL the service while a group's transaction is open; what it had written.
 
     Whenever the output shows an open transaction (its end beyond the last stable
-    offset), the service is frozen (SIGSTOP) and the open records are read: they are
+    offset), the service is frozen (SIGSTOP) and the open records are read. One input
+    partition means one producer, so they are all one transaction's. The service is
     killed once they come from two files or more (a group) and the newest is not its
-    file's last (the group is still sending: its commit cannot be in flight)."""
+    file's last (the group is still sending: its commit cannot be in flight); else it
+    is let go (SIGCONT) and the output watched again."""
     killed: list = []
 
     async def killed_in_group() -> bool:
