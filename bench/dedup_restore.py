@@ -5,15 +5,16 @@
 Writes ``--entries`` changelog entries (as the service writes them) to one partition
 of a fresh compacted topic, then restores them with the service's own restore
 consumer and store: once untraced for the time and the rate, once more under
-tracemalloc for the store's memory (traced allocations of app/dedup.py: the dict,
-its keys and entries). Without --bootstrap it starts a local broker
-(tools/local_kafka.py) and stops it at the end.
+tracemalloc for the store's memory (what restore allocated that is still alive once
+the consumer is stopped: the dict, its keys and entries). Without --bootstrap it
+starts a local broker (tools/local_kafka.py) and stops it at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import sys
 import tempfile
@@ -60,24 +61,25 @@ async def write_entries(bootstrap: str, topic: str, entries: int) -> None:
 
 async def restore_once(settings, topic: str, entries: int,
                        traced: bool) -> tuple[int, float, int]:
-    """(entries restored, seconds, traced bytes of app/dedup.py or 0)."""
+    """(entries restored, seconds, bytes still allocated once the consumer is gone)."""
+    gc.collect()
+    if traced:
+        tracemalloc.start()
     dedup = Deduplicator("url", DedupStore(entries, 365 * 86400.0), TopicPartition(topic, 0))
     consumer = make_restore_consumer(settings)
     await consumer.start()
     try:
-        if traced:
-            tracemalloc.start()
         started = time.monotonic()
         restored = await dedup.restore(consumer)
         seconds = time.monotonic() - started
-        store_bytes = 0
-        if traced:
-            store_bytes = sum(stat.size for stat in tracemalloc.take_snapshot().filter_traces(
-                [tracemalloc.Filter(True, "*/app/dedup.py")]).statistics("filename"))
-            tracemalloc.stop()
     finally:
         await consumer.stop()
-    return restored, seconds, store_bytes
+    del consumer
+    gc.collect()
+    # What survives the consumer is the store: its dict, keys and packed values.
+    held = tracemalloc.get_traced_memory()[0] if traced else 0
+    tracemalloc.stop()
+    return restored, seconds, held
 
 
 async def restore(bootstrap: str, topic: str, entries: int) -> dict[str, float]:
