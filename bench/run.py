@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 import uvloop
 
-from bench import ROOT, peer, report
+from bench import ROOT, kstreams, peer, report
 from bench.variant import Ctx, Variant, run
 from bench.workload import Spec, make_files, serve
 from tools import local_kafka
@@ -49,6 +49,11 @@ def sweep() -> list[Variant]:
     return ([r2(ms, f"r2_backoff_{ms}") for ms in (100, 20, 5, 1)]
             + [r2(ms, f"r2_offsets_first_backoff_{ms}", offsets_first=True)
                for ms in (100, 20, 1)])
+
+
+def kstreams_peer(threads: int) -> Variant:
+    """Kafka Streams (bench/kstreams.py) with ``threads`` stream threads."""
+    return Variant("kstreams", "kstreams", cfg={"threads": threads})
 
 
 def naive(limit: int) -> Variant:
@@ -82,11 +87,12 @@ def _plan(args: argparse.Namespace) -> dict[str, tuple[list[Spec], list[Variant]
         return {"S1": ([s1], [SERVICE, naive(args.naive_files), r2()])}
     s3 = [Spec(files=args.s3_files, partitions=p, latency_ms=10) for p in (8, 32, 128)]
     return {  # the longest last: results are written after each scenario
-        "S1": ([s1], [SERVICE, UPPER, naive(args.naive_files), r2()]),
+        "S1": ([s1], [SERVICE, UPPER, naive(args.naive_files), r2(),
+                      kstreams_peer(threads=s1.partitions)]),
         "S3": (s3, [SERVICE, r2()]),
         "R2": ([Spec(files=args.sweep_files, partitions=8, latency_ms=0)], sweep()),
         "S2": ([Spec(files=args.s2_files, partitions=4, latency_ms=0, large=True)],
-               [SERVICE, UPPER, R1, PEER]),
+               [SERVICE, UPPER, R1, PEER, kstreams_peer(threads=1)]),
     }
 
 
@@ -245,6 +251,11 @@ async def main(args: argparse.Namespace) -> int:
             if info["peer_error"]:
                 print(f"bench: peer missing: {info['peer_error']}", file=sys.stderr)
                 variants = [v for v in variants if v.kind != "peer"]
+        if any(v.kind == "kstreams" for v in variants):
+            info["kstreams_error"] = kstreams.ensure_built()
+            if info["kstreams_error"]:
+                print(f"bench: kstreams peer missing: {info['kstreams_error']}", file=sys.stderr)
+                variants = [v for v in variants if v.kind != "kstreams"]
         await scenario(name, specs, variants, args.runs, args.timeout, args.warm_up,
                        results, write)
     paths = write()
