@@ -49,6 +49,9 @@ public final class Peer {
     public static void main(String[] args) throws Exception {
         // Before any logger exists: Kafka's INFO lines would cost more than the job.
         System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", "warn");
+        // It warns at every start about global state stores, which this app has none of.
+        System.setProperty("org.slf4j.simpleLogger.log.org.apache.kafka.streams.StreamsConfig",
+                "error");
         JsonNode cfg = new ObjectMapper().readTree(args[0]);
         KafkaStreams streams = new KafkaStreams(topology(cfg), settings(cfg));
         CountDownLatch ended = new CountDownLatch(1);
@@ -65,8 +68,9 @@ public final class Peer {
         });
         Runtime.getRuntime().addShutdownHook(new Thread(() -> {  // SIGTERM: the bench's stop
             stopping.set(true);
-            streams.close(Duration.ofSeconds(30));
+            boolean closed = streams.close(Duration.ofSeconds(30));
             ended.countDown();
+            Runtime.getRuntime().halt(closed ? 0 : 1);  // a clean stop exits 0, not 143
         }));
         streams.start();
         ended.await();
