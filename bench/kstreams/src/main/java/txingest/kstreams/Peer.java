@@ -1,11 +1,15 @@
 package txingest.kstreams;
 
+import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
 import java.net.http.HttpClient;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
+import java.util.HexFormat;
 import java.util.List;
 import java.util.Properties;
 import java.util.concurrent.CountDownLatch;
@@ -36,7 +40,9 @@ import org.apache.kafka.streams.processor.api.RecordMetadata;
  * transaction per commit interval.
  *
  * <p>Run: {@code java -jar kstreams-peer.jar '<json config>'} with bootstrap, input,
- * output, dlq, group (the application.id), state_dir and threads.
+ * output, dlq, group (the application.id), state_dir and threads. With {@code --check}
+ * it reads input record values from stdin, one a line, and prints what one attempt at
+ * each gives, without Kafka (bench/kstreams_parity.py compares that with the service).
  */
 public final class Peer {
     static final int MAX_ATTEMPTS = 5;        // the service's MAX_ATTEMPTS
@@ -47,6 +53,10 @@ public final class Peer {
     }
 
     public static void main(String[] args) throws Exception {
+        if (args.length == 1 && args[0].equals("--check")) {
+            check();
+            return;
+        }
         // Before any logger exists: Kafka's INFO lines would cost more than the job.
         System.setProperty("org.slf4j.simpleLogger.defaultLogLevel", "warn");
         // It warns at every start about global state stores, which this app has none of.
@@ -80,6 +90,32 @@ public final class Peer {
         }
     }
 
+    /** Per stdin line: OK and each value in hex, or POISON / TRANSIENT and the reason. */
+    static void check() throws Exception {
+        HttpClient http = client();
+        var in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        for (String line; (line = in.readLine()) != null; ) {
+            StringBuilder out = new StringBuilder("OK");
+            try {
+                String url = Transactions.inputUrl(line.getBytes(StandardCharsets.UTF_8));
+                for (byte[] value : Transactions.parse(Transactions.download(http, url))) {
+                    out.append(' ').append(HexFormat.of().formatHex(value));
+                }
+            } catch (Transactions.Poison e) {
+                out = new StringBuilder("POISON " + e.reason);
+            } catch (Transactions.Transient e) {
+                out = new StringBuilder("TRANSIENT " + e.reason);
+            }
+            System.out.println(out);
+        }
+    }
+
+    static HttpClient client() {
+        return HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1)
+                .connectTimeout(Duration.ofSeconds(10))
+                .followRedirects(HttpClient.Redirect.NORMAL).build();
+    }
+
     static Properties settings(JsonNode cfg) {
         Properties p = new Properties();
         p.put(StreamsConfig.APPLICATION_ID_CONFIG, cfg.get("group").asText());
@@ -96,9 +132,7 @@ public final class Peer {
     }
 
     static Topology topology(JsonNode cfg) {
-        HttpClient http = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1)
-                .connectTimeout(Duration.ofSeconds(10))
-                .followRedirects(HttpClient.Redirect.NORMAL).build();
+        HttpClient http = client();
         Topology topology = new Topology();
         topology.addSource("input", new ByteArrayDeserializer(), new ByteArrayDeserializer(),
                 cfg.get("input").asText());
@@ -206,7 +240,7 @@ public final class Peer {
             try {
                 context.forward(new Record<>(record.key(), JSON.writeValueAsBytes(value),
                         record.timestamp(), headers), "dlq");
-            } catch (com.fasterxml.jackson.core.JsonProcessingException e) {
+            } catch (JsonProcessingException e) {
                 throw new IllegalStateException(e);
             }
         }
