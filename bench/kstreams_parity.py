@@ -43,6 +43,7 @@ def bodies() -> dict[str, bytes]:
         "not_object": b'{"a":1}\n[1,2]\n', "array_not_object": b'[{"a":1}, 3]',
         "invalid": b'{"a":1}\n{"a":\n', "nan": b'{"a":NaN}\n', "trailing": b'{"a":1} x\n',
         "bad_utf8": b'{"a":"\xff"}\n',
+        "control": b'{"a":"\\u0001\\u001f\\b\\f\\/"}\n',
     }
 
 

@@ -5,6 +5,7 @@ import com.fasterxml.jackson.core.JsonGenerator;
 import com.fasterxml.jackson.core.JsonParser;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.core.JsonToken;
+import com.fasterxml.jackson.core.json.JsonWriteFeature;
 import com.fasterxml.jackson.core.StreamReadConstraints;
 import com.fasterxml.jackson.core.exc.StreamConstraintsException;
 import com.fasterxml.jackson.core.util.ByteArrayBuilder;
@@ -77,7 +78,9 @@ final class Transactions {
 
     private static ObjectMapper mapper(int depth) {
         JsonFactory factory = JsonFactory.builder().streamReadConstraints(
-                StreamReadConstraints.builder().maxNestingDepth(depth).build()).build();
+                StreamReadConstraints.builder().maxNestingDepth(depth).build())
+                .disable(JsonWriteFeature.WRITE_HEX_UPPER_CASE)  // \u001f, as the service
+                .build();
         ObjectMapper mapper = new ObjectMapper(factory);
         // Numbers stay as written (1.50 is not 1.5): money is never a double.
         mapper.enable(DeserializationFeature.USE_BIG_DECIMAL_FOR_FLOATS,
