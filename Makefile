@@ -87,7 +87,8 @@ toxiproxy: $(TOXIPROXY)
 $(TOXIPROXY):
 	GOBIN=$(abspath $(dir $@)) go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
 
-KSTREAMS_JAR := $(CACHE)/kstreams-peer/kstreams-peer.jar  # the Kafka Streams peer, below
+# The Kafka Streams peer's jar (below); bench/kstreams.py runs it from there.
+KSTREAMS_JAR := .cache/kstreams-peer/kstreams-peer.jar
 
 # Benchmarks (bench/run.py): results in results/bench/latest.{json,md,png} (git-ignored).
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--runs 5 --s2-files 300".
