@@ -87,13 +87,26 @@ toxiproxy: $(TOXIPROXY)
 $(TOXIPROXY):
 	GOBIN=$(abspath $(dir $@)) go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
 
+# The Kafka Streams peer's jar (below); bench/kstreams.py runs it from there.
+KSTREAMS_JAR := .cache/kstreams-peer/kstreams-peer.jar
+
 # Benchmarks (bench/run.py): results in results/bench/latest.{json,md,png} (git-ignored).
 # BENCH_ARGS passes options, e.g. BENCH_ARGS="--runs 5 --s2-files 300".
-bench: $(VENV)/.bench-installed
+bench: $(VENV)/.bench-installed $(KSTREAMS_JAR)
 	$(BIN)/python -m bench.run --all $(BENCH_ARGS)
 
 bench-quick: $(VENV)/.bench-installed
 	$(BIN)/python -m bench.run --quick $(BENCH_ARGS)
+
+# The Kafka Streams peer (bench/kstreams/, docs/benchmarks.md): its jar and lib/ in .cache,
+# Maven's local repository there too, so a clean clone builds it itself.
+.PHONY: kstreams-peer
+kstreams-peer: $(KSTREAMS_JAR)
+
+$(KSTREAMS_JAR): bench/kstreams/pom.xml $(wildcard bench/kstreams/src/main/java/txingest/kstreams/*.java)
+	mvn -q -B -Dstyle.color=never -f bench/kstreams/pom.xml -Dmaven.repo.local=$(abspath $(CACHE))/m2 \
+		-Dpeer.out=$(abspath $(dir $@)) package
+	touch $@
 
 $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check -r bench/requirements.lock

@@ -31,6 +31,11 @@ GOALS = [
      ("S2", "r1", "msgs_per_s"), 0.6),
     ("S2 service msgs/s >= 1.5x peer", ("S2", "service", "msgs_per_s"),
      ("S2", "peer", "msgs_per_s"), 1.5),
+    # Kafka Streams (bench/kstreams.py): one stream thread in S2, one per partition in S1.
+    ("S2 service msgs/s >= 1.0x Kafka Streams", ("S2", "service", "msgs_per_s"),
+     ("S2", "kstreams", "msgs_per_s"), 1.0),
+    ("S1 service files/s >= 3x Kafka Streams", ("S1", "service", "files_per_s"),
+     ("S1", "kstreams", "files_per_s"), 3.0),
 ]
 
 
@@ -121,6 +126,7 @@ def headline(summary: dict, results: list[dict]) -> dict:
             "naive_files_per_s": m("S1", "naive", "files_per_s"),
             "upper_bound_files_per_s": m("S1", "upper_bound", "files_per_s"),
             "ceiling_txn_per_s": m("S1", "r2", "files_per_s"),
+            "kstreams_files_per_s": m("S1", "kstreams", "files_per_s"),
             "peak_rss_mb": m("S1", "service", "peak_rss_mb"),
             "group_commit_files_per_s": {n: m("S1", f"service_n{n}", "files_per_s")
                                          for n in (8, 32, 128)},
@@ -133,6 +139,7 @@ def headline(summary: dict, results: list[dict]) -> dict:
             "upper_bound_msgs_per_s": m("S2", "upper_bound", "msgs_per_s"),
             "raw_produce_msgs_per_s": m("S2", "r1", "msgs_per_s"),
             "peer_msgs_per_s": m("S2", "peer", "msgs_per_s"),
+            "kstreams_msgs_per_s": m("S2", "kstreams", "msgs_per_s"),
             "peak_rss_mb": m("S2", "service", "peak_rss_mb"),
             "peer_peak_rss_mb": m("S2", "peer", "peak_rss_mb"),
         }
@@ -277,6 +284,8 @@ def markdown(doc: dict, chart: str) -> str:
     lines += verdicts.tables(doc["summary"])
     if info.get("peer_error"):
         lines += ["", f"Peer missing: {info['peer_error']}"]
+    if info.get("kstreams_error"):
+        lines += ["", f"Kafka Streams peer missing: {info['kstreams_error']}"]
     if doc["discarded"]:
         lines += ["", f"Discarded runs (failed the gate or errored): {len(doc['discarded'])}"]
         lines += [f"- {r.get('scenario')} {r['variant']} round {r['round']}: "
@@ -349,7 +358,7 @@ def _s1_panel(summary: dict, ax) -> bool:
     names = [("naive", "naive"), ("service", "service"), ("service_n8", "N=8"),
              ("service_n32", "N=32"), ("service_n128", "N=128"), ("service_dedup", "DEDUP=url"),
              ("service_probe", "service\n(instrumented)"), ("upper_bound", "U (at least once)"),
-             ("r2", "R2 ceiling")]
+             ("r2", "R2 ceiling"), ("kstreams", "Kafka Streams EOS")]
     return _bars(ax, summary, "S1", names, "files_per_s",
                  "S1: small files, 50 ms, 8 partitions",
                  "files / s (one transaction each but N=...)")
@@ -358,7 +367,7 @@ def _s1_panel(summary: dict, ax) -> bool:
 def _s2_panel(summary: dict, ax) -> bool:
     names = [("service", "service"), ("upper_bound", "U (at least once)"),
              ("r1", "R1 raw produce"), ("peer", "Quix Streams EOS"),
-             ("proposed", "service + proposed")]
+             ("proposed", "service + proposed"), ("kstreams", "Kafka Streams EOS")]
     return _bars(ax, summary, "S2", names, "msgs_per_s", "S2: 2-5 MB files, 4 partitions",
                  "output messages / s")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 import uvloop
 
-from bench import ROOT, latency, peer, report
+from bench import ROOT, kstreams, latency, peer, report
 from bench.variant import Ctx, Variant, run
 from bench.workload import Spec, make_files, serve
 from tools import local_kafka
@@ -56,6 +56,11 @@ def group_commit(n: int) -> Variant:
     """The service with up to ``n`` input records per transaction (prefetch deep enough)."""
     return Variant(f"service_n{n}", "service", env={"TRANSACTION_MAX_RECORDS": str(n),
                                                    "PREFETCH_PER_PARTITION": str(max(8, n))})
+
+
+def kstreams_peer(threads: int) -> Variant:
+    """Kafka Streams (bench/kstreams.py) with ``threads`` stream threads."""
+    return Variant("kstreams", "kstreams", cfg={"threads": threads})
 
 
 def naive(limit: int) -> Variant:
@@ -91,13 +96,14 @@ def _plan(args: argparse.Namespace) -> dict[str, tuple[list[Spec], list[Variant]
         return {"S1": ([s1], [SERVICE, naive(args.naive_files), r2()])}
     s3 = [Spec(files=args.s3_files, partitions=p, latency_ms=10) for p in (8, 32, 128)]
     return {  # the longest last: results are written after each scenario
-        "S1": ([s1], [SERVICE, UPPER, naive(args.naive_files), r2()]),
+        "S1": ([s1], [SERVICE, UPPER, naive(args.naive_files), r2(),
+                      kstreams_peer(threads=s1.partitions)]),
         "S3": (s3, [SERVICE, r2()]),
         "S4": ([Spec(files=0, partitions=8, latency_ms=args.s4_delay_ms)],
                [SERVICE, group_commit(32)]),  # load_spec sets its rate and files
         "R2": ([Spec(files=args.sweep_files, partitions=8, latency_ms=0)], sweep()),
         "S2": ([Spec(files=args.s2_files, partitions=4, latency_ms=0, large=True)],
-               [SERVICE, UPPER, R1, PEER]),
+               [SERVICE, UPPER, R1, PEER, kstreams_peer(threads=1)]),
     }
 
 
@@ -267,6 +273,11 @@ async def main(args: argparse.Namespace) -> int:
         if name == "S4":
             spec, source = latency.load_spec(specs[0], results, args.s4_rate, args.s4_seconds)
             specs, info["s4_rate"] = [spec], {"files_per_s": spec.rate, "from": source}
+        if any(v.kind == "kstreams" for v in variants):
+            info["kstreams_error"] = kstreams.ensure_built()
+            if info["kstreams_error"]:
+                print(f"bench: kstreams peer missing: {info['kstreams_error']}", file=sys.stderr)
+                variants = [v for v in variants if v.kind != "kstreams"]
         await scenario(name, specs, variants, args.runs, args.timeout, args.warm_up,
                        results, write)
     paths = write()

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench import gate, peer, profile
+from bench import gate, kstreams, peer, profile
 from bench.watch import Progress, Watcher, rates
 from bench.workload import Files, Spec, file_number, fresh_topics
 from tools.kafka_io import Topics
@@ -25,7 +25,7 @@ from tools.proc import ChildProcess, json_events, python_module
 @dataclass(frozen=True)
 class Variant:
     name: str
-    kind: str  # "service", "baseline" (bench/baselines.py) or "peer"
+    kind: str  # "service", "baseline" (bench/baselines.py), "peer" or "kstreams"
     env: dict[str, str] = field(default_factory=dict)  # service settings
     cfg: dict = field(default_factory=dict)  # baseline settings
     limit: int | None = None  # records to process (a prefix of the same data)
@@ -167,6 +167,8 @@ def _command(ctx: Ctx, variant: Variant, topics: Topics, target: int) -> list[st
     if variant.kind == "peer":
         cfg["state_dir"] = tempfile.mkdtemp(prefix="bench-peer-state-")
         return [str(peer.python()), "-m", "bench.peer", orjson.dumps(cfg).decode()]
+    if variant.kind == "kstreams":
+        return kstreams.command({**cfg, "dlq": topics.dlq}, ctx.logs)
     return [*python_module("bench.baselines"), orjson.dumps(cfg).decode()]
 
 
