@@ -25,7 +25,7 @@ from aiohttp import ClientError, ClientSession
 
 from tools import local_kafka
 from tools.fileserver import FileServer, Route
-from tools.kafka_io import Topics, create_topics, produce, read_all
+from tools.kafka_io import Topics, by_source, create_topics, produce, read_all
 from tools.proc import ROOT, ChildProcess
 
 TXINGEST = str(Path(sys.executable).parent / "txingest")  # the venv's console script
@@ -82,11 +82,13 @@ async def serve(env: dict[str, str], records: int, log: Path) -> None:
     show(f"  (exit status {code})")
 
 
-async def print_topics(bootstrap: str, topics: Topics) -> None:
+async def print_topics(bootstrap: str, topics: Topics, letters: bool = True) -> None:
     outputs = await read_all(bootstrap, topics.output)
-    letters = await read_all(bootstrap, topics.dlq)
-    show(f"# output topic: {len(outputs)} transactions; DLQ: {len(letters)} dead letters")
-    for r in letters:
+    dead = await read_all(bootstrap, topics.dlq)
+    show(f"# output topic: {len(outputs)} transactions; DLQ: {len(dead)} dead letters")
+    for url, records in sorted(by_source(outputs).items()):
+        show(f"#   output: {len(records)} from {url}")
+    for r in dead if letters else []:
         doc = orjson.loads(r.value)
         show(f"#   dlq offset {r.offset}: {doc['reason']:<22} input={doc['input']['value']}")
 
@@ -128,7 +130,7 @@ async def session(bootstrap: str, files: FileServer) -> None:
         show("# the same command again: that job is done")
         run(full_env, "redrive", "--reason", "http_error")
         await serve(full_env, 2, log)
-        await print_topics(bootstrap, topics)
+        await print_topics(bootstrap, topics, letters=False)
 
 
 async def main() -> int:
