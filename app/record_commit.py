@@ -46,6 +46,7 @@ class RecordCommitter:
             result = await self._transaction([(record, prepared)])
             if result.outcome is Outcome.DONE:
                 self.stats.commit_seconds.observe(time.monotonic() - started)
+                self.stats.transaction_committed()
                 self.context.timeouts.pop(key, None)
                 self._done(record, prepared)
                 return True
@@ -78,6 +79,7 @@ class RecordCommitter:
         result = await self._transaction(group)
         if result.outcome is Outcome.DONE:
             self.stats.commit_seconds.observe(time.monotonic() - started)
+            self.stats.transaction_committed()
             for record, prepared in group:
                 self._done(record, prepared)
             return len(group)

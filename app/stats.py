@@ -88,24 +88,25 @@ class Stats:
     def committed(self, outputs: int) -> None:
         self.records.labels("committed").inc()
         self.outputs.inc(outputs)
-        self.transactions.labels("committed").inc()
         self.totals.update(committed=1, outputs=outputs)
 
     def dead_lettered(self, reason: str) -> None:
         self.records.labels("dead_lettered").inc()
         self.dead_letters.labels(reason).inc()
-        self.transactions.labels("committed").inc()
         self.totals.update(dead_lettered=1)
 
     def duplicate(self) -> None:
         self.records.labels("duplicate").inc()
         self.duplicates.inc()
-        self.transactions.labels("committed").inc()
         self.totals.update(duplicates=1)
 
     def restored(self, partition: int, entries: int, seconds: float) -> None:
         self.dedup_entries.labels(str(partition)).set(entries)
         self.dedup_restore_seconds.observe(seconds)
+
+    def transaction_committed(self) -> None:
+        """One per transaction: a group of records counts once (records count each)."""
+        self.transactions.labels("committed").inc()
 
     def aborted(self) -> None:
         self.transactions.labels("aborted").inc()
