@@ -52,6 +52,11 @@ lint: install
 	$(BIN)/mypy app tools chaos bench
 	$(BIN)/python -m pytest --collect-only -q > /dev/null  # every test module imports
 
+# A re-drive session on a private broker, printed as it runs (captured in docs/redrive.md).
+.PHONY: redrive-demo
+redrive-demo: install
+	$(BIN)/python -m tools.redrive_demo
+
 kafka-up:
 	$(PYTHON) tools/local_kafka.py up
 

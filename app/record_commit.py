@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -45,6 +46,7 @@ class RecordCommitter:
             result = await self._transaction([(record, prepared)])
             if result.outcome is Outcome.DONE:
                 self.stats.commit_seconds.observe(time.monotonic() - started)
+                self.stats.transaction_committed()
                 self.context.timeouts.pop(key, None)
                 self._done(record, prepared)
                 return True
@@ -77,6 +79,7 @@ class RecordCommitter:
         result = await self._transaction(group)
         if result.outcome is Outcome.DONE:
             self.stats.commit_seconds.observe(time.monotonic() - started)
+            self.stats.transaction_committed()
             for record, prepared in group:
                 self._done(record, prepared)
             return len(group)
@@ -156,6 +159,12 @@ class RecordCommitter:
                      extra={**self._log_context, "event": "duplicate", "offset": record.offset,
                             "original_offset": original})
         elif prepared.dead_lettered:
-            self.stats.dead_lettered()
+            self.stats.dead_lettered(_reason(prepared))
         else:
             self.stats.committed(len(prepared.records))
+
+
+def _reason(prepared: Prepared) -> str:
+    """The reason code a dead letter carries (its value's ``reason``, app/prepare.py)."""
+    reason = orjson.loads(prepared.records[0].value).get("reason")
+    return reason if isinstance(reason, str) else "unknown"

@@ -16,6 +16,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 LOOP_LAG_TICK_S = 0.1
+# Every reason a dead letter can carry (README, "Reasons are stable codes"): created at
+# start so each series exists at 0 and a rate over it works from the first scrape.
+DEAD_LETTER_REASONS = (
+    "invalid_input_record", "http_error", "http_transient", "connection_error",
+    "download_timeout", "truncated_body", "blocked_destination", "unsupported_url",
+    "too_many_redirects", "file_too_large", "bad_gzip", "invalid_utf8", "invalid_json",
+    "not_an_object", "nesting_too_deep", "too_many_transactions", "missing_key_field",
+    "record_too_large", "transaction_timeout", "internal_error")
 
 
 class Stats:
@@ -28,6 +36,8 @@ class Stats:
                                registry=r)
         self.transactions = Counter("txingest_transactions", "Kafka transactions, by result",
                                     ["result"], registry=r)
+        self.dead_letters = Counter("txingest_dead_letters", "Input records dead-lettered, "
+                                    "by the dead letter's reason code", ["reason"], registry=r)
         self.retries_by_reason = Counter("txingest_retries", "Work tried again, by reason",
                                          ["reason"], registry=r)
         self.download_seconds = Histogram("txingest_download_seconds", "Time per download",
@@ -47,6 +57,8 @@ class Stats:
             self.records.labels(outcome)
         for result in ("committed", "aborted"):
             self.transactions.labels(result)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
         # Plain totals for the shutdown summary and tests.
         self.totals: collections.Counter[str] = collections.Counter()
 
@@ -76,23 +88,25 @@ class Stats:
     def committed(self, outputs: int) -> None:
         self.records.labels("committed").inc()
         self.outputs.inc(outputs)
-        self.transactions.labels("committed").inc()
         self.totals.update(committed=1, outputs=outputs)
 
-    def dead_lettered(self) -> None:
+    def dead_lettered(self, reason: str) -> None:
         self.records.labels("dead_lettered").inc()
-        self.transactions.labels("committed").inc()
+        self.dead_letters.labels(reason).inc()
         self.totals.update(dead_lettered=1)
 
     def duplicate(self) -> None:
         self.records.labels("duplicate").inc()
         self.duplicates.inc()
-        self.transactions.labels("committed").inc()
         self.totals.update(duplicates=1)
 
     def restored(self, partition: int, entries: int, seconds: float) -> None:
         self.dedup_entries.labels(str(partition)).set(entries)
         self.dedup_restore_seconds.observe(seconds)
+
+    def transaction_committed(self) -> None:
+        """One per transaction: a group of records counts once (records count each)."""
+        self.transactions.labels("committed").inc()
 
     def aborted(self) -> None:
         self.transactions.labels("aborted").inc()

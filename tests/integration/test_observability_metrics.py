@@ -63,6 +63,8 @@ async def test_dashboard_and_rules_use_only_exported_metrics(kafka_bootstrap, fi
         return status == 200 and "txingest_consumer_lag{" in exposition
     await wait_until(lag_observed, 30, "the per-partition lag on /metrics")
     assert await service.stop(timeout=30) == 0
+    # The 404 counted under its reason, through the real service and broker.
+    assert 'txingest_dead_letters_total{reason="http_error"} 1.0' in exposition
 
     exported = exported_names(exposition)
     used = used_metric_names()

@@ -49,7 +49,14 @@ async def test_ready_records_commit_in_one_transaction_up_to_the_limit():
     assert producer.calls.count("commit") == 2
     assert sorted(producer.committed) == [b'{"file":%d}' % i for i in range(6)]
     assert task.stats.totals["committed"] == 6
+    assert _metric(task, "txingest_transactions_total", result="committed") == 2, (
+        "a group counts once as a transaction")
+    assert _metric(task, "txingest_records_total", outcome="committed") == 6
     await task.close(1)
+
+
+def _metric(task: PartitionTask, name: str, **labels: str) -> float | None:
+    return task.stats.registry.get_sample_value(name, labels)
 
 
 async def test_a_refused_record_fails_its_group_and_only_it_is_dead_lettered():
