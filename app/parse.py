@@ -166,18 +166,19 @@ def _parse_ndjson(body: bytes, max_items: int, max_depth: int, *, fast: bool,
         item = None
         # Files written with ", " separators never hit: once misses dominate, stop for good.
         if fast and misses <= hits + _FAST_MISS_ALLOWANCE:
-            item = _fast_line(line, max_depth)
+            item = _fast_line(line, max_depth, keep)
             hits += item is not None
             misses += item is None
         if item is None:
             where = f"line {lineno}"
             obj = _loads_exact(_decode(line, where), where, whole_file=False)
             item = _exact_item(obj, where, max_depth)
-        items.append(item if keep else Item(item.value, None))
+            item = item if keep else Item(item.value, None)
+        items.append(item)
     return items
 
 
-def _fast_line(line: bytes, max_depth: int) -> Item | None:
+def _fast_line(line: bytes, max_depth: int, keep: bool) -> Item | None:
     try:
         obj = orjson.loads(line)
         value = orjson.dumps(obj)
@@ -185,7 +186,7 @@ def _fast_line(line: bytes, max_depth: int) -> Item | None:
         return None
     if value != line or type(obj) is not dict or _too_deep(value, obj, max_depth):
         return None
-    return Item(line, obj)  # equal to value, and sized to fit (see _owned)
+    return Item(line, obj if keep else None)  # line equals value, and is sized to fit
 
 
 def _owned(value: bytes) -> bytes:

@@ -269,9 +269,9 @@ def test_fast_path_is_given_up_when_lines_never_match(monkeypatch: pytest.Monkey
     calls = []
     real = parse._fast_line
 
-    def counting(line: bytes, max_depth: int) -> Item | None:
+    def counting(line: bytes, max_depth: int, keep: bool) -> Item | None:
         calls.append(line)
-        return real(line, max_depth)
+        return real(line, max_depth, keep)
 
     monkeypatch.setattr(parse, "_fast_line", counting)
     assert len(values(b'{"a": 1}\n' * 200)) == 200
