@@ -96,7 +96,7 @@ class Preparer:
             return self.dead_letter(msg, None, exc, attempts=1)
         key = url_key(url) if self.settings.dedup == "url" else None
         if key is not None and known is not None and known(key):
-            return Prepared([], dead_lettered=False, attempts=0, dedup_key=key, skipped=True)
+            return Prepared([], attempts=0, dedup_key=key, skipped=True)
         attempt = 0
         while True:
             attempt += 1
@@ -175,7 +175,7 @@ class Preparer:
                    for k, i, p in zip(keys, items, positions, strict=True)]
         nbytes = sum(sizes) + HELD_RECORD_OVERHEAD * len(records)
         reservation.settle(nbytes)
-        return Prepared(records, dead_lettered=False, attempts=attempts, claim=reservation,
+        return Prepared(records, attempts=attempts, claim=reservation,
                         dedup_key=dedup_key)
 
     def dead_letter(self, msg: ConsumerRecord, url: str | None, exc: IngestError,
@@ -194,4 +194,5 @@ class Preparer:
         })
         headers = source_headers(msg, url) + carried_headers(msg.headers)
         record = OutRecord(self.settings.dlq_topic, msg.key, value, headers)
-        return Prepared([record], dead_lettered=True, attempts=attempts, dedup_key=dedup_key)
+        return Prepared([record], attempts=attempts, dedup_key=dedup_key,
+                        reason=exc.reason)

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
@@ -158,13 +157,8 @@ class RecordCommitter:
             log.info("duplicate input: its file was committed at offset %d", original,
                      extra={**self._log_context, "event": "duplicate", "offset": record.offset,
                             "original_offset": original})
-        elif prepared.dead_lettered:
-            self.stats.dead_lettered(_reason(prepared))
+        elif prepared.reason is not None:  # a dead letter
+            self.stats.dead_lettered(prepared.reason)
         else:
             self.stats.committed(len(prepared.records))
 
-
-def _reason(prepared: Prepared) -> str:
-    """The reason code a dead letter carries (its value's ``reason``, app/prepare.py)."""
-    reason = orjson.loads(prepared.records[0].value).get("reason")
-    return reason if isinstance(reason, str) else "unknown"

@@ -24,11 +24,15 @@ class Prepared:
     budget until its owner calls ``release``."""
 
     records: list[OutRecord]
-    dead_lettered: bool
     attempts: int
     claim: Reservation = UNCOUNTED
     dedup_key: bytes | None = None  # what makes a later record a repeat of this one
     skipped: bool = False  # not downloaded: its key was already committed when it came
+    reason: str | None = None  # a dead letter's reason code; None for outputs
+
+    @property
+    def dead_lettered(self) -> bool:
+        return self.reason is not None
 
     @property
     def nbytes(self) -> int:

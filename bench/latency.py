@@ -31,11 +31,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import gate, verdicts
-from bench.variant import Ctx, Variant, _delete
-from bench.variant import _env as service_env
+from bench.variant import Ctx, Variant, service_env
 from bench.watch import Watcher
 from bench.workload import Spec, url
-from tools.kafka_io import Topics, unique
+from tools.kafka_io import Topics, delete_topics, unique
 from tools.proc import ChildProcess, cpu_seconds, python_module
 
 APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
@@ -82,7 +81,7 @@ async def run(ctx: Ctx, variant: Variant, round_no: int) -> dict:
     result["gate"] = await gate.check(ctx.bootstrap, topics.output, topics.dlq, final,
                                       ctx.files.counts, spec.partitions)
     result["ok"] = result["gate"]["ok"] and result.get("complete", False)
-    await _delete(ctx.bootstrap, topics)
+    await delete_topics(ctx.bootstrap, topics)
     return result
 
 

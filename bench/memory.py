@@ -28,7 +28,6 @@ from pathlib import Path
 
 import uvloop
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import ROOT, gate
 from bench.memory_data import cached_gzip, lines_of_count
@@ -38,7 +37,7 @@ from bench.memory_service import Service, describe, service_env
 from bench.workload import Files
 from tools import local_kafka
 from tools.fileserver import FileServer, Route
-from tools.kafka_io import Topics, create_topics
+from tools.kafka_io import Topics, create_topics, delete_topics
 
 SCENARIOS = ("small", "big16", "maxfile")
 RESULTS = ROOT / ".cache" / "results" / "bench-memory"
@@ -126,7 +125,7 @@ async def scenario(name: str, args: argparse.Namespace, broker: local_kafka.Brok
         await asyncio.gather(*watchers, return_exceptions=True)
         result["exit_code"] = await service.stop(timeout=args.stop_timeout)
         await server.close()
-        await _delete(broker.bootstrap, topics)
+        await delete_topics(broker.bootstrap, topics)
     counted = scraper.reserved_peak
     result.update(max_sampled_rss_mb=sampler.max_rss_kb / 1024, loop_lag_max_s=scraper.shown(),
                   counted_peak_mb="n/a" if counted is None else round(counted / 2**20),
@@ -152,17 +151,6 @@ async def _measure(work: Workload, topics: Topics, service: Service,
     if not check["ok"]:
         result["error"] = f"output check failed: {check}"
     return first, done
-
-
-async def _delete(bootstrap: str, topics: Topics) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topics.input, topics.output, topics.dlq])
-    except Exception as exc:  # a leftover topic costs disk in a throwaway broker only
-        print(f"bench-memory: could not delete topics: {exc!r}", file=sys.stderr)
-    finally:
-        await admin.close()
 
 
 def prepare(names: list[str], max_file_bytes: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -13,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import gate, kstreams, peer, profile
 from bench.watch import Progress, Watcher, rates
 from bench.workload import Files, Spec, file_number, fresh_topics
-from tools.kafka_io import Topics
+from tools.kafka_io import Topics, delete_topics
 from tools.proc import ChildProcess, json_events, python_module
 
 
@@ -57,7 +55,7 @@ async def run(ctx: Ctx, variant: Variant, round_no: int) -> dict:
     log = ctx.logs / f"{ctx.spec.partitions}p-{variant.name}-{round_no}.log"
     started = time.time()
     log.unlink(missing_ok=True)  # this run's output only
-    child = ChildProcess(_command(ctx, variant, topics, target), _env(ctx, variant, topics),
+    child = ChildProcess(_command(ctx, variant, topics, target), service_env(ctx, variant, topics),
                          log).start()
     assert child.pid is not None
     sampler = profile.start(child.pid, log) if variant.profile else None
@@ -73,7 +71,7 @@ async def run(ctx: Ctx, variant: Variant, round_no: int) -> dict:
     result["gate"] = await gate.check(ctx.bootstrap, topics.output, topics.dlq, final,
                                       ctx.files.counts, ctx.spec.partitions)
     result["ok"] = result["gate"]["ok"] and result.get("complete", False)
-    await _delete(ctx.bootstrap, topics)
+    await delete_topics(ctx.bootstrap, topics)
     return result
 
 
@@ -172,22 +170,10 @@ def _command(ctx: Ctx, variant: Variant, topics: Topics, target: int) -> list[st
     return [*python_module("bench.baselines"), orjson.dumps(cfg).decode()]
 
 
-def _env(ctx: Ctx, variant: Variant, topics: Topics) -> dict[str, str]:
+def service_env(ctx: Ctx, variant: Variant, topics: Topics) -> dict[str, str]:
     if variant.kind != "service":
         return {}
     return {"KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap, "INPUT_TOPIC": topics.input,
             "OUTPUT_TOPIC": topics.output, "DLQ_TOPIC": topics.dlq, "GROUP_ID": topics.group,
             "POD_NAME": f"bench-{variant.name}-{uuid.uuid4().hex[:8]}", "HTTP_PORT": "0",
             "DOWNLOAD_ALLOW_PRIVATE_NETWORKS": "true", "LOG_FORMAT": "json", **variant.env}
-
-
-async def _delete(bootstrap: str, topics: Topics) -> None:
-    """Free the broker's disk between runs (S2 writes gigabytes)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topics.input, topics.output, topics.dlq])
-    except Exception as exc:  # a leftover topic costs disk, not correctness
-        print(f"bench: could not delete topics: {exc!r}", file=sys.stderr)
-    finally:
-        await admin.close()

@@ -8,6 +8,7 @@ group's lag: what every check of "exactly once" needs. Each helper passes any
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -47,6 +48,18 @@ async def create_topics(bootstrap: str, partitions: int, output_config: dict | N
     finally:
         await admin.close()
     return topics
+
+
+async def delete_topics(bootstrap: str, topics: Topics) -> None:
+    """Free a throwaway broker's disk between runs; a leftover topic costs disk only."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topics.input, topics.output, topics.dlq])
+    except Exception as exc:
+        print(f"could not delete topics: {exc!r}", file=sys.stderr)
+    finally:
+        await admin.close()
 
 
 async def produce(bootstrap: str, topic: str, values: list[bytes], partitions: int,

@@ -53,8 +53,8 @@ class Clock:
 
 
 def prepared(key: bytes | None, dead: bool = False) -> Prepared:
-    return Prepared([OutRecord("out", b"k", b"{}", [])], dead_lettered=dead, attempts=1,
-                    dedup_key=key)
+    return Prepared([OutRecord("out", b"k", b"{}", [])], attempts=1, dedup_key=key,
+                    reason="http_error" if dead else None)
 
 
 def test_a_commit_writes_its_entry_and_a_repeat_writes_nothing_but_its_offset():
