@@ -24,6 +24,7 @@ class ScriptedBatch:
 
     def __init__(self) -> None:
         self.records: list[bytes] = []
+        self.closed = False
 
     def append(self, *, key, value, timestamp, headers):
         if len(self.records) == 2:
@@ -33,6 +34,9 @@ class ScriptedBatch:
 
     def size(self) -> int:
         return sum(len(value or b"") for value in self.records)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 class ScriptedProducer:
@@ -78,6 +82,7 @@ class ScriptedProducer:
 
     async def send_batch(self, batch, topic, *, partition):
         assert partition in (0, 1, 2), "every batch names its partition"
+        assert batch.closed, "a batch is closed before it is handed over (no linger)"
         self.calls.append("send")
         self.sent.extend(batch.records)
         self._open.extend(batch.records)

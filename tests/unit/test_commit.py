@@ -35,7 +35,7 @@ async def test_a_failed_send_aborts_and_asks_for_a_retry():
     producer = ScriptedProducer({"send": kafka.KafkaTimeoutError()})
     result = await commit(producer)
     assert result.outcome is Outcome.RETRY and result.aborted and not result.refused
-    assert producer.calls == ["begin", "send", "abort"]
+    assert producer.calls == ["begin", "send", "offsets", "abort"]
     assert producer.committed == []
 
 
@@ -75,12 +75,36 @@ async def test_records_are_packed_into_batches_in_order_per_key():
     assert 4 <= producer.calls.count("send") <= 5  # batches of two, not one send per record
 
 
+async def test_offsets_join_while_the_sends_are_in_flight_and_the_commit_waits_for_them():
+    acks: list[asyncio.Future] = []
+
+    class AcksAfterOffsets(ScriptedProducer):
+        async def send_batch(self, batch, topic, *, partition):
+            await super().send_batch(batch, topic, partition=partition)
+            acks.append(asyncio.get_running_loop().create_future())
+            asyncio.get_running_loop().call_later(0.02, acks[-1].set_result, None)
+            return acks[-1]
+
+        async def send_offsets_to_transaction(self, offsets, group_id):
+            assert acks and not any(f.done() for f in acks), "offsets before any ack"
+            await super().send_offsets_to_transaction(offsets, group_id)
+
+        async def commit_transaction(self):
+            assert all(f.done() for f in acks), "commit only after every ack"
+            await super().commit_transaction()
+
+    records = [OutRecord("out", b"k", str(i).encode(), []) for i in range(5)]
+    producer = AcksAfterOffsets()
+    assert (await commit(producer, records)).outcome is Outcome.DONE
+    assert producer.calls == ["begin", "send", "send", "send", "offsets", "commit"]
+
+
 async def test_a_failed_later_batch_aborts_the_whole_transaction():
     records = [OutRecord("out", b"k", str(i).encode(), []) for i in range(5)]
     producer = ScriptedProducer({"send": [None, kafka.KafkaTimeoutError()]})  # type: ignore[list-item]
     result = await commit(producer, records)
     assert result.outcome is Outcome.RETRY
-    assert producer.calls == ["begin", "send", "send", "send", "abort"]
+    assert producer.calls == ["begin", "send", "send", "send", "offsets", "abort"]
     assert producer.committed == []
 
 

@@ -64,8 +64,9 @@ async def test_a_refused_record_fails_its_group_and_only_it_is_dead_lettered():
     producer.refuse = b'{"file":2}'
     task = await ready_group(producer, 4)
     await until(lambda: task.committed_offset == 4, "all committed")
-    assert [o[TP] for o in producer.offset_log] == [1, 2, 3, 4], (
-        "the group's transaction never got to its offsets; then one record per transaction")
+    assert [o[TP] for o in producer.offset_log] == [4, 1, 2, 3, 3, 4], (
+        "the group's offsets (aborted with it), then one record per transaction "
+        "(the refused one twice: aborted, then as a dead letter)")
     assert producer.calls.count("abort") == 2, "the group, then the refused record alone"
     assert task.stats.totals["committed"] == 3 and task.stats.totals["dead_lettered"] == 1
     assert b'{"file":1}' in producer.committed and b'{"file":3}' in producer.committed

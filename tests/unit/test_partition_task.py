@@ -78,7 +78,8 @@ async def test_an_aborted_transaction_is_retried_after_a_backoff():
     task, _, _ = await started(producer, urls(1))
     task.deliver([record(5, "http://files/0")])
     await until(lambda: task.committed_offset == 6, "the retried commit")
-    assert producer.calls[1:] == ["begin", "send", "abort", "begin", "send", "offsets", "commit"]
+    assert producer.calls[1:] == ["begin", "send", "offsets", "abort",
+                                  "begin", "send", "offsets", "commit"]
     assert task.stats.totals["aborted"] == 1 and len(task.context.sleep.delays) == 1  # type: ignore[attr-defined]
     await task.close(1)
 

@@ -55,6 +55,9 @@ class Batch:
     def size(self) -> int:
         return sum(len(value or b"") for _, value, _ in self.records)
 
+    def close(self) -> None:
+        pass
+
 
 class Producer:
     """Speaks what the service's committer (app/commit.py) asks of a producer."""
@@ -130,7 +133,7 @@ async def test_a_failed_send_aborts_and_commits_nothing() -> None:
     m = mover([([record(0), record(1)], 2)], producer)
     with pytest.raises(RedriveFailed, match="transaction failed"):
         await m.run()
-    assert [c[0] for c in producer.calls] == ["begin", "send", "send", "abort"]
+    assert [c[0] for c in producer.calls] == ["begin", "send", "send", "offsets", "abort"]
     assert not m.tally.moved and m.done[TP] == 0
 
 
