@@ -33,7 +33,7 @@ from aiokafka.structs import TopicPartition
 
 from app.config import Settings
 from app.errors import Kind, classify
-from app.records import OutRecord
+from app.records import FileOutputs, Headers, Output, index_headers
 
 _PARTITIONER = DefaultPartitioner()
 SEND_WINDOW_BYTES = 8 * 1024 * 1024
@@ -66,7 +66,7 @@ DONE = Result(Outcome.DONE)
 
 class Committer(Protocol):
     async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
-                     records: Sequence[OutRecord]) -> Result: ...
+                     records: Sequence[Output]) -> Result: ...
 
 
 class ExactlyOnceCommitter:
@@ -79,7 +79,7 @@ class ExactlyOnceCommitter:
         self.transaction_timeout_s = transaction_timeout_s
 
     async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
-                     records: Sequence[OutRecord]) -> Result:
+                     records: Sequence[Output]) -> Result:
         started = time.monotonic()
         result = await self._commit(producer, offsets, records)
         if (result.outcome is Outcome.FENCED
@@ -88,7 +88,7 @@ class ExactlyOnceCommitter:
         return result
 
     async def _commit(self, producer: AIOKafkaProducer, offsets: Offsets,
-                      records: Sequence[OutRecord]) -> Result:
+                      records: Sequence[Output]) -> Result:
         try:
             await producer.begin_transaction()
             # The offsets join the transaction while its records are in flight (one
@@ -130,7 +130,7 @@ class AtLeastOnceCommitter:
         self.consumer = consumer
 
     async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
-                     records: Sequence[OutRecord]) -> Result:
+                     records: Sequence[Output]) -> Result:
         try:
             await send_all(producer, records)
             await self.consumer.commit(dict(offsets))
@@ -149,7 +149,7 @@ def make_committer(settings: Settings, consumer: AIOKafkaConsumer
     return AtLeastOnceCommitter(consumer)
 
 
-async def send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord],
+async def send_all(producer: AIOKafkaProducer, records: Sequence[Output],
                    meanwhile: Callable[[], Awaitable[None]] | None = None) -> None:
     """Every record, in order, packed into as few record batches as fit; every result checked.
 
@@ -175,24 +175,66 @@ async def send_all(producer: AIOKafkaProducer, records: Sequence[OutRecord],
         raise
 
 
-async def _send_batches(producer: AIOKafkaProducer, records: Sequence[OutRecord],
+async def _send_batches(producer: AIOKafkaProducer, records: Sequence[Output],
                         sent: list[asyncio.Future]) -> None:
-    open_batches: dict[tuple[str, int], Any] = {}
-    chosen: dict[tuple[str, bytes | None], int] = {}
-    window = _SendWindow()
+    batches = _Batches(producer, sent)
     for r in records:
-        where = r.partition if r.partition is not None else chosen.get((r.topic, r.key))
-        if where is None:
-            where = chosen[r.topic, r.key] = await _partition_for(producer, r.topic, r.key)
-        batch = open_batches.get((r.topic, where))
-        if batch is not None and _append(batch, r):
+        if isinstance(r, FileOutputs):
+            await batches.add_file(r)
             continue
-        if batch is not None:  # full: send it, start the next
-            sent.append(await window.send(producer, batch, r.topic, where))
-        batch = open_batches[r.topic, where] = producer.create_batch()
-        _append(batch, r)  # an empty batch takes any one record
-    for (topic, where), batch in open_batches.items():
-        sent.append(await window.send(producer, batch, topic, where))
+        where = r.partition if r.partition is not None else await batches.partition(r.topic, r.key)
+        await batches.add(r.topic, where, r.key, r.value, r.headers)
+    await batches.send_open()
+
+
+class _Batches:
+    """A transaction's open record batches, one per output partition: full ones go to
+    aiokafka (through the send window) and a new one takes their place."""
+
+    def __init__(self, producer: AIOKafkaProducer, sent: list[asyncio.Future]) -> None:
+        self.producer, self.sent, self.window = producer, sent, _SendWindow()
+        self.open: dict[tuple[str, int], Any] = {}
+        self.chosen: dict[tuple[str, bytes | None], int] = {}
+
+    async def partition(self, topic: str, key: bytes | None) -> int:
+        where = self.chosen.get((topic, key))
+        if where is None:
+            where = self.chosen[topic, key] = await _partition_for(self.producer, topic, key)
+        return where
+
+    async def add(self, topic: str, where: int, key: bytes | None, value: bytes | None,
+                  headers: Headers) -> None:
+        batch = self.open.get((topic, where))
+        if batch is None or batch.append(key=key, value=value, timestamp=None,
+                                         headers=headers) is None:
+            batch = await self._next(topic, where, batch)
+            batch.append(key=key, value=value, timestamp=None, headers=headers)
+
+    async def add_file(self, out: FileOutputs) -> None:
+        """The hot path of big files: one partition lookup, and one headers list reused
+        for every record (a record batch copies the headers as it appends)."""
+        topic, key = out.topic, out.key
+        where = await self.partition(topic, key)
+        batch = self.open.get((topic, where))
+        if batch is None:
+            batch = await self._next(topic, where, None)
+        headers: Headers = [*out.shared, out.count, out.count]
+        at = len(out.shared)
+        for index, value in zip(index_headers(len(out.values)), out.values, strict=True):
+            headers[at] = index
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                batch = await self._next(topic, where, batch)
+                batch.append(key=key, value=value, timestamp=None, headers=headers)
+
+    async def _next(self, topic: str, where: int, full: Any) -> Any:
+        if full is not None:
+            self.sent.append(await self.window.send(self.producer, full, topic, where))
+        batch = self.open[topic, where] = self.producer.create_batch()
+        return batch
+
+    async def send_open(self) -> None:
+        for (topic, where), batch in self.open.items():
+            self.sent.append(await self.window.send(self.producer, batch, topic, where))
 
 
 class _SendWindow:
@@ -224,10 +266,6 @@ async def _partition_for(producer: AIOKafkaProducer, topic: str, key: bytes | No
     """The partition aiokafka's default partitioner would pick (random for no key)."""
     partitions = sorted(await producer.partitions_for(topic))
     return _PARTITIONER(key, partitions, partitions)
-
-
-def _append(batch: Any, r: OutRecord) -> bool:
-    return batch.append(key=r.key, value=r.value, timestamp=None, headers=r.headers) is not None
 
 
 def _ignore_outcome(future: asyncio.Future) -> None:

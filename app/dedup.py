@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.config import Settings
-from app.records import OutRecord, Prepared
+from app.records import Output, OutRecord, Prepared
 
 log = logging.getLogger(__name__)
 DIGEST_BYTES = 16
@@ -125,7 +125,7 @@ class Deduplicator:
             return None
         return self.store.first_offset(prepared.dedup_key)
 
-    def records(self, record: ConsumerRecord, prepared: Prepared) -> list[OutRecord]:
+    def records(self, record: ConsumerRecord, prepared: Prepared) -> list[Output]:
         """What the record's transaction writes: its outputs and its changelog entry, or
         nothing for a duplicate."""
         if self.duplicate_of(prepared) is not None:

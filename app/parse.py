@@ -1,4 +1,4 @@
-"""Input records to URLs, downloaded files to transactions. Pure: no I/O, logging or env.
+"""Downloaded files to transactions. Pure: no I/O, logging or env.
 
 Every failure is a PoisonError: the same bytes always fail the same way. Numbers must
 survive byte-for-byte (``1.50``, ``-0``, 30-digit integers), so a value is either the
@@ -8,10 +8,12 @@ a re-serialisation where each number is an ``orjson.Fragment`` of its source tok
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from itertools import repeat
+from operator import add
 from typing import Any, NamedTuple, NoReturn
-from urllib.parse import urlsplit
 
 import orjson
 
@@ -20,9 +22,9 @@ from app.errors import PoisonError
 _BOM = b"\xef\xbb\xbf"
 _WS = b" \t\r\n"  # JSON whitespace (RFC 8259); nothing else is skipped
 _NON_WS = re.compile(rb"[^ \t\r\n]")
-_BAD_URL_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _ORJSON_MAX_DUMP_DEPTH = 254  # orjson.dumps refuses anything deeper
 _FAST_MISS_ALLOWANCE = 8  # NDJSON misses tolerated before the fast path is given up
+_CHUNK_LINES = 1024  # NDJSON lines parsed by one orjson call on the fast path
 # A NamedTuple's own constructor is a Python-level function: in the once-per-line paths
 # the tuple is made directly (docs/benchmarks.md, S2 profile).
 _tuple_new = tuple.__new__
@@ -52,51 +54,6 @@ def _reject_constant(token: str) -> NoReturn:
 _EXACT = json.JSONDecoder(
     parse_int=orjson.Fragment, parse_float=orjson.Fragment, parse_constant=_reject_constant
 )
-
-
-def _bad_input(message: str) -> PoisonError:
-    return PoisonError("invalid_input_record", message)
-
-
-def parse_input_url(value: bytes | None) -> str:
-    """The file URL carried by an input record (plain text, JSON string or {"url": ...})."""
-    if not value:
-        raise _bad_input("record value is empty")
-    try:
-        text = value.decode("utf-8").strip()
-    except UnicodeDecodeError as e:
-        raise _bad_input(f"record value is not valid UTF-8 (byte {e.start})") from None
-    if not text:
-        raise _bad_input("record value is blank")
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError as e:
-        if text[0] in '"{[':  # meant as JSON, so don't reinterpret it as a URL
-            raise _bad_input(f"record value is malformed JSON: {e}") from None
-        doc = text
-    if isinstance(doc, dict):
-        doc = doc.get("url")
-        if not isinstance(doc, str):
-            raise _bad_input("JSON object has no string 'url' field")
-    elif not isinstance(doc, str):
-        raise _bad_input(f"record value is a JSON {_kind(doc)}, expected a URL")
-    _check_url(doc)
-    return doc
-
-
-def _check_url(url: str) -> None:
-    bad = _BAD_URL_CHAR.search(url)
-    if bad:
-        raise _bad_input(f"URL has whitespace or a control character at position {bad.start()}")
-    try:
-        parts = urlsplit(url)
-        _ = parts.port  # only evaluated for the ValueError a malformed port raises
-    except ValueError as e:
-        raise _bad_input(f"URL is malformed: {e}") from None
-    if parts.scheme not in ("http", "https"):
-        raise _bad_input(f"URL scheme {parts.scheme!r} is not http or https")
-    if not parts.hostname:
-        raise _bad_input("URL has no host")
 
 
 def parse_transactions(body: bytes, *, max_items: int, max_depth: int = 64,
@@ -158,27 +115,74 @@ def _fast_array(core: bytes, max_items: int, max_depth: int) -> list[Item] | Non
 
 def _parse_ndjson(body: bytes, max_items: int, max_depth: int, *, fast: bool,
                   keep: bool) -> list[Item]:
+    lines = body.split(b"\n")
+    while lines and not lines[-1].strip(_WS):
+        lines.pop()  # trailing blank lines carry nothing (most files end with a newline)
     items: list[Item] = []
-    hits = misses = 0
-    for lineno, raw in enumerate(body.split(b"\n"), 1):
+    rate = _FastRate()
+    for start in range(0, len(lines), _CHUNK_LINES):
+        chunk = lines[start:start + _CHUNK_LINES]
+        if fast and rate.worth_trying():
+            done = _fast_chunk(chunk, max_depth, keep)
+            if done is not None and len(items) + len(done) <= max_items:
+                rate.hits += len(done)
+                items += done
+                continue
+        _ndjson_lines(chunk, start, items, max_items, max_depth, fast=fast, keep=keep, rate=rate)
+    return items
+
+
+class _FastRate:
+    """Files written with ", " separators never hit: once misses dominate, stop for good."""
+
+    def __init__(self) -> None:
+        self.hits = self.misses = 0
+
+    def worth_trying(self) -> bool:
+        return self.misses <= self.hits + _FAST_MISS_ALLOWANCE
+
+
+def _fast_chunk(lines: list[bytes], max_depth: int, keep: bool) -> list[Item] | None:
+    """The lines' items if every line is, byte for byte, its object's compact JSON (the
+    per-line fast path's test, with one orjson call for the whole chunk and the checks
+    in C), else None. A chunk with a blank line goes the per-line way."""
+    lines = list(map(bytes.strip, lines, repeat(_WS)))
+    if b"" in lines:
+        return None
+    try:
+        objs = orjson.loads(b"[" + b",".join(lines) + b"]")
+        if len(objs) != len(lines) or list(map(orjson.dumps, objs)) != lines:
+            return None
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+        return None
+    if set(map(type, objs)) != {dict}:
+        return None
+    # Depth never exceeds a line's opening brackets: only deeper-looking lines need a walk.
+    if max(map(add, map(bytes.count, lines, repeat(b"{")),
+                    map(bytes.count, lines, repeat(b"[")))) > max_depth:
+        return None
+    return list(map(_new_item, zip(lines, objs if keep else [None] * len(lines), strict=True)))
+
+
+def _ndjson_lines(lines: list[bytes], start: int, items: list[Item], max_items: int,
+                  max_depth: int, *, fast: bool, keep: bool, rate: _FastRate) -> None:
+    for lineno, raw in enumerate(lines, start + 1):
         line = raw.strip(_WS)  # also drops the \r of CRLF files
         if not line:
             continue
         if len(items) >= max_items:
             raise _too_many(max_items)
         item = None
-        # Files written with ", " separators never hit: once misses dominate, stop for good.
-        if fast and misses <= hits + _FAST_MISS_ALLOWANCE:
+        if fast and rate.worth_trying():
             item = _fast_line(line, max_depth, keep)
-            hits += item is not None
-            misses += item is None
+            rate.hits += item is not None
+            rate.misses += item is None
         if item is None:
             where = f"line {lineno}"
             obj = _loads_exact(_decode(line, where), where, whole_file=False)
             item = _exact_item(obj, where, max_depth)
             item = item if keep else Item(item.value, None)
         items.append(item)
-    return items
 
 
 def _fast_line(line: bytes, max_depth: int, keep: bool) -> Item | None:
@@ -190,6 +194,9 @@ def _fast_line(line: bytes, max_depth: int, keep: bool) -> Item | None:
     if value != line or type(obj) is not dict or _too_deep(value, obj, max_depth):
         return None
     return _tuple_new(Item, (line, obj if keep else None))  # line equals value, sized to fit
+
+
+_new_item = functools.partial(_tuple_new, Item)  # Item from a (value, obj) pair, in C
 
 
 def _owned(value: bytes) -> bytes:
@@ -222,7 +229,7 @@ def _loads_exact(text: str, where: str, *, whole_file: bool) -> Any:
 
 def _exact_item(obj: Any, where: str, max_depth: int) -> Item:
     if type(obj) is not dict:
-        raise PoisonError("not_an_object", f"{where}: expected a JSON object, got {_kind(obj)}")
+        raise PoisonError("not_an_object", f"{where}: expected a JSON object, got {kind_of(obj)}")
     try:
         value = orjson.dumps(obj)
     except orjson.JSONEncodeError:
@@ -258,7 +265,8 @@ def _depth(root: Any, limit: int) -> int:
     return deepest
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """A JSON value's kind, for error messages."""
     names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
     return names.get(type(value), "number")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -20,8 +21,9 @@ from app.config import Settings
 from app.dedup import content_key, url_key
 from app.errors import IngestError, PoisonError, TransientError, backoff
 from app.fetch import Downloader, redact_url
-from app.parse import Item, output_key, parse_input_url, parse_transactions
-from app.records import Headers, OutRecord, Prepared
+from app.input_url import parse_input_url
+from app.parse import Item, output_key, parse_transactions
+from app.records import FileOutputs, Headers, Output, OutRecord, Prepared, index_headers
 from app.redrive_record import carried_headers, input_field
 from app.stats import Stats
 
@@ -33,6 +35,7 @@ PARSE_INLINE_BYTES = 256 * 1024
 # What a prepared record's Python objects take beyond its bytes, so MAX_BUFFERED_BYTES
 # bounds memory (docs/benchmarks-memory.md has the measurements).
 HELD_RECORD_OVERHEAD = 350
+_value_of: Callable[[Item], bytes] = operator.itemgetter(0)  # an Item's value, in C
 # Counted for each decoded byte while a file downloads and parses: the body, then its
 # lines; and for each "{" (at least one per transaction) the objects its record will take.
 BODY_COST = 2
@@ -58,6 +61,16 @@ class _Meter:
     def count(self, piece: bytes) -> None:
         self.cost += BODY_COST * len(piece) + OBJECT_COST * piece.count(b"{")
         self.reservation.grow_to(self.cost)
+
+
+def _digits_below(count: int) -> int:
+    """The digits of every index header value: 0, 1, ..., count - 1 in decimal."""
+    total, width, low = 0, 1, 0
+    while low < count:
+        high = min(count, 10 * low or 10)
+        total += (high - low) * width
+        low, width = high, width + 1
+    return total
 
 
 def _size(headers: Headers) -> int:
@@ -154,29 +167,49 @@ class Preparer:
     def outputs(self, msg: ConsumerRecord, url: str, items: list[Item], attempts: int,
                 reservation: Reservation = UNCOUNTED, dedup_key: bytes | None = None
                 ) -> Prepared:
-        topic, limit = self.settings.output_topic, self.settings.max_record_bytes
-        base = source_headers(msg, url)
-        count = ("count", str(len(items)).encode())
-        key_field, url_key = self.settings.output_key_field, url.encode()
-        keys = ([url_key] * len(items) if key_field is None
-                else [output_key(item, key_field, url) for item in items])
-        positions = [str(index).encode() for index in range(len(items))]
+        topic, key_field = self.settings.output_topic, self.settings.output_key_field
+        base, count = source_headers(msg, url), ("count", str(len(items)).encode())
+        values = list(map(_value_of, items))
+        if key_field is None:  # one key for the file: the compact form
+            keys: list[bytes] | bytes = url.encode()
+        else:
+            keys = [output_key(item, key_field, url) for item in items]
         # Only the key, value and index vary by record: size the rest once (this runs
         # once per output message, the hottest code in big files).
         fixed = _size([*base, ("index", b""), count])
-        sizes = [len(k) + len(i.value) + len(p) + fixed
-                 for k, i, p in zip(keys, items, positions, strict=True)]
-        if sizes and max(sizes) + RECORD_OVERHEAD > limit:
-            index = next(n for n, size in enumerate(sizes) if size + RECORD_OVERHEAD > limit)
-            raise PoisonError("record_too_large", f"transaction {index} makes a record of "
-                              f"{sizes[index]} bytes; MAX_RECORD_BYTES is {limit}")
-        new = tuple.__new__  # OutRecord(...) is a Python-level call: twice the cost
-        records = [new(OutRecord, (topic, k, i.value, [*base, ("index", p), count], None))
-                   for k, i, p in zip(keys, items, positions, strict=True)]
-        nbytes = sum(sizes) + HELD_RECORD_OVERHEAD * len(records)
+        self._check_sizes(keys, values, fixed)
+        key_bytes = len(keys) * len(values) if isinstance(keys, bytes) else sum(map(len, keys))
+        nbytes = (sum(map(len, values)) + key_bytes + _digits_below(len(values))
+                  + (fixed + HELD_RECORD_OVERHEAD) * len(values))
         reservation.settle(nbytes)
-        return Prepared(records, attempts=attempts, claim=reservation,
-                        dedup_key=dedup_key)
+        if not values:
+            records: list[Output] = []
+        elif isinstance(keys, bytes):
+            records = [FileOutputs(topic, keys, values, base, count)]
+        else:
+            new = tuple.__new__  # OutRecord(...) is a Python-level call: twice the cost
+            records = [new(OutRecord, (topic, k, v, [*base, index, count], None))
+                       for k, v, index in zip(keys, values, index_headers(len(values)),
+                                              strict=True)]
+        return Prepared(records, attempts=attempts, claim=reservation, dedup_key=dedup_key)
+
+    def _check_sizes(self, keys: list[bytes] | bytes, values: list[bytes], fixed: int) -> None:
+        """PoisonError if any record would pass MAX_RECORD_BYTES (``fixed``: what every
+        record has besides its key, value and index). A bound is checked in C first; only
+        a file that fails it is walked."""
+        if not values:
+            return
+        limit = self.settings.max_record_bytes - RECORD_OVERHEAD
+        longest_key = len(keys) if isinstance(keys, bytes) else max(map(len, keys))
+        if longest_key + max(map(len, values)) + len(str(len(values) - 1)) + fixed <= limit:
+            return
+        for index, value in enumerate(values):
+            key = keys if isinstance(keys, bytes) else keys[index]
+            size = len(key) + len(value) + len(str(index)) + fixed
+            if size > limit:
+                raise PoisonError("record_too_large", f"transaction {index} makes a record "
+                                  f"of {size} bytes; MAX_RECORD_BYTES is "
+                                  f"{self.settings.max_record_bytes}")
 
     def dead_letter(self, msg: ConsumerRecord, url: str | None, exc: IngestError,
                     attempts: int, dedup_key: bytes | None = None) -> Prepared:

@@ -19,7 +19,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from app.commit import Outcome, Result
 from app.dedup import Deduplicator
 from app.errors import PoisonError, TaskFailed, TaskFenced, backoff
-from app.records import Prepared
+from app.records import Output, Prepared
 
 if TYPE_CHECKING:
     from app.partition import TaskContext
@@ -111,7 +111,7 @@ class RecordCommitter:
         return kept
 
     async def _transaction(self, group: list[tuple[ConsumerRecord, Prepared]]) -> Result:
-        records = self.dedup.tombstones() if self.dedup else []
+        records: list[Output] = [*self.dedup.tombstones()] if self.dedup else []
         for record, prepared in group:
             records += self.dedup.records(record, prepared) if self.dedup else prepared.records
         offsets = {self.tp: group[-1][0].offset + 1}
@@ -160,5 +160,5 @@ class RecordCommitter:
         elif prepared.reason is not None:  # a dead letter
             self.stats.dead_lettered(prepared.reason)
         else:
-            self.stats.committed(len(prepared.records))
+            self.stats.committed(prepared.count)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -18,12 +19,50 @@ class OutRecord(NamedTuple):
     partition: int | None = None  # None: the default partitioner's pick for the key
 
 
+class FileOutputs:
+    """A file's output records, held compactly: one value per transaction, and what they
+    all share (topic, key, the source headers and the count). app/commit.py appends them
+    straight into record batches; iterating gives each as an OutRecord.
+
+    Each record's headers are ``[*shared, ("index", "<n>"), count]``."""
+
+    __slots__ = ("topic", "key", "values", "shared", "count")
+
+    def __init__(self, topic: str, key: bytes, values: list[bytes], shared: Headers,
+                 count: tuple[str, bytes]) -> None:
+        self.topic, self.key, self.values = topic, key, values
+        self.shared, self.count = shared, count
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self) -> Iterator[OutRecord]:
+        for header, value in zip(index_headers(len(self.values)), self.values, strict=True):
+            yield OutRecord(self.topic, self.key, value, [*self.shared, header, self.count])
+
+
+Output = OutRecord | FileOutputs
+
+_INDEX_CACHED = 65536  # ("index", b"<n>") headers shared by every file, for n below this
+_index_cache: list[tuple[str, bytes]] = []
+
+
+def index_headers(count: int) -> list[tuple[str, bytes]]:
+    """The ``index`` headers 0 .. count - 1; the first _INDEX_CACHED are made once."""
+    if len(_index_cache) < min(count, _INDEX_CACHED):
+        _index_cache.extend(("index", str(n).encode())
+                            for n in range(len(_index_cache), min(count, _INDEX_CACHED)))
+    if count <= _INDEX_CACHED:
+        return _index_cache[:count]
+    return _index_cache + [("index", str(n).encode()) for n in range(_INDEX_CACHED, count)]
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """An input record's outputs (or its one dead letter), holding ``claim`` on the memory
     budget until its owner calls ``release``."""
 
-    records: list[OutRecord]
+    records: list[Output]
     attempts: int
     claim: Reservation = UNCOUNTED
     dedup_key: bytes | None = None  # what makes a later record a repeat of this one
@@ -33,6 +72,18 @@ class Prepared:
     @property
     def dead_lettered(self) -> bool:
         return self.reason is not None
+
+    @property
+    def count(self) -> int:
+        """How many records it writes."""
+        return sum(len(r) if type(r) is FileOutputs else 1 for r in self.records)
+
+    def each_record(self) -> Iterator[OutRecord]:
+        for r in self.records:
+            if isinstance(r, FileOutputs):
+                yield from r
+            else:
+                yield r
 
     @property
     def nbytes(self) -> int:

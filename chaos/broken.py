@@ -122,7 +122,7 @@ async def main() -> int:
                     while True:
                         try:
                             await producer.begin_transaction()
-                            for out in prepared.records:
+                            for out in prepared.each_record():
                                 await producer.send(out.topic, out.value, key=out.key,
                                                     headers=out.headers)
                             if mode == "pod-txn-id":
@@ -136,7 +136,7 @@ async def main() -> int:
                                 continue
                             await producer.commit_transaction()
                             totals["committed"] += 1
-                            totals["outputs"] += len(prepared.records)
+                            totals["outputs"] += prepared.count
                             totals["dead_lettered"] += prepared.dead_lettered
                             break
                         except Exception as exc:  # noqa: BLE001

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaProducer
 from app import __main__ as service
 from app.commit import Committer, Offsets, Result
 from app.errors import TransientError
-from app.records import OutRecord
+from app.records import Output
 
 
 class AbortInjecting:
@@ -29,7 +29,7 @@ class AbortInjecting:
         self.inner, self.rate, self._draw = inner, rate, draw
 
     async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
-                     records: Sequence[OutRecord]) -> Result:
+                     records: Sequence[Output]) -> Result:
         if self.rate > 0 and self._draw() < self.rate:
             producer = _FailsAfterOffsets(producer)  # type: ignore[assignment]
         return await self.inner.commit(producer, offsets, records)

@@ -8,7 +8,8 @@ import collections
 
 from app.errors import IngestError, Kind
 from app.fetch import Downloader, DownloadLimits
-from app.parse import parse_input_url, parse_transactions
+from app.input_url import parse_input_url
+from app.parse import parse_transactions
 from chaos.workload import FORMATS, MAX_FILE_FAULTS, POISON, FaultyServer, Workload
 
 BASE = "http://127.0.0.1:8000"

@@ -20,7 +20,7 @@ from aiokafka.structs import ConsumerRecord
 from app.budget import MemoryBudget
 from app.config import load_settings
 from app.errors import PoisonError
-from app.parse import parse_input_url
+from app.input_url import parse_input_url
 from app.prepare import Preparer
 from app.stats import Stats
 from tests.integration.harness import (

@@ -24,12 +24,14 @@ class ScriptedBatch:
 
     def __init__(self) -> None:
         self.records: list[bytes] = []
+        self.appended: list[tuple] = []  # (key, value, headers as they were at the append)
         self.closed = False
 
     def append(self, *, key, value, timestamp, headers):
         if len(self.records) == 2:
             return None
         self.records.append(value)
+        self.appended.append((key, value, list(headers)))
         return object()
 
     def size(self) -> int:
@@ -49,6 +51,7 @@ class ScriptedProducer:
         self.fail = {k: v if isinstance(v, list) else [v] for k, v in (fail or {}).items()}
         self.calls: list[str] = []
         self.sent: list[bytes] = []
+        self.appended: list[tuple] = []  # every record sent: (key, value, headers)
         self.committed: list[bytes] = []
         self.offset_log: list[dict] = []  # the offsets of each transaction, in order
         self.refuse: bytes | None = None  # a value the "broker" always refuses as too large
@@ -85,6 +88,7 @@ class ScriptedProducer:
         assert batch.closed, "a batch is closed before it is handed over (no linger)"
         self.calls.append("send")
         self.sent.extend(batch.records)
+        self.appended.extend(batch.appended)
         self._open.extend(batch.records)
         future = asyncio.get_running_loop().create_future()
         error = self._error("send")

@@ -11,7 +11,7 @@ from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
 from app.commit import AtLeastOnceCommitter, ExactlyOnceCommitter, Outcome
-from app.records import OutRecord
+from app.records import FileOutputs, OutRecord, index_headers
 from chaos.copier import AbortInjecting
 from tests.unit.fakes import MemoryConsumer, ScriptedProducer
 
@@ -154,3 +154,25 @@ async def test_batches_waiting_in_the_client_stay_within_the_send_window(monkeyp
     result = await commit(SlowAcks(), records)
     assert result.outcome is Outcome.DONE
     assert len(unacked) == 20 and most <= 3, "at most a window's worth (+1) unacknowledged"
+
+
+async def test_a_file_s_compact_outputs_are_sent_as_the_records_they_stand_for():
+    shared = [("source-topic", b"in"), ("source-offset", b"7")]
+    out = FileOutputs("out", b"http://f/1", [b'{"n":%d}' % n for n in range(5)], shared,
+                      ("count", b"5"))
+    alone = OutRecord("dlq", b"k", b"letter", [("reason", b"x")])
+    producer = ScriptedProducer()
+    assert (await commit(producer, [out, alone])).outcome is Outcome.DONE
+    want = [(r.key, r.value, r.headers) for r in [*out, alone]]
+    assert producer.appended == want
+    assert want[3][2] == [*shared, ("index", b"3"), ("count", b"5")]
+    assert producer.calls.count("send") == 4  # batches of two per partition: 3 + 1
+
+
+def test_index_headers_past_the_shared_ones_are_made_for_the_file(monkeypatch):
+    monkeypatch.setattr("app.records._INDEX_CACHED", 3)
+    monkeypatch.setattr("app.records._index_cache", [])
+    assert index_headers(5) == [("index", str(n).encode()) for n in range(5)]
+    assert index_headers(2) == [("index", b"0"), ("index", b"1")]
+    from app import records
+    assert len(records._index_cache) == 3

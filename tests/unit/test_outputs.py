@@ -30,8 +30,8 @@ def record_size(key: bytes | None, value: bytes, headers: list[tuple[str, bytes]
 
 def test_each_record_carries_its_source_position_and_the_file_count() -> None:
     prepared = preparer().outputs(MSG, URL, ITEMS, attempts=2)
-    assert [r.value for r in prepared.records] == [item.value for item in ITEMS]
-    for index, r in enumerate(prepared.records):
+    assert [r.value for r in prepared.each_record()] == [item.value for item in ITEMS]
+    for index, r in enumerate(prepared.each_record()):
         assert (r.topic, r.key) == ("out", URL.encode())
         assert r.headers == [("source-topic", b"in"), ("source-partition", b"3"),
                              ("source-offset", b"1234"), ("source-url", URL.encode()),
@@ -43,7 +43,7 @@ def test_held_bytes_are_every_record_s_bytes_plus_its_objects() -> None:
     p = preparer()
     prepared = p.outputs(MSG, URL, ITEMS, attempts=1, reservation=p.budget.reservation())
     want = sum(record_size(r.key, r.value, r.headers) + HELD_RECORD_OVERHEAD
-               for r in prepared.records)
+               for r in prepared.each_record())
     assert prepared.nbytes == want
     assert p.budget.used == want
 
@@ -51,10 +51,10 @@ def test_held_bytes_are_every_record_s_bytes_plus_its_objects() -> None:
 @pytest.mark.parametrize("slack, fits", [(0, True), (-1, False)])
 def test_the_largest_record_is_measured_to_the_byte(slack: int, fits: bool) -> None:
     largest = max(record_size(r.key, r.value, r.headers)
-                  for r in preparer().outputs(MSG, URL, ITEMS, attempts=1).records)
+                  for r in preparer().outputs(MSG, URL, ITEMS, attempts=1).each_record())
     p = preparer("--max-record-bytes", str(largest + RECORD_OVERHEAD + slack))
     if fits:
-        assert len(p.outputs(MSG, URL, ITEMS, attempts=1).records) == len(ITEMS)
+        assert p.outputs(MSG, URL, ITEMS, attempts=1).count == len(ITEMS)
     else:
         with pytest.raises(PoisonError) as caught:
             p.outputs(MSG, URL, ITEMS, attempts=1)

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from app import parse
 from app.errors import PoisonError
-from app.parse import Item, output_key, parse_input_url, parse_transactions
+from app.input_url import parse_input_url
+from app.parse import Item, output_key, parse_transactions
 
 
 def values(body: bytes, max_items: int = 1000, max_depth: int = 64) -> list[bytes]:
@@ -266,19 +267,67 @@ def test_fast_and_exact_paths_agree() -> None:
 
 
 def test_fast_path_is_given_up_when_lines_never_match(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-    real = parse._fast_line
+    lines, chunks = [], []
+    real_line, real_chunk = parse._fast_line, parse._fast_chunk
 
-    def counting(line: bytes, max_depth: int, keep: bool) -> Item | None:
-        calls.append(line)
-        return real(line, max_depth, keep)
+    def counting_line(line: bytes, max_depth: int, keep: bool) -> Item | None:
+        lines.append(line)
+        return real_line(line, max_depth, keep)
 
-    monkeypatch.setattr(parse, "_fast_line", counting)
-    assert len(values(b'{"a": 1}\n' * 200)) == 200
-    assert len(calls) == 9  # the allowance, then never again
-    calls.clear()
-    assert len(values(b'{"a":1}\n' * 200)) == 200
-    assert len(calls) == 200
+    def counting_chunk(chunk: list[bytes], max_depth: int, keep: bool) -> list[Item] | None:
+        chunks.append(chunk)
+        return real_chunk(chunk, max_depth, keep)
+
+    monkeypatch.setattr(parse, "_fast_line", counting_line)
+    monkeypatch.setattr(parse, "_fast_chunk", counting_chunk)
+    many = 3 * parse._CHUNK_LINES
+    assert len(values(b'{"a": 1}\n' * many, max_items=many)) == many
+    assert (len(chunks), len(lines)) == (1, 9)  # one chunk, the allowance, then never again
+    chunks.clear(), lines.clear()
+    assert len(values(b'{"a":1}\n' * many, max_items=many)) == many
+    assert (len(chunks), len(lines)) == (3, 0)  # whole chunks, no line on its own
+
+
+def _ndjson(count: int, odd: dict[int, bytes] | None = None) -> bytes:
+    lines = [b'{"i":%d,"v":"x"}' % i for i in range(count)]
+    for n, line in (odd or {}).items():
+        lines[n] = line
+    return b"\n".join(lines) + b"\n"
+
+
+def test_chunks_and_lines_agree_on_a_file_with_odd_lines_across_chunks() -> None:
+    size = parse._CHUNK_LINES
+    body = _ndjson(3 * size + 5, {3: b'{"a": 1.50}', size - 1: b"", size: b'  {"i":1}\r',
+                                  2 * size + 7: b'{"a":"\\u00e9"}', 3 * size: b'{"a":1,"a":2}'})
+    fast = [i.value for i in parse._parse(body, 10**6, 64, fast=True)]
+    exact = [i.value for i in parse._parse(body, 10**6, 64, fast=False)]
+    assert fast == exact and len(fast) == 3 * size + 4
+    assert fast[3] == b'{"a":1.50}' and fast[size - 1] == b'{"i":1}'
+
+
+def test_lines_that_are_only_json_together_are_still_poison() -> None:
+    # Joined into one array these two lines would read as two objects.
+    body = _ndjson(10, {4: b'{"a":1},{"b":"', 5: b'"}'})
+    err = poison(body)
+    assert err.reason == "invalid_json" and "line 5" in err.message
+
+
+def test_errors_past_the_first_chunk_name_their_line() -> None:
+    size = parse._CHUNK_LINES
+    many = 2 * size
+    err = poison(_ndjson(many, {size + 10: b'{"a":'}), max_items=many)
+    assert f"line {size + 11}" in err.message
+    deep = b'{"a":' * 65 + b"1" + b"}" * 65
+    err = poison(_ndjson(many, {size + 20: deep}), max_items=many)
+    assert err.reason == "nesting_too_deep" and f"line {size + 21}" in err.message
+    wide = b'{"a":[' + b",".join([b"[]"] * 80) + b"]}"  # 81 brackets, depth 3
+    assert values(_ndjson(many, {5: wide}), max_items=many)[5] == wide
+
+
+def test_max_items_counts_across_chunks() -> None:
+    count = parse._CHUNK_LINES + 3
+    assert len(values(_ndjson(count), max_items=count)) == count
+    assert poison(_ndjson(count), max_items=count - 1).reason == "too_many_transactions"
 
 
 # ---------------------------------------------------------------- limits

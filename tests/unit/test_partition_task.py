@@ -159,6 +159,6 @@ async def test_committed_records_are_freed_while_the_task_waits_for_more():
         await asyncio.sleep(0)  # the task is now waiting for its next record
     gc.collect()
     alive = [o for o in gc.get_objects() if isinstance(o, Prepared)
-             and any(r.value == b'{"only":"this file"}' for r in o.records)]
+             and any(r.value == b'{"only":"this file"}' for r in o.each_record())]
     assert alive == [], "the budget released them, so nothing may keep them"
     await task.close(1)
