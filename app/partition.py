@@ -10,6 +10,28 @@ A task lives once. When it ends on its own (fenced, or its producer failed) the
 supervisor decides whether to start a new one; the new one resumes from the
 committed offset, so nothing the old one held in memory matters. How a commit is
 made (transactions or not) is the committer's business (app/commit.py).
+
+The committed offset and transaction markers: after a transaction on the input topic
+(``txingest redrive``, any transactional upstream) the consumer's position is past the
+transaction's commit marker, and past an aborted transaction's records, which it never
+returns. Committing ``offset + 1`` of the last record would leave the committed offset
+short of the partition's end for good (lag 1 on an idle partition). So, as Kafka
+Streams does (KAFKA-6607), the task commits the consumer's position instead when every
+record below it has been committed by this task:
+
+(a) with a commit: when the window holds nothing after its last record, the
+    transaction commits the position if it is further (``_offset_after``);
+(b) when idle: the supervisor wakes an idle task whose committed offset is short of
+    the last stable offset (``nudge``); if the window is empty and the position is
+    past the committed offset, the task commits that offset alone, in a transaction
+    with no outputs through the same committer (``_catch_up``).
+
+Every record the consumer returns reaches the window in the same step of the event
+loop (the poll loop delivers right after getmany, while the task is RUNNING and its
+window open), and the position moves only in getmany. So the position is read first,
+then the window is checked without an await in between: if it holds nothing after the
+last record committed, whatever lies between that record and the position was never
+returned: markers, or an aborted transaction's records.
 """
 
 from __future__ import annotations
@@ -83,7 +105,8 @@ class PartitionTask:
         self._producer: AIOKafkaProducer | None = None
         self._runner: asyncio.Task[None] | None = None
         self._records = RecordCommitter(tp, context, self.dedup, lambda: self._producer,
-                                        lambda: self.state is TaskState.RUNNING, self._ctx())
+                                        lambda: self.state is TaskState.RUNNING, self._ctx(),
+                                        self._offset_after)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -169,6 +192,12 @@ class PartitionTask:
     def pending(self) -> int:
         return self.window.pending
 
+    def nudge(self) -> None:
+        """The committed offset is short of the last stable offset: if the task is idle,
+        let it look at the consumer's position (rule (b) above)."""
+        if self.state is TaskState.RUNNING and self.window.pending == 0:
+            self.window.wake()
+
     # -- commits, strictly in offset order ----------------------------------------
 
     async def _run(self) -> None:
@@ -184,11 +213,49 @@ class PartitionTask:
         are referenced only in here: once committed and released they are freed, not
         kept alive while the task waits for the next record."""
         group = await self.window.ready(self.settings.transaction_max_records)
-        done = await self._records.commit_group(group) if group else 0
+        if not group:  # closed, or woken while idle
+            return await self._catch_up()
+        done = await self._records.commit_group(group)
         if done:
-            self.committed_offset = group[done - 1][0].offset + 1
+            self.committed_offset = self._records.committed_offset
             self.window.pop(done)
         return done > 0
+
+    async def _position(self) -> int | None:
+        """The consumer's position for the partition; None if it cannot tell (no longer
+        assigned, or the consumer failed): then the position is not used."""
+        try:
+            return await self.consumer.position(self.tp)
+        except Exception:  # the rule is an improvement only; never fail a commit over it
+            return None
+
+    async def _offset_after(self, record: ConsumerRecord) -> int:
+        """The offset a transaction ending with ``record`` commits: the position if the
+        window holds nothing after the record (rule (a) above), else ``offset + 1``."""
+        following = record.offset + 1
+        if not self._nothing_after(following):
+            return following  # the usual case under load: no position read
+        position = await self._position()  # first: see the module's docstring
+        if position is not None and position > following and self._nothing_after(following):
+            return position
+        return following
+
+    def _nothing_after(self, offset: int) -> bool:
+        """Running, and the window received nothing from ``offset`` on."""
+        return (self.state is TaskState.RUNNING and self.window.is_open
+                and self.window.next_offset <= offset)
+
+    async def _catch_up(self) -> bool:
+        """Woken while idle: commit the position alone if it is past the committed offset
+        and nothing was received meanwhile (rule (b) above); False once closing."""
+        if self.state is not TaskState.RUNNING:
+            return False
+        position = await self._position()  # first: see the module's docstring
+        if (position is not None and position > self.committed_offset
+                and self.window.pending == 0 and self._nothing_after(self.committed_offset)
+                and await self._records.commit_position(position)):
+            self.committed_offset = position
+        return self.state is TaskState.RUNNING
 
     def _ctx(self, **extra: Any) -> dict[str, Any]:
         return {"partition": self.tp.partition, "transactional_id": self.transactional_id,

@@ -3,14 +3,17 @@
 Retry an aborted transaction after a backoff; turn a record the broker refuses, or one
 whose transaction keeps timing out, into a dead letter; end the task on fencing, an
 unknown outcome or a broken producer; with deduplication, write the store's changelog
-entry in the same transaction, or for a repeat only the offset.
+entry in the same transaction, or for a repeat only the offset. The offset a
+transaction commits is the task's to choose (``offset_after``: past transaction
+markers when nothing follows, see app/partition.py); ``commit_position`` commits an
+offset alone.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaProducer
@@ -30,10 +33,13 @@ log = logging.getLogger(__name__)
 class RecordCommitter:
     def __init__(self, tp: TopicPartition, context: TaskContext, dedup: Deduplicator | None,
                  producer: Callable[[], AIOKafkaProducer | None],
-                 running: Callable[[], bool], log_context: dict[str, Any]) -> None:
+                 running: Callable[[], bool], log_context: dict[str, Any],
+                 offset_after: Callable[[ConsumerRecord], Awaitable[int]]) -> None:
         self.tp, self.context, self.dedup = tp, context, dedup
         self.settings, self.stats = context.settings, context.stats
         self._producer, self._running, self._log_context = producer, running, log_context
+        self._offset_after = offset_after
+        self.committed_offset = -1  # the input offset the last successful commit wrote
 
     async def commit(self, record: ConsumerRecord, prepared: Prepared) -> bool:
         """Commit the record's outputs and offset, retrying; False if closed meanwhile."""
@@ -110,12 +116,35 @@ class RecordCommitter:
                 break
         return kept
 
+    async def commit_position(self, offset: int) -> bool:
+        """The input offset alone, past records the consumer skipped (transaction markers,
+        aborted records): a transaction with no outputs. False if it was not committed
+        (the task tries again when next woken); fencing and failures end the task."""
+        result = await self._commit_offset(offset, [])
+        if result.outcome is Outcome.DONE:
+            log.info("committed offset %d, past records the consumer skipped", offset,
+                     extra={**self._log_context, "event": "position_committed",
+                            "offset": offset})
+            return True
+        self._give_up_if_final(result, None)
+        if result.aborted:
+            self.stats.aborted()
+        log.warning("could not commit offset %d alone, will retry: %r", offset, result.cause,
+                    extra={**self._log_context, "event": "aborted"})
+        return False
+
     async def _transaction(self, group: list[tuple[ConsumerRecord, Prepared]]) -> Result:
         records: list[Output] = [*self.dedup.tombstones()] if self.dedup else []
         for record, prepared in group:
             records += self.dedup.records(record, prepared) if self.dedup else prepared.records
-        offsets = {self.tp: group[-1][0].offset + 1}
-        return await self.context.committer.commit(self._producer(), offsets, records)  # type: ignore[arg-type]
+        return await self._commit_offset(await self._offset_after(group[-1][0]), records)
+
+    async def _commit_offset(self, offset: int, records: list[Output]) -> Result:
+        result = await self.context.committer.commit(self._producer(), {self.tp: offset},  # type: ignore[arg-type]
+                                                     records)
+        if result.outcome is Outcome.DONE:
+            self.committed_offset = offset
+        return result
 
     async def _checked(self, record: ConsumerRecord, prepared: Prepared) -> Prepared:
         timeouts = self.context.timeouts[self.tp, record.offset]
@@ -139,7 +168,7 @@ class RecordCommitter:
             raise TaskFenced(repr(cause)) from cause
         if result.outcome is Outcome.TIMED_OUT:
             if key is None:  # a group: its records go one by one next, each counted
-                raise TaskFailed(f"a group's transaction timed out: {cause!r}") from cause
+                raise TaskFailed(f"a transaction timed out: {cause!r}") from cause
             self.context.timeouts[key] += 1  # a new producer tries again, at once
             raise TaskFailed(f"transaction timed out ({self.context.timeouts[key]} of "
                              f"{self.settings.max_attempts} attempts): {cause!r}") from cause

@@ -69,7 +69,9 @@ class Supervisor:
                 slot.task.deliver(records)
 
     def observe(self) -> None:
-        """Refresh the gauges that describe the held partitions."""
+        """Refresh the gauges that describe the held partitions; wake an idle task whose
+        committed offset is short of the last stable offset: the consumer may have
+        passed transaction markers or aborted records it never returns (app/partition.py)."""
         self.stats.assigned.set(len(self.slots))
         self.stats.inflight.set(sum(slot.task.pending for slot in self.slots.values()))
         budget = self.context.preparer.budget
@@ -80,6 +82,8 @@ class Supervisor:
             committed = slot.task.committed_offset
             if stable is not None and committed >= 0:
                 self.stats.lag.labels(str(tp.partition)).set(max(0, stable - committed))
+                if stable > committed:
+                    slot.task.nudge()
 
     def _spawn(self, tp: TopicPartition, delay: float, failures: int) -> None:
         task = PartitionTask(tp, self.context)

@@ -60,6 +60,20 @@ class PrefetchWindow:
             entry.pending.cancel()
         self._wake.set()
 
+    def wake(self) -> None:
+        """Let a waiting ``head`` return None while the window is empty (to look at the
+        consumer's position: app/partition.py)."""
+        self._wake.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    @property
+    def next_offset(self) -> int:
+        """The offset after the last record received (the sought offset before any)."""
+        return self._next_offset
+
     def clear(self) -> None:
         while self._entries:
             self._entries.popleft().drop()
@@ -79,19 +93,22 @@ class PrefetchWindow:
         return len(self._inbox) + len(self._entries)
 
     async def head(self) -> tuple[ConsumerRecord, Prepared] | None:
-        """The oldest record once prepared; None when the window was closed meanwhile."""
-        while not self._entries:
+        """The oldest record once prepared; None when the window was closed meanwhile,
+        or woken by ``wake`` while empty."""
+        if not self._entries:
             if not self._open:
                 return None
-            self._wake.clear()
             await self._wake.wait()
+            self._wake.clear()  # after waiting: a wake set before the wait is not lost
+            if not self._entries:
+                return None
         record, _, pending = self._entries[0]
         await asyncio.wait([pending])
         return None if pending.cancelled() else (record, pending.result())
 
     async def ready(self, most: int) -> list[tuple[ConsumerRecord, Prepared]]:
         """The head once prepared, and the prepared records right behind it (``most`` in
-        all); empty when the window was closed meanwhile. Never waits for more."""
+        all); empty when the window was closed or woken meanwhile. Never waits for more."""
         head = await self.head()
         if head is None:
             return []

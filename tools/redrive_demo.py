@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -21,11 +20,10 @@ import tempfile
 from pathlib import Path
 
 import orjson
-from aiohttp import ClientError, ClientSession
 
 from tools import local_kafka
 from tools.fileserver import FileServer, Route
-from tools.kafka_io import Topics, by_source, create_topics, produce, read_all
+from tools.kafka_io import Topics, by_source, create_topics, lag, produce, read_all
 from tools.proc import ROOT, ChildProcess
 
 TXINGEST = str(Path(sys.executable).parent / "txingest")  # the venv's console script
@@ -48,32 +46,21 @@ def run(env: dict[str, str], *args: str) -> None:
         raise SystemExit(f"exit status {result.returncode}")
 
 
-async def records_done(port: int) -> int:
-    """Input records the service has finished (committed, dead-lettered), from /metrics."""
-    try:
-        async with ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
-            text = await r.text()
-    except ClientError:
-        return 0
-    return int(sum(float(n) for n in re.findall(r"^txingest_records_total\S* (\S+)$", text,
-                                                   re.MULTILINE)))
-
-
-async def serve(env: dict[str, str], records: int, log: Path) -> None:
-    """The service until it has finished ``records`` input records, then SIGTERM; its
-    dead-letter warnings and summary line. (Not "until the lag is 0": re-drive writes
-    in transactions, and the group's offset stays short of a commit marker.)"""
+async def serve(env: dict[str, str], topics: Topics, log: Path) -> None:
+    """The service until the group's lag is 0 (re-drive writes in transactions: the
+    service commits past their markers), then SIGTERM; its dead-letter warnings and
+    summary line."""
     show("$ txingest            # the service; SIGTERM once it has finished the new input")
     service = ChildProcess([TXINGEST], env, log).start()
     try:
         for _ in range(240):
-            if await records_done(int(env["HTTP_PORT"])) >= records:
+            if await lag(env["KAFKA_BOOTSTRAP_SERVERS"], topics) == 0:
                 break
             if not service.alive:
                 raise SystemExit(f"the service exited with {service.returncode}")
             await asyncio.sleep(0.5)
         else:
-            raise SystemExit(f"the service did not finish {records} records in 120 s")
+            raise SystemExit("the service did not finish the input in 120 s")
     finally:
         code = await service.stop(60)
     for line in service.log_text(service.started_at_byte).splitlines():
@@ -119,7 +106,7 @@ async def session(bootstrap: str, files: FileServer) -> None:
                   keys=[f"k{n}".encode() for n in range(len(inputs))])
     with tempfile.TemporaryDirectory() as logs:
         log = Path(logs) / "service.log"
-        await serve(full_env, len(inputs), log)
+        await serve(full_env, topics, log)
         await print_topics(bootstrap, topics)
         run(full_env, "redrive", "--dry-run", "--reason", "http_error,invalid_json")
         show("# the two late files are uploaded now; re-drive only the 404s")
@@ -129,7 +116,7 @@ async def session(bootstrap: str, files: FileServer) -> None:
         await print_redriven(bootstrap, topics)
         show("# the same command again: that job is done")
         run(full_env, "redrive", "--reason", "http_error")
-        await serve(full_env, 2, log)
+        await serve(full_env, topics, log)
         await print_topics(bootstrap, topics, letters=False)
 
 

@@ -118,6 +118,7 @@ class MemoryConsumer:
         self.assigned: set[TopicPartition] = set()
         self.paused: set[TopicPartition] = set()
         self.positions: dict[TopicPartition, int] = {}
+        self.stable: dict[TopicPartition, int] = {}  # last stable offsets, when a test sets them
 
     def assignment(self) -> set[TopicPartition]:
         return self.assigned
@@ -131,6 +132,12 @@ class MemoryConsumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.positions[tp] = offset
 
+    async def position(self, tp: TopicPartition) -> int:
+        """Where a test put it: the fake's position does not follow delivered records."""
+        if tp not in self.assigned:
+            raise kafka.IllegalStateError(f"{tp} is not assigned")
+        return self.positions[tp]
+
     async def committed(self, tp: TopicPartition) -> int | None:
         return self.offsets.get(tp)
 
@@ -141,7 +148,7 @@ class MemoryConsumer:
         self.offsets.update(offsets)
 
     def last_stable_offset(self, tp: TopicPartition) -> int | None:
-        return None
+        return self.stable.get(tp)
 
 
 def assigned_consumer(*tps: TopicPartition, committed: int = 0) -> MemoryConsumer:
