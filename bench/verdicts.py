@@ -1,6 +1,6 @@
 """The rules of the issue-15 goals that are not a plain ratio of two medians (those are
 ``report.GOALS``): S4's latency against the download time, S3's CPU per transaction
-across partition counts. Pure functions, no I/O: tests/unit/test_bench_verdicts.py.
+across partition counts, S2's CPU per output record. Pure functions, no I/O: tests/unit/test_bench_verdicts.py.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import statistics
 S4_DOWNLOADS = 2.0  # p99 latency under this many median download times...
 S4_SLACK_MS = 100.0  # ...plus this
 S3_CPU_SPREAD = 0.20  # CPU per transaction: the largest at most 20% above the smallest
+S2_CPU_US = 8.0  # the service's CPU per output record in S2, at most
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -67,6 +68,22 @@ def cpu_ms_per_txn(cores: float | None, txn_per_s: float | None) -> float | None
     return 1000 * cores / txn_per_s
 
 
+def cpu_us_per_msg(cores: float | None, msgs_per_s: float | None) -> float | None:
+    """A process's CPU per output record in the steady window, in microseconds."""
+    if cores is None or not msgs_per_s:
+        return None
+    return 1e6 * cores / msgs_per_s
+
+
+def s2_cpu_goal(us_per_msg: float | None) -> dict:
+    """S2: the service's own CPU per output record at most 8 us."""
+    name = f"S2 service CPU per output record <= {S2_CPU_US:g} us"
+    if us_per_msg is None:
+        return {"goal": name, "ratio": None, "met": None}
+    return {"goal": name, "ratio": round(us_per_msg / S2_CPU_US, 2),
+            "met": us_per_msg <= S2_CPU_US, "detail": f"{us_per_msg:.1f} us per record"}
+
+
 def median_or_none(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -78,6 +95,9 @@ def goals(median) -> list[dict]:
     # files prefetched before it, more of them with more partitions (8 per partition).
     s3 = {p: median("S3", "service", "cpu_ms_per_txn_run", p) for p in (8, 32, 128)}
     out = [s3_cpu_goal(s3)] if any(s3.values()) else []
+    s2 = median("S2", "service", "cpu_us_per_msg")
+    if s2 is not None:
+        out.append(s2_cpu_goal(s2))
     for mode in ("service", "service_n32"):
         p99 = median("S4", mode, "p99_ms")
         if p99 is not None:

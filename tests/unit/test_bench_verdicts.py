@@ -183,3 +183,18 @@ def test_p99_by_period_shows_where_the_tail_is():
     visible = {k: t + (0.9 if k[1] < 10 else 0.1) for k, t in appended.items()}
     got = latency.figures(appended, visible, [], 25.0, {})
     assert got["p99_ms_by_10s"] == pytest.approx([900.0, 100.0, 100.0])
+
+
+def test_s2_goal_is_at_most_8_us_of_service_cpu_per_record_from_the_summary():
+    assert verdicts.cpu_us_per_msg(0.91, 117_091.0) == pytest.approx(7.77, abs=0.01)
+    assert verdicts.cpu_us_per_msg(None, 117_091.0) is None
+    assert verdicts.s2_cpu_goal(8.0)["met"] is True
+    assert verdicts.s2_cpu_goal(8.01)["met"] is False
+    assert verdicts.s2_cpu_goal(None)["met"] is None
+    run = {"scenario": "S2", "partitions": 4, "variant": "service", "ok": True,
+           "msgs_per_s": 100_000.0, "cores": {"child": 0.9}}
+    summary = report.summarise([run])
+    assert verdict(report.goals(summary, [run]), "S2 service CPU per output record") is False
+    run["cores"]["child"] = 0.7
+    summary = report.summarise([run])
+    assert verdict(report.goals(summary, [run]), "S2 service CPU per output record") is True
