@@ -8,7 +8,8 @@
   the clock starts.
 - r2:    the design's ceiling: one transaction per input record (begin, send the
   file's records, send_offsets, commit) with no HTTP, one producer per partition,
-  all partitions concurrently.
+  all partitions concurrently. With ``committer`` (r2_committer) each transaction goes
+  through the service's own committer (app/commit.py) instead of plain calls.
 
 The last line of output is ``RESULT {json}``. Producer-side retries are counted by
 wrapping aiokafka's transaction handlers (measured, in this process only).
@@ -27,9 +28,11 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.producer import sender
 
+from app.commit import ExactlyOnceCommitter, Outcome
 from app.fetch import Downloader, DownloadLimits
 from app.parse import parse_transactions
 from app.prepare import source_headers
+from app.records import OutRecord
 from bench.watch import STEADY
 from bench.workload import Spec, make_files, url
 
@@ -139,6 +142,9 @@ async def _r2_partition(cfg: dict, spec: Spec, values: list[list[bytes]],
     tp = TopicPartition(cfg["input"], partition)
     for offset, n in enumerate(range(partition, spec.files, spec.partitions)):
         records = out_records(Source(tp.topic, partition, offset), url(cfg["base"], n), values[n])
+        if cfg.get("committer"):
+            await _r2_committed(cfg, producer, {tp: offset + 1}, records)
+            continue
         await producer.begin_transaction()
         if cfg.get("offsets_first"):  # the other order: AddOffsetsToTxn is the first request
             await producer.send_offsets_to_transaction({tp: offset + 1}, cfg["group"])
@@ -147,6 +153,19 @@ async def _r2_partition(cfg: dict, spec: Spec, values: list[list[bytes]],
             await send_all(producer, cfg["output"], records)
             await producer.send_offsets_to_transaction({tp: offset + 1}, cfg["group"])
         await producer.commit_transaction()
+
+
+async def _r2_committed(cfg: dict, producer: AIOKafkaProducer, offsets: dict,
+                        records: list[tuple]) -> None:
+    """One transaction through the service's committer; it never retries, so R2 does."""
+    outputs = [OutRecord(cfg["output"], k, v, h) for k, v, h in records]
+    committer = ExactlyOnceCommitter(cfg["group"])
+    while True:
+        result = await committer.commit(producer, offsets, outputs)
+        if result.outcome is Outcome.DONE:
+            return
+        if not result.aborted:
+            raise RuntimeError(f"R2 transaction failed: {result}")
 
 
 # -- R1 --------------------------------------------------------------------------------

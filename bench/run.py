@@ -40,9 +40,16 @@ DEDUP = Variant("service_dedup", "service", env={"DEDUP": "url"})
 # bench/probe.py, for where a transaction's time goes and changes to try first.
 
 
-def r2(backoff_ms: int = 20, name: str = "r2", offsets_first: bool = False) -> Variant:
+def r2(backoff_ms: int = 20, name: str = "r2", offsets_first: bool = False,
+       committer: bool = False) -> Variant:
     return Variant(name, "baseline", cfg={"variant": "r2", "retry_backoff_ms": backoff_ms,
-                                          "offsets_first": offsets_first})
+                                          "offsets_first": offsets_first,
+                                          "committer": committer})
+
+
+# R2 through the service's own committer (app/commit.py: closed batches, the offsets
+# sent while the records are in flight): the ceiling of today's commit path.
+R2_COMMITTER = r2(name="r2_committer", committer=True)
 
 
 def sweep() -> list[Variant]:
@@ -96,7 +103,7 @@ def _plan(args: argparse.Namespace) -> dict[str, tuple[list[Spec], list[Variant]
         return {"S1": ([s1], [SERVICE, naive(args.naive_files), r2()])}
     s3 = [Spec(files=args.s3_files, partitions=p, latency_ms=10) for p in (8, 32, 128)]
     return {  # the longest last: results are written after each scenario
-        "S1": ([s1], [SERVICE, UPPER, naive(args.naive_files), r2(),
+        "S1": ([s1], [SERVICE, UPPER, naive(args.naive_files), r2(), R2_COMMITTER,
                       kstreams_peer(threads=s1.partitions)]),
         "S3": (s3, [SERVICE, r2()]),
         "S4": ([Spec(files=0, partitions=8, latency_ms=args.s4_delay_ms)],

@@ -1,6 +1,7 @@
 """The rules of the issue-15 goals that are not a plain ratio of two medians (those are
 ``report.GOALS``): S4's latency against the download time, S3's CPU per transaction
-across partition counts, S2's CPU per output record. Pure functions, no I/O: tests/unit/test_bench_verdicts.py.
+across partition counts, S2's CPU per output record. Pure functions, no I/O:
+tests/unit/test_bench_verdicts.py.
 """
 
 from __future__ import annotations

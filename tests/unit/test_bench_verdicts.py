@@ -113,9 +113,11 @@ def test_s1_goals_for_group_commit_dedup_and_the_r2_ceiling():
     summary = summary_of(S1__service__files_per_s=360.0, S1__r2__files_per_s=400.0,
                          S1__service_n32__files_per_s=600.0,
                          S1__upper_bound__files_per_s=590.0,
-                         S1__service_dedup__files_per_s=330.0)
+                         S1__service_dedup__files_per_s=330.0,
+                         S1__r2_committer__files_per_s=450.0)
     goals = report.goals(summary, [])
     assert verdict(goals, "S1 service txn/s >= 0.9x R2") is True
+    assert verdict(goals, "S1 service txn/s >= 0.9x r2_committer") is False
     assert verdict(goals, "S1 service N=32") is True
     assert verdict(goals, "S1 DEDUP=url") is True
     summary = summary_of(S1__service__files_per_s=350.0, S1__r2__files_per_s=400.0,
@@ -163,6 +165,8 @@ def test_all_runs_group_commit_and_dedup_in_s1_and_quick_stays_short():
                          "service_dedup"]
     n128 = next(v for v in chosen["S1"][1] if v.name == "service_n128")
     assert n128.env == {"TRANSACTION_MAX_RECORDS": "128", "PREFETCH_PER_PARTITION": "128"}
+    r2_committer = next(v for v in chosen["S1"][1] if v.name == "r2_committer")
+    assert r2_committer.cfg["committer"] is True and "r2" in names
     assert [v.name for v in chosen["S4"][1]] == ["service", "service_n32"]
     assert chosen["S4"][0][0].latency_ms == 50
     quick = run.plan(run.arguments(["--quick"]))
