@@ -24,7 +24,7 @@ _PIECE = 256 * 1024  # most output per zlib call, so a bomb is caught after one 
 class _Inflate:
     """One compressed layer, inflated as it arrives in bounded pieces."""
 
-    def __init__(self, wbits: int, where: str) -> None:
+    def __init__(self, wbits: int, where: object) -> None:
         self._wbits, self._where = wbits, where
         self._z = zlib.decompressobj(wbits)
 
@@ -59,7 +59,7 @@ class _Inflate:
 class BodyDecoder:
     """Decodes a response body; ``finish`` returns it whole, capped at ``limit`` bytes."""
 
-    def __init__(self, outer: _Inflate | None, limit: int, where: str,
+    def __init__(self, outer: _Inflate | None, limit: int, where: object,
                  count: Callable[[bytes], None] | None = None) -> None:
         self._outer, self._limit, self._where = outer, limit, where
         self._count = count
@@ -115,7 +115,7 @@ def take(pieces: Iterator[bytes], most: int) -> list[bytes]:
     return taken
 
 
-def content_decoder(resp: aiohttp.ClientResponse, where: str) -> _Inflate | None:
+def content_decoder(resp: aiohttp.ClientResponse, where: object) -> _Inflate | None:
     coding = resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
     if coding in ("", "identity"):
         return None

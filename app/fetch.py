@@ -69,6 +69,19 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
+class Redacted:
+    """``redact_url(url)``, made only when a message is formatted: downloads that succeed
+    never pay for it."""
+
+    __slots__ = ("_url",)
+
+    def __init__(self, url: URL | str) -> None:
+        self._url = url
+
+    def __str__(self) -> str:
+        return redact_url(str(self._url))
+
+
 def _forbidden(ip: IPAddress | str) -> bool:
     """True unless ``ip`` is a global unicast address."""
     if isinstance(ip, str):
@@ -110,7 +123,7 @@ class _Guard:
         return self._open or bool({host, f"{host}:{port}", f"[{host}]:{port}"} & self._hosts)
 
     def check_url(self, url: URL) -> None:
-        where = redact_url(str(url))
+        where = Redacted(url)
         if url.scheme not in ("http", "https") or not url.raw_host:
             raise PoisonError("unsupported_url", f"only http(s) URLs with a host: {where}")
         if url.raw_user is not None or url.raw_password is not None:
@@ -162,7 +175,7 @@ def _describe(exc: BaseException) -> str:
 
 def _redirect_target(resp: aiohttp.ClientResponse, url: URL) -> URL | None:
     """None for a 2xx, the next URL for a redirect; any other status raises."""
-    where, status = redact_url(str(url)), resp.status
+    where, status = Redacted(url), resp.status
     location = resp.headers.get(hdrs.LOCATION)
     if 200 <= status < 300:
         return None
@@ -243,7 +256,7 @@ class Downloader:
                           f"over {self._limits.max_redirects} redirects: {redact_url(start)}")
 
     async def _open(self, session: aiohttp.ClientSession, url: URL) -> aiohttp.ClientResponse:
-        where = redact_url(str(url))
+        where = Redacted(url)
         try:
             return await session.get(url, allow_redirects=False)
         except TimeoutError:
@@ -255,7 +268,7 @@ class Downloader:
 
     async def _read_body(self, resp: aiohttp.ClientResponse, url: URL,
                          count: Callable[[bytes], None] | None) -> bytes:
-        where, limit = redact_url(str(url)), self._limits.max_file_bytes
+        where, limit = Redacted(url), self._limits.max_file_bytes
         outer = content_decoder(resp, where)
         expected = resp.content_length
         if outer is None and expected is not None and expected > limit:

@@ -22,7 +22,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from app.errors import IngestError, PoisonError, TransientError
-from app.fetch import Downloader, DownloadLimits, GuardedResolver, _Guard, redact_url
+from app.fetch import (
+    Downloader,
+    DownloadLimits,
+    GuardedResolver,
+    Redacted,
+    _Guard,
+    redact_url,
+)
 from tools.fileserver import (
     FileServer,
     RawHandler,
@@ -420,6 +427,9 @@ def test_redact_url_drops_secrets() -> None:
     url = "https://user:secret@files.example:8443/a/b.csv.gz?X-Amz-Signature=abc&t=1#frag"
     assert redact_url(url) == "https://files.example:8443/a/b.csv.gz"
     assert redact_url("http://files.example/x.csv") == "http://files.example/x.csv"
+    # Messages format the redacted form lazily, from a str or a yarl URL alike.
+    assert f"at {Redacted(url)}" == f"at {redact_url(url)}"
+    assert str(Redacted(URL(url))) == redact_url(url)
 
 
 async def test_error_messages_never_carry_the_query(http, downloader) -> None:

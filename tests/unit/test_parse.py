@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import tracemalloc
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import parse
+from app import input_url, parse
 from app.errors import PoisonError
 from app.input_url import parse_input_url
 from app.parse import Item, output_key, parse_transactions
@@ -101,6 +102,25 @@ def test_input_url_messages_are_specific() -> None:
         parse_input_url(b"[1]")
     with pytest.raises(PoisonError, match="position 11"):
         parse_input_url(b"https://x/a b")
+
+
+def test_only_json_start_characters_reach_the_json_parser() -> None:
+    """A value whose first character is not in _JSON_START is taken as a plain URL
+    without trying JSON: that is only right if no JSON document can start with it."""
+    tails = ["", "rue", "alse", "ull", "1", "0.5", '"', "]", "}", "aN", "nfinity", "x"]
+    for code in [*range(0x21, 0x250), 0x2028, 0xFEFF, 0x1F600]:
+        char = chr(code)
+        parsed = [tail for tail in tails if _loads_ok(char + tail)]
+        if char not in input_url._JSON_START:
+            assert not parsed, f"{char!r}{parsed[0]!r} is JSON but would be taken as a URL"
+
+
+def _loads_ok(text: str) -> bool:
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- formats
