@@ -60,6 +60,9 @@ from app.stats import Stats
 from app.window import PrefetchWindow
 
 log = logging.getLogger(__name__)
+# How long a commit waits for the consumer's position (rule (a)) before it commits
+# offset + 1 instead.
+POSITION_WAIT_S = 1.0
 
 
 class TaskState(enum.Enum):
@@ -222,10 +225,12 @@ class PartitionTask:
         return done > 0
 
     async def _position(self) -> int | None:
-        """The consumer's position for the partition; None if it cannot tell (no longer
-        assigned, or the consumer failed): then the position is not used."""
+        """The consumer's position for the partition; None if it cannot tell at once (no
+        longer assigned, resetting, or failed): then the position is not used."""
         try:
-            return await self.consumer.position(self.tp)
+            # A consumer resetting its position waits up to its request timeout: a
+            # commit must not wait on that.
+            return await asyncio.wait_for(self.consumer.position(self.tp), POSITION_WAIT_S)
         except Exception:  # the rule is an improvement only; never fail a commit over it
             return None
 

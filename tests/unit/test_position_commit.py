@@ -13,6 +13,7 @@ import pytest
 from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
+from app import partition
 from app.errors import TaskFenced
 from app.partition import PartitionTask
 from app.supervisor import Supervisor
@@ -105,6 +106,19 @@ async def test_a_record_delivered_while_the_position_is_read_keeps_offset_plus_o
     task.deliver([record(5, "http://files/0")])
     await until(lambda: task.committed_offset == 8, "both committed")
     assert producer.offset_log == [{TP: 6}, {TP: 8}]
+    await task.close(1)
+
+
+async def test_a_position_that_does_not_come_is_not_waited_for(monkeypatch):
+    monkeypatch.setattr(partition, "POSITION_WAIT_S", 0.05)
+    producer = ScriptedProducer()
+    consumer = SteppingConsumer()
+    task, _, _ = await started(producer, consumer=consumer)
+    # A consumer resetting its position answers only after its request timeout.
+    consumer.position = lambda tp: asyncio.Event().wait()  # type: ignore[method-assign]
+    task.deliver([record(5, "http://files/0")])
+    await until(lambda: task.committed_offset == 6, "committed with offset + 1", timeout=2)
+    assert producer.offset_log == [{TP: 6}]
     await task.close(1)
 
 
