@@ -103,7 +103,8 @@ class PrefetchWindow:
             if not self._entries:
                 return None
         record, _, pending = self._entries[0]
-        await asyncio.wait([pending])
+        if not pending.done():  # usually it is: prepared while the one before committed
+            await asyncio.wait([pending])
         return None if pending.cancelled() else (record, pending.result())
 
     async def ready(self, most: int) -> list[tuple[ConsumerRecord, Prepared]]:
