@@ -177,9 +177,10 @@ def server_properties(port: int, controller_port: int, data: Path, extra: dict[s
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
         "num.partitions": "1",
-        # Abort timed-out transactions within a second, not ten: tests of the
-        # transaction_timeout dead letter use a short TRANSACTION_TIMEOUT_MS.
-        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
+        # Abort timed-out transactions within a quarter second, not ten: the test of the
+        # transaction_timeout dead letter needs every one of its long transactions
+        # aborted, and one lasts only a little longer than the timeout plus this.
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "250",
     }
     props.update(extra)
     props = for_version(props, version or kafka_version())
