@@ -71,9 +71,8 @@ def cpu_ms_per_txn(cores: float | None, txn_per_s: float | None) -> float | None
 
 def cpu_us_per_msg(cores: float | None, msgs_per_s: float | None) -> float | None:
     """A process's CPU per output record in the steady window, in microseconds."""
-    if cores is None or not msgs_per_s:
-        return None
-    return 1e6 * cores / msgs_per_s
+    ms = cpu_ms_per_txn(cores, msgs_per_s)  # the same quotient, per record
+    return None if ms is None else 1000 * ms
 
 
 def s2_cpu_goal(us_per_msg: float | None) -> dict:
