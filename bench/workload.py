@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from tools.fileserver import FileServer, Route
+from tools.fileserver import RawServer, Route, answer_routes
 from tools.kafka_io import Topics, create_topics, produce
 
 
@@ -80,13 +80,13 @@ def url(base: str, n: int) -> str:
     return f"{base}/f/{n}"
 
 
-async def serve(files: Files, latency_ms: int) -> FileServer:
-    """Serve file n at /f/n after latency_ms (the server's base_url is the base)."""
-    server = await FileServer().start()
+async def serve(files: Files, latency_ms: int) -> RawServer:
+    """Serve file n at /f/n after latency_ms (the server's base_url is the base), with the
+    lean responder: the file server shares the service's cores here, unlike in production."""
     headers = {"Content-Type": "application/x-ndjson"}
-    for n, body in enumerate(files.bodies):
-        server.add(f"f/{n}", Route(body, headers=headers, delay=latency_ms / 1000))
-    return server
+    routes = {f"f/{n}": Route(body, headers=headers, delay=latency_ms / 1000)
+              for n, body in enumerate(files.bodies)}
+    return await RawServer(answer_routes(routes)).start()
 
 
 async def fresh_topics(bootstrap: str, spec: Spec, base: str, name: str) -> Topics:

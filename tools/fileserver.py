@@ -10,6 +10,7 @@ its files and faults per request). :func:`reset`, :func:`truncated` and
 answers no HTTP library sends (a lying Content-Length, a drip feed) and to prove
 that nothing dialled an address. :func:`head`, :func:`read_request`,
 :func:`wait_for_hangup` and :func:`drip` help write those handlers.
+:func:`answer_routes` is a RawServer handler that answers from Routes, for the benchmark.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
@@ -178,8 +180,12 @@ class RawServer:
         for server in self._servers:
             await asyncio.wait_for(server.wait_closed(), WAIT_S)
 
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def url(self, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.port}/{path}"
+        return f"{self.base_url}/{path}"
 
 
 def head(headers: Mapping[str, str | int], status: str = "200 OK") -> bytes:
@@ -207,3 +213,43 @@ async def drip(writer: asyncio.StreamWriter, promised: int, count: int, byte: by
         writer.write(byte)
         await writer.drain()
         await asyncio.sleep(every)  # the drip itself, server side
+
+
+def answer_routes(routes: Mapping[str, Route]) -> RawHandler:
+    """Answer GETs from ``routes`` (keyed like FileServer's: the path without its leading
+    slash or query) over kept-alive connections, 404 for any other path. The benchmark
+    serves its files with this: aiohttp's server spends several times its CPU per request,
+    on the same cores as the service it measures."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                request = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return  # the client closed its kept-alive connection
+            target = request.split(b" ", 2)[1].decode("latin-1")
+            path = target.partition("?")[0].removeprefix("/")
+            writer.write(await _route_answer(routes.get(path)))
+            await writer.drain()
+            if b"\r\nconnection: close" in request.lower():
+                return
+
+    return handler
+
+
+async def _route_answer(route: Route | None) -> bytes:
+    """The whole response to a GET of ``route``, after its delay (a 404 without one)."""
+    if route is None:
+        return head({"Content-Length": 0}, "404 Not Found")
+    route.requests += 1
+    if route.delay:
+        await asyncio.sleep(route.delay)
+    if route.requests <= route.fail_first:
+        status, headers, body = route.fail_status, {}, b"injected failure"
+    else:
+        status, headers, body = route.status, route.headers, route.body
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    return head({**headers, "Content-Length": len(body)}, f"{status} {reason}") + body
