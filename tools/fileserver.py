@@ -42,6 +42,14 @@ class Route:
     delay: float = 0.0            # seconds before every answer (a slow server)
     requests: int = 0             # how many it got
 
+    def answer(self) -> tuple[int, Mapping[str, str], bytes]:
+        """Status, headers and body for the request just counted (the failure for the
+        first ``fail_first``)."""
+        if self.requests <= self.fail_first:
+            return self.fail_status, {"Content-Type": "text/plain; charset=utf-8"}, \
+                b"injected failure"
+        return self.status, self.headers, self.body
+
 
 class FileServer:
     """Routes by path (no leading slash); ``fallback`` answers the paths without one."""
@@ -95,9 +103,8 @@ class FileServer:
                 await asyncio.sleep(route.delay)
         finally:
             self.inflight -= 1
-        if route.requests <= route.fail_first:
-            return web.Response(status=route.fail_status, text="injected failure")
-        return web.Response(status=route.status, body=route.body, headers=route.headers)
+        status, headers, body = route.answer()
+        return web.Response(status=status, body=body, headers=headers)
 
 
 # -- faults a handler can answer with ------------------------------------------------------
@@ -244,10 +251,7 @@ async def _route_answer(route: Route | None) -> bytes:
     route.requests += 1
     if route.delay:
         await asyncio.sleep(route.delay)
-    if route.requests <= route.fail_first:
-        status, headers, body = route.fail_status, {}, b"injected failure"
-    else:
-        status, headers, body = route.status, route.headers, route.body
+    status, headers, body = route.answer()
     try:
         reason = HTTPStatus(status).phrase
     except ValueError:
