@@ -22,6 +22,7 @@ from app.service import Service  # noqa: E402
 
 
 async def serve(service: Service) -> int:
+    asyncio.get_running_loop().set_exception_handler(log.loop_exceptions)
     service.install_signal_handlers()
     return await service.run()
 

@@ -6,12 +6,16 @@ and becomes fields of the JSON object.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import orjson
+
+from app.errors import Kind, classify
 
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -52,6 +56,21 @@ def setup(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     # aiokafka is chatty at INFO about every rebalance step and coordinator lookup.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+
+
+def loop_exceptions(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The event loop's exception handler: asyncio's, except for fenced producers' leftovers.
+
+    When a producer is fenced, aiokafka 0.14 fails futures that nothing awaits any more
+    (a queued batch's drain waiter, the transaction waiter), and asyncio logged each at
+    error level with a traceback when it was freed. The task already reported the
+    fencing (event ``fenced``), so these are debug lines."""
+    exc = context.get("exception")
+    if (context.get("message") == "Future exception was never retrieved"
+            and exc is not None and classify(exc) is Kind.FENCED):
+        logging.getLogger("aiokafka").debug("a fenced producer's future nobody awaits: %r", exc)
+        return
+    loop.default_exception_handler(context)
 
 
 class ClientErrors(logging.Filter):

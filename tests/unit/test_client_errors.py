@@ -1,10 +1,13 @@
-"""A burst of Kafka client errors becomes a few clear lines, not a flood."""
+"""A burst of Kafka client errors becomes a few clear lines, not a flood; a fenced
+producer's leftovers are not errors."""
 
 from __future__ import annotations
 
 import logging
 
-from app.log import ClientErrors
+from aiokafka import errors as kafka
+
+from app.log import ClientErrors, loop_exceptions
 
 
 class Clock:
@@ -42,3 +45,37 @@ def test_other_loggers_and_info_lines_pass_untouched():
     assert errors.filter(record("app.partition", "transaction aborted"))
     assert errors.filter(record("aiokafka.consumer", "joined group", logging.INFO))
     assert errors.total == 0
+
+
+class RecordingLoop:
+    """Stands in for the event loop: records what reaches asyncio's default handler."""
+
+    def __init__(self) -> None:
+        self.defaulted: list[dict] = []
+
+    def default_exception_handler(self, context: dict) -> None:
+        self.defaulted.append(context)
+
+
+def test_a_fenced_producers_unawaited_future_is_a_debug_line_not_an_error(caplog):
+    loop = RecordingLoop()
+    context = {"message": "Future exception was never retrieved",
+               "exception": kafka.ProducerFenced()}
+    with caplog.at_level(logging.DEBUG, logger="aiokafka"):
+        loop_exceptions(loop, context)  # type: ignore[arg-type]
+    assert loop.defaulted == []
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+
+
+def test_every_other_loop_error_goes_to_asyncios_handler():
+    loop = RecordingLoop()
+    others = [
+        {"message": "Future exception was never retrieved",
+         "exception": kafka.KafkaConnectionError()},
+        {"message": "Task exception was never retrieved", "exception": kafka.ProducerFenced()},
+        {"message": "Exception in callback", "exception": ValueError("bug")},
+        {"message": "Future exception was never retrieved"},
+    ]
+    for context in others:
+        loop_exceptions(loop, context)  # type: ignore[arg-type]
+    assert loop.defaulted == others
