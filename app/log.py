@@ -14,9 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from aiokafka.producer.sender import Sender
 
 from app.errors import Kind, classify
 
+_PRODUCE_TASK = Sender._send_produce_req.__code__
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -59,18 +61,32 @@ def setup(level: str, fmt: str) -> None:
 
 
 def loop_exceptions(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """The event loop's exception handler: asyncio's, except for fenced producers' leftovers.
+    """The event loop's exception handler: asyncio's, except for a dead producer's leftovers.
 
-    When a producer is fenced, aiokafka 0.14 fails futures that nothing awaits any more
-    (a queued batch's drain waiter, the transaction waiter), and asyncio logged each at
-    error level with a traceback when it was freed. The task already reported the
-    fencing (event ``fenced``), so these are debug lines."""
-    exc = context.get("exception")
-    if (context.get("message") == "Future exception was never retrieved"
-            and exc is not None and classify(exc) is Kind.FENCED):
-        logging.getLogger("aiokafka").debug("a fenced producer's future nobody awaits: %r", exc)
+    aiokafka 0.14 leaves failures that nothing awaits any more behind a producer whose
+    sender died: the futures it failed when fenced (a queued batch's drain waiter, the
+    transaction waiter), and produce tasks still running then (one may fail on a batch
+    the sender's failure already dropped). asyncio logged each at error level with a
+    traceback when it was freed. The task already reported the failure (events
+    ``fenced``, ``task_failed``), so these are debug lines."""
+    if _dead_producers_leftover(context):
+        logging.getLogger("aiokafka").debug("left behind by a failed producer: %r",
+                                            context.get("exception"))
         return
     loop.default_exception_handler(context)
+
+
+def _dead_producers_leftover(context: dict[str, Any]) -> bool:
+    exc, message = context.get("exception"), context.get("message")
+    if message == "Future exception was never retrieved":
+        return exc is not None and classify(exc) is Kind.FENCED
+    if message == "Task exception was never retrieved":
+        # A running sender awaits each of its produce tasks: one nobody awaited
+        # outlived its sender.
+        task = context.get("future")
+        coro = task.get_coro() if isinstance(task, asyncio.Task) else None
+        return getattr(coro, "cr_code", None) is _PRODUCE_TASK
+    return False
 
 
 class ClientErrors(logging.Filter):

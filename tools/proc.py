@@ -59,6 +59,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def handles_signal(pid: int, sig: signal.Signals) -> bool:
+    """The live process has a handler for ``sig`` (Linux: SigCgt in /proc/PID/status).
+    Python's own SIGINT handler says its interpreter has started."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigCgt:"):
+                return bool(int(line.split()[1], 16) & (1 << (sig - 1)))
+    except OSError:
+        pass
+    return False
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM of a live process: its peak resident set so far. Not ``ru_maxrss``: Linux
     carries over the high-water mark of the parent's memory from before exec."""

@@ -3,9 +3,13 @@ producer's leftovers are not errors."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from aiokafka import errors as kafka
+from aiokafka.producer.sender import Sender
 
 from app.log import ClientErrors, loop_exceptions
 
@@ -67,12 +71,38 @@ def test_a_fenced_producers_unawaited_future_is_a_debug_line_not_an_error(caplog
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]
 
 
+def failed_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task:
+    async def run() -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        await asyncio.wait([task])
+        return task
+    return asyncio.run(run())
+
+
+def test_a_produce_task_its_dead_sender_left_is_a_debug_line(caplog):
+    loop = RecordingLoop()
+    # aiokafka's own produce-request coroutine, failing (here: on a sender it can't use).
+    task = failed_task(Sender._send_produce_req(object(), 0, {}))
+    context = {"message": "Task exception was never retrieved",
+               "exception": task.exception(), "future": task}
+    with caplog.at_level(logging.DEBUG, logger="aiokafka"):
+        loop_exceptions(loop, context)  # type: ignore[arg-type]
+    assert loop.defaulted == []
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+
+
+async def _ours() -> None:
+    raise kafka.ProducerFenced()
+
+
 def test_every_other_loop_error_goes_to_asyncios_handler():
     loop = RecordingLoop()
+    ours = failed_task(_ours())
     others = [
         {"message": "Future exception was never retrieved",
          "exception": kafka.KafkaConnectionError()},
-        {"message": "Task exception was never retrieved", "exception": kafka.ProducerFenced()},
+        {"message": "Task exception was never retrieved", "exception": ours.exception(),
+         "future": ours},
         {"message": "Exception in callback", "exception": ValueError("bug")},
         {"message": "Future exception was never retrieved"},
     ]

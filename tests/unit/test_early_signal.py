@@ -13,6 +13,7 @@ import pytest
 
 from app import signals
 from tools.local_kafka import free_port
+from tools.proc import handles_signal
 
 
 # Measured from the moment the interpreter has initialised (Python's own SIGINT handler is
@@ -40,16 +41,11 @@ def test_sigterm_early_exits_zero_with_the_summary(delay):
 
 
 def wait_until_it_catches(pid: int, sig: signal.Signals, timeout: float = 20.0) -> None:
-    """Until the process has a handler for ``sig`` (Linux: SigCgt in /proc/PID/status)."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/status") as status:
-            caught = next(int(line.split()[1], 16) for line in status
-                          if line.startswith("SigCgt:"))
-        if caught & (1 << (sig - 1)):
-            return
+    while not handles_signal(pid, sig):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pid {pid} installed no {sig.name} handler in {timeout} s")
         time.sleep(0.0005)
-    raise AssertionError(f"pid {pid} installed no {sig.name} handler in {timeout} s")
 
 
 def test_a_second_early_signal_exits_at_once(monkeypatch):
