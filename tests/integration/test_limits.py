@@ -47,7 +47,6 @@ async def test_a_transaction_that_always_times_out_is_dead_lettered(
     assert [r.value for r in outputs] == small_items
     timed_out = [e for e in service.events("task_failed") if "transaction timed out" in e["msg"]]
     assert len(timed_out) == 2, "dead-lettered after MAX_ATTEMPTS timed-out transactions"
-    # Each timeout is reported once, as a failed task: no asyncio error about the fenced
-    # producer's exception that nobody retrieved (aiokafka's transaction waiter,
-    # app/clients.py).
+    # Each timeout is reported once, as a failed task: no asyncio error about what the
+    # fenced producer left behind that nobody awaits (app/log.py, loop_exceptions).
     assert "never retrieved" not in service.log_text()

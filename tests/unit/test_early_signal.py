@@ -41,6 +41,7 @@ def test_sigterm_early_exits_zero_with_the_summary(delay):
 
 
 def wait_until_it_catches(pid: int, sig: signal.Signals, timeout: float = 20.0) -> None:
+    """Until the process has a handler for ``sig``."""
     deadline = time.monotonic() + timeout
     while not handles_signal(pid, sig):
         if time.monotonic() > deadline:
