@@ -14,9 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 from aiokafka.producer.sender import Sender
-
-from app.errors import Kind, classify
 
 _PRODUCE_TASK = Sender._send_produce_req.__code__
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -63,12 +62,14 @@ def setup(level: str, fmt: str) -> None:
 def loop_exceptions(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     """The event loop's exception handler: asyncio's, except for a dead producer's leftovers.
 
-    aiokafka 0.14 leaves failures that nothing awaits any more behind a producer whose
-    sender died: the futures it failed when fenced (a queued batch's drain waiter, the
-    transaction waiter), and produce tasks still running then (one may fail on a batch
-    the sender's failure already dropped). asyncio logged each at error level with a
-    traceback when it was freed. The task already reported the failure (events
-    ``fenced``, ``task_failed``), so these are debug lines."""
+    When a producer's sender dies (fenced, or a fatal error such as a lost coordinator
+    connection), aiokafka 0.14 leaves failures behind that nothing awaits any more:
+    futures it failed (a queued batch's drain waiter, the transaction waiter) and
+    produce tasks still running (one may fail on a batch the sender's failure already
+    dropped). asyncio logged each at error level with a traceback when it was freed.
+    The task already reported the failure (events ``fenced``, ``task_failed``) through
+    the futures it awaits, so these are debug lines. Our own futures are all awaited: a
+    Kafka error in one nobody awaited is the client's."""
     if _dead_producers_leftover(context):
         logging.getLogger("aiokafka").debug("left behind by a failed producer: %r",
                                             context.get("exception"))
@@ -77,9 +78,9 @@ def loop_exceptions(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
 
 
 def _dead_producers_leftover(context: dict[str, Any]) -> bool:
-    exc, message = context.get("exception"), context.get("message")
+    message = context.get("message")
     if message == "Future exception was never retrieved":
-        return exc is not None and classify(exc) is Kind.FENCED
+        return isinstance(context.get("exception"), KafkaError)
     if message == "Task exception was never retrieved":
         # A running sender awaits each of its produce tasks: one nobody awaited
         # outlived its sender.

@@ -137,8 +137,8 @@ class PartitionTask:
     async def _restore(self, dedup: Deduplicator) -> None:
         """The dedup store as committed: after init_transactions settled any open one."""
         started, consumer = time.monotonic(), self.context.make_restore_consumer()  # type: ignore[misc]
-        await consumer.start()
-        try:
+        try:  # a start that fails or is cancelled (revoked meanwhile) is stopped too
+            await consumer.start()
             entries = await dedup.restore(consumer)
         finally:
             await consumer.stop()

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+import pytest
 from aiokafka import errors as kafka
 from aiokafka.producer.sender import Sender
 
@@ -61,10 +62,11 @@ class RecordingLoop:
         self.defaulted.append(context)
 
 
-def test_a_fenced_producers_unawaited_future_is_a_debug_line_not_an_error(caplog):
+@pytest.mark.parametrize("error", [
+    kafka.ProducerFenced(), kafka.KafkaError("Unexpected error during batch delivery")])
+def test_a_dead_producers_unawaited_future_is_a_debug_line_not_an_error(caplog, error):
     loop = RecordingLoop()
-    context = {"message": "Future exception was never retrieved",
-               "exception": kafka.ProducerFenced()}
+    context = {"message": "Future exception was never retrieved", "exception": error}
     with caplog.at_level(logging.DEBUG, logger="aiokafka"):
         loop_exceptions(loop, context)  # type: ignore[arg-type]
     assert loop.defaulted == []
@@ -99,8 +101,7 @@ def test_every_other_loop_error_goes_to_asyncios_handler():
     loop = RecordingLoop()
     ours = failed_task(_ours())
     others = [
-        {"message": "Future exception was never retrieved",
-         "exception": kafka.KafkaConnectionError()},
+        {"message": "Future exception was never retrieved", "exception": ValueError("ours")},
         {"message": "Task exception was never retrieved", "exception": ours.exception(),
          "future": ours},
         {"message": "Exception in callback", "exception": ValueError("bug")},

@@ -4,15 +4,18 @@ offset order, retry, dead-letter, the prefetch window's pause and resume, close.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
 from app.budget import MemoryBudget
+from app.dedup import dedup_factory
 from app.errors import TaskFailed, TaskFenced
 from app.partition import PartitionTask, TaskState
 from tests.unit.fakes import (
+    EmptyChangelog,
     FileDownloader,
     MemoryConsumer,
     ScriptedProducer,
@@ -162,3 +165,27 @@ async def test_committed_records_are_freed_while_the_task_waits_for_more():
              and any(r.value == b'{"only":"this file"}' for r in o.each_record())]
     assert alive == [], "the budget released them, so nothing may keep them"
     await task.close(1)
+
+
+class UnreachableChangelog(EmptyChangelog):
+    """A restore consumer whose start fails (the broker unreachable, or a revocation)."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    async def start(self) -> None:
+        raise kafka.KafkaConnectionError("no broker")
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_a_restore_consumer_that_failed_to_start_is_stopped():
+    restore = UnreachableChangelog()
+    config = settings("--dedup", "url")
+    ctx = dataclasses.replace(
+        context(config, assigned_consumer(TP), FileDownloader({}), lambda p: ScriptedProducer()),
+        make_dedup=dedup_factory(config), make_restore_consumer=lambda: restore)
+    with pytest.raises(kafka.KafkaConnectionError):
+        await PartitionTask(TP, ctx).start()
+    assert restore.stopped, "its connections are closed, not left to the garbage collector"
