@@ -60,7 +60,7 @@ def setup(level: str, fmt: str) -> None:
 
 
 def loop_exceptions(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """The event loop's exception handler: asyncio's, except for a dead producer's leftovers.
+    """The event loop's exception handler: asyncio's, except for the Kafka client's leftovers.
 
     When a producer's sender dies (fenced, or a fatal error such as a lost coordinator
     connection), aiokafka 0.14 leaves failures behind that nothing awaits any more:
@@ -70,14 +70,14 @@ def loop_exceptions(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) ->
     The task already reported the failure (events ``fenced``, ``task_failed``) through
     the futures it awaits, so these are debug lines. Our own futures are all awaited: a
     Kafka error in one nobody awaited is the client's."""
-    if _dead_producers_leftover(context):
-        logging.getLogger("aiokafka").debug("left behind by a failed producer: %r",
+    if _kafka_clients_leftover(context):
+        logging.getLogger("aiokafka").debug("a Kafka client failure nobody awaits: %r",
                                             context.get("exception"))
         return
     loop.default_exception_handler(context)
 
 
-def _dead_producers_leftover(context: dict[str, Any]) -> bool:
+def _kafka_clients_leftover(context: dict[str, Any]) -> bool:
     message = context.get("message")
     if message == "Future exception was never retrieved":
         return isinstance(context.get("exception"), KafkaError)
