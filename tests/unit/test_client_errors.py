@@ -1,11 +1,11 @@
-"""A burst of Kafka client errors becomes a few clear lines, not a flood; a fenced
+"""A burst of Kafka client errors becomes a few clear lines, not a flood; a dead
 producer's leftovers are not errors."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -62,17 +62,6 @@ class RecordingLoop:
         self.defaulted.append(context)
 
 
-@pytest.mark.parametrize("error", [
-    kafka.ProducerFenced(), kafka.KafkaError("Unexpected error during batch delivery")])
-def test_a_dead_producers_unawaited_future_is_a_debug_line_not_an_error(caplog, error):
-    loop = RecordingLoop()
-    context = {"message": "Future exception was never retrieved", "exception": error}
-    with caplog.at_level(logging.DEBUG, logger="aiokafka"):
-        loop_exceptions(loop, context)  # type: ignore[arg-type]
-    assert loop.defaulted == []
-    assert [r.levelno for r in caplog.records] == [logging.DEBUG]
-
-
 def failed_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task:
     async def run() -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -81,14 +70,26 @@ def failed_task(coro: Coroutine[Any, Any, None]) -> asyncio.Task:
     return asyncio.run(run())
 
 
-def test_a_produce_task_its_dead_sender_left_is_a_debug_line(caplog):
-    loop = RecordingLoop()
+def unawaited_future(error: Exception) -> Callable[[], dict]:
+    return lambda: {"message": "Future exception was never retrieved", "exception": error}
+
+
+def unawaited_produce_task() -> dict:
     # aiokafka's own produce-request coroutine, failing (here: on a sender it can't use).
     task = failed_task(Sender._send_produce_req(object(), 0, {}))
-    context = {"message": "Task exception was never retrieved",
-               "exception": task.exception(), "future": task}
+    return {"message": "Task exception was never retrieved", "exception": task.exception(),
+            "future": task}
+
+
+@pytest.mark.parametrize("leftover", [
+    unawaited_future(kafka.ProducerFenced()),
+    unawaited_future(kafka.KafkaError("Unexpected error during batch delivery")),
+    unawaited_produce_task,
+], ids=["fenced future", "fatal future", "produce task"])
+def test_a_dead_producers_leftover_is_a_debug_line_not_an_error(caplog, leftover):
+    loop = RecordingLoop()
     with caplog.at_level(logging.DEBUG, logger="aiokafka"):
-        loop_exceptions(loop, context)  # type: ignore[arg-type]
+        loop_exceptions(loop, leftover())  # type: ignore[arg-type]
     assert loop.defaulted == []
     assert [r.levelno for r in caplog.records] == [logging.DEBUG]
 
