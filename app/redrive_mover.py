@@ -26,6 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from app.clients import FatalStartupError, check_connection, connection
 from app.commit import ExactlyOnceCommitter, Outcome
 from app.config import Settings
+from app.log import loop_exceptions
 from app.records import OutRecord
 from app.redrive import Options, Tally, UsageError, Verdict, judge
 from app.redrive_progress import Progress
@@ -48,6 +49,8 @@ class Span:
 
 
 async def run(settings: Settings, options: Options, tally: Tally, progress: bool) -> None:
+    # As in the service: a producer whose sender died leaves failures nobody awaits.
+    asyncio.get_running_loop().set_exception_handler(loop_exceptions)
     try:
         await check_connection(settings)
     except FatalStartupError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import subprocess
@@ -186,3 +187,21 @@ def test_the_bar_is_drawn_in_place_only_when_enabled() -> None:
     drawn = stream.getvalue()
     assert drawn.count("\r") == 3 and drawn.endswith("\n")
     assert "2/10" not in drawn and "5/10 read | moved 4/4 selected | 4/s" in drawn
+
+
+def test_the_redrive_loop_hands_the_kafka_clients_leftovers_to_the_service_handler(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its producer dies as the service's can (a lost coordinator connection): what the
+    client leaves behind must not print asyncio tracebacks over the job's report."""
+    from app import log, redrive_mover
+    from app.clients import FatalStartupError
+    handlers = []
+
+    async def unreachable(settings: object) -> None:
+        handlers.append(asyncio.get_running_loop().get_exception_handler())
+        raise FatalStartupError("no broker")
+
+    monkeypatch.setattr(redrive_mover, "check_connection", unreachable)
+    assert redrive.main(["--reason", "http_error"]) == 1
+    assert handlers == [log.loop_exceptions]
+    assert "no broker" in capsys.readouterr().err
