@@ -18,8 +18,9 @@ Verdicts (each can fail on its own; ``tests/chaos/test_checker.py`` makes each f
 - no aborted reads: nothing the read_committed view returned belongs to an
   aborted or unfinished transaction (``aborted_visible``), and nothing committed
   is missing from that view (``invisible_committed``);
-- no torn transactions: every committed transaction holds exactly one input
-  record's complete set of outputs, or exactly one dead letter (``torn``);
+- no torn transactions: every committed transaction holds whole outcomes only,
+  each input record's complete set of outputs or its one dead letter; one input
+  record per transaction, several with group commit (``torn``);
 - no hanging transaction: last stable offset == high watermark everywhere, and no
   transaction left open in the log (``hanging``);
 - order: within an output partition a file's transactions appear in file order,
