@@ -337,7 +337,8 @@ class Run:
             "expect": self.args.expect,
             "seed": self.seed,
             "verdict": "PASS" if passed else "FAIL",
-            "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "started_at": datetime.datetime.fromtimestamp(self.wall_started, datetime.UTC)
+                                           .isoformat(timespec="seconds"),
             "elapsed_s": round(elapsed, 1),
             "phases_s": self.phases,
             "recovery_after_last_fault_s": (round(v.recovery_s, 1)

@@ -7,9 +7,11 @@ restarts): the broken copier must be caught, and the service must pass.
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,9 +43,13 @@ def test_the_checker_catches_a_copier_that_commits_offsets_outside_its_transacti
 
 @pytest.mark.kafka
 def test_the_service_passes_the_smoke_tier(kafka_bootstrap, tmp_path):
+    before = time.time()
     code, last, report = chaos_run(kafka_bootstrap, tmp_path / "service.json", "--seed", "4")
     assert last.startswith("chaos: PASS inputs="), (last, report["failures"])
     assert code == 0
+    started = datetime.datetime.fromisoformat(report["started_at"]).timestamp()
+    # The run lasts longer than 10 s (it feeds for 15): the time it reported is later.
+    assert before - 1 <= started <= before + 10, "started_at: when the run began"
     counts = report["counts"]
     assert counts["inputs"] > 300 and counts["repeats"] > 0, "300 files, some published again"
     faults = report["faults"]
