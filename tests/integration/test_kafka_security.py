@@ -39,7 +39,7 @@ from tests.integration.harness import (
     unique,
     wait_until,
 )
-from tools import local_kafka
+from tools import kafka_security, local_kafka
 
 FAIL_FAST_S = 30
 FORMATS = ["ndjson", "array", "gzip-file", "gzip-encoding"]
@@ -180,7 +180,7 @@ async def test_wrong_password_fails_fast_with_one_clear_line(
 
 async def test_untrusted_ca_fails_fast_with_one_clear_line(
         secured_broker, services, tmp_path: Path):
-    other_ca = local_kafka.make_ca(tmp_path / "other-ca", "other-ca")
+    other_ca = kafka_security.make_ca(tmp_path / "other-ca", "other-ca")
     env = secure_env(secured_broker, unused_topics(),
                      secret_file(tmp_path, secured_broker.secured.password), other_ca)
     service = services(env, name="untrusted-ca").start()
