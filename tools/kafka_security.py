@@ -106,8 +106,8 @@ def _write_private(path: Path, text: str) -> None:
         out.write(text)
 
 
-def secure_data_dir(data: Path, port: int, controller_port: int, internal_port: int
-           ) -> tuple[dict[str, str], list[str]]:
+def secure_data_dir(data: Path, port: int, controller_port: int, internal_port: int,
+                    ) -> tuple[dict[str, str], list[str]]:
     """CA, keystore and SCRAM password in ``data``: the broker's properties and the
     StorageTool arguments that create the SCRAM user."""
     keystore_password = secrets.token_hex(16)
