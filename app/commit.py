@@ -12,6 +12,13 @@ never retries, logs or counts. What to do next is the partition task's decision:
     UNKNOWN  the commit was sent and its answer lost: it may have been applied, so
              never abort it; a new producer's init settles it, the committed offset tells
     FATAL    the producer is unusable: replace it and resume from the committed offset
+    UNAUTHORIZED  the broker refused a topic, the group or the transactional id (ACLs):
+             nothing of it is visible; a setting to fix, not the record's fault
+
+A transactional commit is bounded by TRANSACTION_TIMEOUT_MS: aiokafka retries EndTxn and
+transactional batches without limit, and past that time the coordinator has aborted the
+transaction anyway. A commit still running then ends TIMED_OUT (its EndTxn not yet sent:
+it will be aborted) or UNKNOWN (EndTxn sent, its answer lost).
 
 ``make_committer`` picks the implementation for ``PROCESSING_GUARANTEE`` once, at start.
 """
@@ -47,6 +54,7 @@ class Outcome(enum.Enum):
     TIMED_OUT = "timed_out"
     UNKNOWN = "unknown"
     FATAL = "fatal"
+    UNAUTHORIZED = "unauthorized"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,15 +88,22 @@ class ExactlyOnceCommitter:
 
     async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
                      records: Sequence[Output]) -> Result:
-        started = time.monotonic()
-        result = await self._commit(producer, offsets, records)
+        started, ending = time.monotonic(), _Ending()
+        bound = self.transaction_timeout_s if self.transaction_timeout_s < float("inf") else None
+        try:
+            async with asyncio.timeout(bound):
+                result = await self._commit(producer, offsets, records, ending)
+        except TimeoutError:
+            hung = TimeoutError(f"the commit did not finish within the transaction timeout "
+                                f"({self.transaction_timeout_s:.0f}s)")
+            return Result(Outcome.UNKNOWN if ending.sent else Outcome.TIMED_OUT, hung)
         if (result.outcome is Outcome.FENCED
                 and time.monotonic() - started >= self.transaction_timeout_s):
             return Result(Outcome.TIMED_OUT, result.cause)
         return result
 
     async def _commit(self, producer: AIOKafkaProducer, offsets: Offsets,
-                      records: Sequence[Output]) -> Result:
+                      records: Sequence[Output], ending: _Ending) -> Result:
         try:
             await producer.begin_transaction()
             # The offsets join the transaction while its records are in flight (one
@@ -97,20 +112,27 @@ class ExactlyOnceCommitter:
                 producer.send_offsets_to_transaction, dict(offsets), self.group_id))
         except Exception as exc:
             return await _abort(producer, exc)
+        ending.sent = True
         try:
             await producer.commit_transaction()
         except Exception as exc:
-            fenced = classify(exc) is Kind.FENCED
-            return Result(Outcome.FENCED if fenced else Outcome.UNKNOWN, exc)
+            kind = classify(exc)
+            if kind is Kind.FENCED or kind is Kind.UNAUTHORIZED:
+                return Result(Outcome(kind.value), exc)
+            return Result(Outcome.UNKNOWN, exc)
         return DONE
+
+
+class _Ending:
+    """Whether a commit got as far as sending EndTxn: then its outcome is unknown."""
+
+    sent = False
 
 
 async def _abort(producer: AIOKafkaProducer, cause: BaseException) -> Result:
     kind = classify(cause)
-    if kind is Kind.FENCED:
-        return Result(Outcome.FENCED, cause)
-    if kind is Kind.FATAL:
-        return Result(Outcome.FATAL, cause)
+    if kind in (Kind.FENCED, Kind.FATAL, Kind.UNAUTHORIZED):
+        return Result(Outcome(kind.value), cause)  # a new producer settles it
     try:
         await producer.abort_transaction()
     except Exception as exc:
@@ -136,9 +158,9 @@ class AtLeastOnceCommitter:
             await self.consumer.commit(dict(offsets))
         except Exception as exc:
             kind = classify(exc)
-            if kind is Kind.FENCED:
-                return Result(Outcome.FENCED, exc)
-            return Result(Outcome.FATAL if kind is Kind.FATAL else Outcome.RETRY, exc)
+            if kind in (Kind.FENCED, Kind.FATAL, Kind.UNAUTHORIZED):
+                return Result(Outcome(kind.value), exc)
+            return Result(Outcome.RETRY, exc)
         return DONE
 
 

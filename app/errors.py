@@ -6,6 +6,9 @@
              task and let the rebalance (or a later restart) decide.
 - FATAL:     this producer is unusable or the outcome is unknown; recreate it
              and resume from the committed offset.
+- UNAUTHORIZED: the broker refuses this service a topic, the group or the
+             transactional id: a setting to fix (ACLs), not a record's fault; the
+             partition waits and tries again now and then, with one log line.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ class Kind(enum.Enum):
     POISON = "poison"
     FENCED = "fenced"
     FATAL = "fatal"
+    UNAUTHORIZED = "unauthorized"
 
 
 class IngestError(Exception):
@@ -55,6 +59,10 @@ class TaskFailed(Exception):
     """The producer is unusable or a commit's outcome is unknown: start afresh."""
 
 
+class TaskUnauthorized(TaskFailed):
+    """The broker refused a topic, the group or the transactional id (ACLs)."""
+
+
 class ConfigError(Exception):
     """A setting is invalid; the service refuses to start."""
 
@@ -62,7 +70,12 @@ class ConfigError(Exception):
 _FENCED = (
     kafka.ProducerFenced,
     kafka.InvalidProducerEpoch,
+)
+_UNAUTHORIZED = (
+    kafka.TopicAuthorizationFailedError,
+    kafka.GroupAuthorizationFailedError,
     kafka.TransactionalIdAuthorizationFailed,
+    kafka.ClusterAuthorizationFailedError,
 )
 _POISON_KAFKA = (
     kafka.MessageSizeTooLargeError,
@@ -77,6 +90,8 @@ def classify(exc: BaseException) -> Kind:
         return exc.kind
     if isinstance(exc, _FENCED):
         return Kind.FENCED
+    if isinstance(exc, _UNAUTHORIZED):
+        return Kind.UNAUTHORIZED
     if isinstance(exc, _POISON_KAFKA):
         return Kind.POISON
     if isinstance(exc, (kafka.KafkaConnectionError, kafka.KafkaTimeoutError,

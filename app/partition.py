@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 # How long a commit waits for the consumer's position (rule (a)) before it commits
 # offset + 1 instead.
 POSITION_WAIT_S = 1.0
+# Of a close's budget, what is kept for stopping the producer after the commit in flight.
+STOP_RESERVE_S = 5.0
 
 
 class TaskState(enum.Enum):
@@ -105,6 +107,7 @@ class PartitionTask:
         self.window = PrefetchWindow(tp, self.consumer, self.settings.prefetch_per_partition,
                                      prepare, context.preparer.budget)
         self.committed_offset = -1  # the offset after the last record committed
+        self.started_offset = -1  # the committed offset read at start
         self._producer: AIOKafkaProducer | None = None
         self._runner: asyncio.Task[None] | None = None
         self._records = RecordCommitter(tp, context, self.dedup, lambda: self._producer,
@@ -127,7 +130,7 @@ class PartitionTask:
         if self.state is not TaskState.STARTING:
             return
         self.consumer.seek(self.tp, committed)
-        self.committed_offset = committed
+        self.committed_offset = self.started_offset = committed
         self.state = TaskState.RUNNING
         self.window.open(committed)
         self._runner = asyncio.create_task(self._run(), name=f"partition-{self.tp.partition}")
@@ -151,23 +154,37 @@ class PartitionTask:
     def ready(self) -> bool:
         return self.state is TaskState.RUNNING
 
+    @property
+    def progressed(self) -> bool:
+        """Committed something in its life."""
+        return self.committed_offset > self.started_offset >= 0
+
+    @property
+    def open_since(self) -> float | None:
+        """When the commit in progress began (time.monotonic()); None if none is."""
+        return self._records.open_since
+
     async def wait(self) -> None:
         """Until the task ends; raises TaskFenced or TaskFailed if it ended on its own."""
         if self._runner is not None:
             await self._runner
 
     async def close(self, timeout: float) -> None:
+        """Within ``timeout`` in all, so that a revoke stays under the rebalance timeout:
+        the commit in flight may finish, and the producer stops in what is left."""
+        deadline = time.monotonic() + timeout
         self._stop_taking()
         if self._runner is not None and not self._runner.done():
             try:
-                await asyncio.wait_for(asyncio.shield(self._runner), timeout)
+                await asyncio.wait_for(asyncio.shield(self._runner),
+                                       timeout - min(STOP_RESERVE_S, timeout / 4))
             except (TimeoutError, TaskFenced, TaskFailed):
                 pass
             except Exception:
                 log.exception("partition task failed while closing", extra=self._ctx())
-        await self.terminate()
+        await self.terminate(max(0.0, deadline - time.monotonic()))
 
-    async def terminate(self) -> None:
+    async def terminate(self, stop_within: float | None = None) -> None:
         self._stop_taking()
         if self._runner is not None:
             self._runner.cancel()
@@ -178,7 +195,9 @@ class PartitionTask:
             # A transaction left open here is settled by the next owner's
             # init_transactions (or the transaction timeout); stop without waiting on it.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._producer.stop(), self.settings.shutdown_timeout_s)
+                await asyncio.wait_for(self._producer.stop(),
+                                       stop_within if stop_within is not None
+                                       else self.settings.shutdown_timeout_s)
             self._producer = None
         self.state = TaskState.CLOSED
 

@@ -21,7 +21,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.commit import Outcome, Result
 from app.dedup import Deduplicator
-from app.errors import PoisonError, TaskFailed, TaskFenced, backoff
+from app.errors import PoisonError, TaskFailed, TaskFenced, TaskUnauthorized, backoff
 from app.records import Output, Prepared
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class RecordCommitter:
         self._producer, self._running, self._log_context = producer, running, log_context
         self._offset_after = offset_after
         self.committed_offset = -1  # the input offset the last successful commit wrote
+        self.open_since: float | None = None  # when the commit in progress began
 
     async def commit(self, record: ConsumerRecord, prepared: Prepared) -> bool:
         """Commit the record's outputs and offset, retrying; False if closed meanwhile."""
@@ -140,10 +141,16 @@ class RecordCommitter:
         return await self._commit_offset(await self._offset_after(group[-1][0]), records)
 
     async def _commit_offset(self, offset: int, records: list[Output]) -> Result:
-        result = await self.context.committer.commit(self._producer(), {self.tp: offset},  # type: ignore[arg-type]
-                                                     records)
+        self.open_since = time.monotonic()
+        try:
+            result = await self.context.committer.commit(self._producer(),  # type: ignore[arg-type]
+                                                         {self.tp: offset}, records)
+        finally:
+            self.open_since = None
         if result.outcome is Outcome.DONE:
             self.committed_offset = offset
+        else:
+            self.stats.commit_failed(result.outcome.value)
         return result
 
     async def _checked(self, record: ConsumerRecord, prepared: Prepared) -> Prepared:
@@ -176,6 +183,8 @@ class RecordCommitter:
             raise TaskFailed(f"commit outcome unknown: {cause!r}") from cause
         if result.outcome is Outcome.FATAL:
             raise TaskFailed(f"producer failed: {cause!r}") from cause
+        if result.outcome is Outcome.UNAUTHORIZED:
+            raise TaskUnauthorized(f"not authorized: {cause!r}") from cause
 
     def _done(self, record: ConsumerRecord, prepared: Prepared) -> None:
         original = self.dedup.duplicate_of(prepared) if self.dedup else None

@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from aiohttp.web import AppRunner
 from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka
 
@@ -62,7 +61,9 @@ class Service:
         self.stopping = asyncio.Event()
         self.supervisor: Supervisor | None = None
         self.last_progress = time.monotonic()
+        self.polling = False  # the poll loop runs: only then can it stall
         self.stall_after = settings.health_stall_s
+        self.stats.transaction_timeout.set(settings.transaction_timeout_ms / 1000)
         self._signals = 0
         self._client_errors_seen = log_setup.client_errors.total
 
@@ -87,17 +88,26 @@ class Service:
         self.stopping.set()
 
     async def run(self) -> int:
-        settings = self.settings
         try:
-            await self._unless_stopped(check_connection(settings))
+            await self._unless_stopped(check_connection(self.settings))
         except FatalStartupError as exc:
             log.error("cannot start: %s", exc)
             return 1
+        # Probes answer from here on: a liveness probe must not fail while Kafka is awaited.
+        port = self.settings.http_port
+        web_runner = await web.serve(self, port) if port else None
+        try:
+            return await self._serve()
+        finally:
+            if web_runner is not None:
+                await _quietly("stopping the HTTP server", web_runner.cleanup(), 5)
+
+    async def _serve(self) -> int:
+        settings = self.settings
         if settings.dedup != "off" and not await self._ensure_changelog():
             log.info("stopped: %s", self.stats.summary(0),
                      extra={"event": "stopped", **self.stats.summary_fields(0)})
             return 2 if not self.stopping.is_set() else 0
-        web_runner = await web.serve(self, settings.http_port) if settings.http_port else None
         downloader = Downloader(DownloadLimits.from_settings(settings))
         await downloader.start()
         code, supervisor = 0, None
@@ -112,13 +122,12 @@ class Service:
         finally:
             self.stopping.set()  # readiness fails from here on
             lag_watch.cancel()
-            held = await self._close(supervisor, downloader, web_runner)
+            held = await self._close(supervisor, downloader)
         log.info("stopped: %s", self.stats.summary(held),
                  extra={"event": "stopped", **self.stats.summary_fields(held)})
         return code
 
-    async def _close(self, supervisor: Supervisor | None, downloader: Downloader,
-                     web_runner: AppRunner | None) -> int:
+    async def _close(self, supervisor: Supervisor | None, downloader: Downloader) -> int:
         """Close everything, whatever state the connections are in; the partitions held."""
         timeout, held = self.settings.shutdown_timeout_s, 0
         if supervisor is not None:
@@ -126,8 +135,6 @@ class Service:
             await _quietly("closing partition tasks", supervisor.close(timeout), timeout + 5)
             await _quietly("stopping the consumer", supervisor.consumer.stop(), 10)
         await _quietly("closing downloads", downloader.close(), 5)
-        if web_runner is not None:
-            await _quietly("stopping the HTTP server", web_runner.cleanup(), 5)
         return held
 
     async def _unless_stopped(self, work: Awaitable[T]) -> tuple[bool, T | None]:
@@ -213,7 +220,7 @@ class Service:
         self._client_errors_seen = errors.total
 
     async def _poll(self, consumer: AIOKafkaConsumer, supervisor: Supervisor) -> int:
-        observed = 0.0
+        observed, self.polling = 0.0, True
         while not self.stopping.is_set():
             self.last_progress = time.monotonic()
             if self.last_progress - observed > 1:

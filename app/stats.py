@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -24,6 +25,9 @@ DEAD_LETTER_REASONS = (
     "too_many_redirects", "file_too_large", "bad_gzip", "invalid_utf8", "invalid_json",
     "not_an_object", "nesting_too_deep", "too_many_transactions", "missing_key_field",
     "record_too_large", "transaction_timeout", "internal_error")
+# app/commit.py's outcomes other than done, and why a partition's task was replaced.
+COMMIT_FAILURES = ("retry", "fenced", "timed_out", "unknown", "fatal", "unauthorized")
+RESTART_CAUSES = ("fenced", "failed", "start_failed", "unauthorized")
 
 
 class Stats:
@@ -53,6 +57,7 @@ class Stats:
         self.lag = Gauge("txingest_consumer_lag", "Records behind the input's last stable offset",
                          ["partition"], registry=r)
         self._add_runtime_metrics(r)
+        self._add_partition_metrics(r)
         for outcome in ("committed", "dead_lettered", "duplicate"):
             self.records.labels(outcome)
         for result in ("committed", "aborted"):
@@ -88,6 +93,40 @@ class Stats:
         self.loop_lag_max = Gauge("txingest_event_loop_lag_max_seconds",
                                   "The event loop's worst lag since start", registry=r)
 
+    def _add_partition_metrics(self, r: CollectorRegistry) -> None:
+        """Per partition: is it moving, and if not, why (docs/operations.md, alerts)."""
+        self.stalled = Gauge("txingest_partition_stalled_seconds", "Seconds the partition has "
+                             "had work (or no running task) without a commit; 0 when idle",
+                             ["partition"], registry=r)
+        self.transaction_open = Gauge("txingest_transaction_open_seconds", "Age of the "
+                                      "partition's commit in progress; 0 when none",
+                                      ["partition"], registry=r)
+        self.unauthorized = Gauge("txingest_partition_unauthorized", "1 while the partition "
+                                  "waits because the broker refused an ACL", ["partition"],
+                                  registry=r)
+        self.task_restarts = Counter("txingest_task_restarts", "Partition tasks replaced, by "
+                                     "cause", ["partition", "cause"], registry=r)
+        self.commit_failures = Counter("txingest_commit_failures", "Commits that did not "
+                                       "commit, by outcome", ["outcome"], registry=r)
+        self.transaction_timeout = Gauge("txingest_transaction_timeout_seconds",
+                                         "TRANSACTION_TIMEOUT_MS, for alert rules", registry=r)
+        for outcome in COMMIT_FAILURES:
+            self.commit_failures.labels(outcome)
+
+    def partition_assigned(self, partition: int) -> None:
+        """Every series of the partition exists from its assignment on, at 0."""
+        label = str(partition)
+        for gauge in (self.stalled, self.transaction_open, self.unauthorized):
+            gauge.labels(label).set(0)
+        for cause in RESTART_CAUSES:
+            self.task_restarts.labels(label, cause)
+
+    def partition_revoked(self, partition: int) -> None:
+        """Its gauges go: another replica reports the partition now (counters stay)."""
+        for gauge in (self.lag, self.stalled, self.transaction_open, self.unauthorized):
+            with contextlib.suppress(KeyError):
+                gauge.remove(str(partition))
+
     def committed(self, outputs: int) -> None:
         self._records_committed.inc()
         self.outputs.inc(outputs)
@@ -120,8 +159,12 @@ class Stats:
         self.retries_by_reason.labels(reason).inc()
         self.totals.update(retries=1)
 
-    def restarted(self) -> None:
+    def restarted(self, partition: int, cause: str) -> None:
+        self.task_restarts.labels(str(partition), cause).inc()
         self.totals.update(restarts=1)
+
+    def commit_failed(self, outcome: str) -> None:
+        self.commit_failures.labels(outcome).inc()
 
     def downloaded(self, seconds: float, nbytes: int) -> None:
         self.download_seconds.observe(seconds)

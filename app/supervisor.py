@@ -1,9 +1,12 @@
 """The task manager: one PartitionTask per assigned partition, and the rebalance listener.
 
 Assignment creates tasks, revocation closes them; a task that ends on its own is
-replaced while its partition is still ours. Fencing is not a crash: the task is
-dropped and, if the partition is still assigned after a session timeout (by then
-a zombie's consumer has noticed it lost the partition), a new one starts.
+replaced while its partition is still ours, never in a tight loop: after a failure
+with backoff and jitter (growing while tasks keep failing without a commit). Fencing
+is not a crash: the task is dropped and, if the partition is still assigned after a
+session timeout (by then a zombie's consumer has noticed it lost the partition), a
+new one starts. An ACL the broker refuses is a setting to fix, not a crash: the
+partition waits, says so once, and tries again every RETRY_BACKOFF_MAX_S.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from dataclasses import dataclass
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from app.errors import TaskFailed, TaskFenced, backoff
+from app.errors import Kind, TaskFailed, TaskFenced, TaskUnauthorized, backoff, classify
 from app.partition import PartitionTask, TaskContext, TaskState
+from app.progress import PartitionProgress
 
 log = logging.getLogger(__name__)
 THRASH_REBALANCES = 5
@@ -32,6 +36,7 @@ class Slot:
 
     task: PartitionTask
     life: asyncio.Task[None]
+    progress: PartitionProgress
 
 
 class Supervisor:
@@ -50,13 +55,13 @@ class Supervisor:
         self.joined = True
         for tp in partitions:
             if tp not in self.slots:
-                self._spawn(tp, delay=0.0, failures=0)
+                self.stats.partition_assigned(tp.partition)
+                self._spawn(tp, 0.0, PartitionProgress(since=time.monotonic()))
 
     async def revoke(self, partitions: Iterable[TopicPartition], timeout: float) -> None:
         slots = [(tp, self.slots.pop(tp)) for tp in partitions if tp in self.slots]
         for tp, _ in slots:
-            with contextlib.suppress(KeyError):
-                self.stats.lag.remove(str(tp.partition))
+            self.stats.partition_revoked(tp.partition)
         await asyncio.gather(*(self._stop(slot, timeout) for _, slot in slots))
 
     async def close(self, timeout: float) -> None:
@@ -77,57 +82,102 @@ class Supervisor:
         budget = self.context.preparer.budget
         self.stats.memory_reserved.set(budget.used)
         self.stats.memory_peak.set(budget.peak)
+        now = time.monotonic()
         for tp, slot in self.slots.items():
-            stable = self.consumer.last_stable_offset(tp)
-            committed = slot.task.committed_offset
-            if stable is not None and committed >= 0:
-                self.stats.lag.labels(str(tp.partition)).set(max(0, stable - committed))
-                if stable > committed:
-                    slot.task.nudge()
+            self._observe_partition(tp, slot, now)
 
-    def _spawn(self, tp: TopicPartition, delay: float, failures: int) -> None:
+    def _observe_partition(self, tp: TopicPartition, slot: Slot, now: float) -> None:
+        task, progress, label = slot.task, slot.progress, str(tp.partition)
+        advanced = progress.saw(task.committed_offset, now)
+        stable, committed = self.consumer.last_stable_offset(tp), progress.committed_offset
+        lag = 0
+        if stable is not None and committed >= 0:  # kept true while no task runs
+            lag = max(0, stable - committed)
+            self.stats.lag.labels(label).set(lag)
+            if lag:
+                task.nudge()
+        has_work = not task.ready or task.pending > 0 or lag > 0
+        self.stats.stalled.labels(label).set(progress.stalled(has_work, now))
+        opened = task.open_since
+        self.stats.transaction_open.labels(label).set(0 if opened is None else now - opened)
+        refused = progress.unauthorized_at
+        if refused is not None and (advanced or (
+                task.ready and now - refused > 2 * self.settings.retry_backoff_max_s)):
+            progress.unauthorized_at = None
+            self.stats.unauthorized.labels(label).set(0)
+            log.info("partition authorized again", extra={"event": "authorized",
+                                                          "partition": tp.partition})
+
+    def _spawn(self, tp: TopicPartition, delay: float, progress: PartitionProgress) -> None:
         task = PartitionTask(tp, self.context)
-        life = asyncio.create_task(self._live(task, delay, failures))
-        self.slots[tp] = Slot(task, life)
+        life = asyncio.create_task(self._live(task, delay, progress))
+        self.slots[tp] = Slot(task, life, progress)
 
-    async def _live(self, task: PartitionTask, delay: float, failures: int) -> None:
+    async def _live(self, task: PartitionTask, delay: float, progress: PartitionProgress
+                    ) -> None:
         """Run one task to its end and decide what comes next."""
-        tp, next_delay = task.tp, 0.0
         try:
             if delay:
                 await self.context.sleep(delay)
             await task.start()
             await task.wait()
             return  # closed by revoke or shutdown
-        except TaskFenced as exc:
-            log.warning("partition fenced by another producer; dropping its task: %s", exc,
-                        extra={"event": "fenced", "partition": tp.partition})
-            next_delay = self.settings.session_timeout_ms / 1000
-        except TaskFailed as exc:
-            log.warning("partition task failed; starting a new producer: %s", exc,
-                        extra={"event": "task_failed", "partition": tp.partition})
-            failures += 1
         except Exception as exc:  # e.g. init_transactions while the broker is down
-            log.warning("partition task could not run: %r", exc,
-                        extra={"event": "task_failed", "partition": tp.partition})
-            failures += 1
-            next_delay = backoff(failures, self.settings.retry_backoff_s,
-                                 self.settings.retry_backoff_max_s)
+            cause, next_delay = self._ended(task, progress, exc)
         finally:
             await task.terminate()
-        self.stats.restarted()
-        slot = self.slots.get(tp)
+        self.stats.restarted(task.tp.partition, cause)
+        slot = self.slots.get(task.tp)
         if slot is not None and slot.task is task:
-            self._spawn(tp, next_delay, failures)
+            self._spawn(task.tp, next_delay, progress)
+
+    def _ended(self, task: PartitionTask, progress: PartitionProgress, exc: Exception
+               ) -> tuple[str, float]:
+        """Why a task ended on its own (logged), and how long until the next one starts."""
+        extra = {"partition": task.tp.partition}
+        progress.failures = 1 if task.progressed else progress.failures + 1
+        if isinstance(exc, TaskFenced):
+            log.warning("partition fenced by another producer; dropping its task: %s", exc,
+                        extra={"event": "fenced", **extra})
+            return "fenced", self.settings.session_timeout_ms / 1000
+        if isinstance(exc, TaskUnauthorized) or classify(exc) is Kind.UNAUTHORIZED:
+            return "unauthorized", self._unauthorized(task.tp, progress, exc)
+        delay = backoff(progress.failures, self.settings.retry_backoff_s,
+                        self.settings.retry_backoff_max_s)
+        if isinstance(exc, TaskFailed):
+            log.warning("partition task failed; a new producer in %.1fs: %s", delay, exc,
+                        extra={"event": "task_failed", **extra})
+            return "failed", delay
+        log.warning("partition task could not run; trying again in %.1fs: %r", delay, exc,
+                    extra={"event": "task_failed", **extra})
+        return "start_failed", delay
+
+    def _unauthorized(self, tp: TopicPartition, progress: PartitionProgress,
+                      exc: Exception) -> float:
+        """One error line on entering the state; the gauge says it while it lasts."""
+        wait, first = self.settings.retry_backoff_max_s, progress.unauthorized_at is None
+        progress.unauthorized_at = time.monotonic()
+        if first:
+            self.stats.unauthorized.labels(str(tp.partition)).set(1)
+            log.error("partition waits: the broker refused an ACL this service needs "
+                      "(Write on the output, dead-letter or dedup topic, the group, or the "
+                      "transactional id); trying again every %.0fs: %s", wait, exc,
+                      extra={"event": "unauthorized", "partition": tp.partition})
+        else:
+            log.debug("still not authorized: %s", exc, extra={"partition": tp.partition})
+        return wait
 
     @staticmethod
     async def _stop(slot: Slot, timeout: float) -> None:
+        """Within ``timeout`` in all: one budget for the whole revoke."""
+        deadline = time.monotonic() + timeout
         if slot.task.state is TaskState.RUNNING:
             await slot.task.close(timeout)  # its life then ends on its own
         else:
             slot.life.cancel()  # still starting, or waiting to restart
-        with contextlib.suppress(asyncio.CancelledError):
-            await slot.life
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            # A task cancelled while starting stops its producer in its life's last step.
+            await asyncio.wait_for(slot.life, max(0.1, deadline - time.monotonic()))
 
 
 class Rebalance(ConsumerRebalanceListener):

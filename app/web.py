@@ -16,6 +16,7 @@ class Watched(Protocol):
 
     stats: Stats
     last_progress: float   # time.monotonic() of the poll loop's last turn
+    polling: bool          # the poll loop has started (before it: waiting for Kafka)
     stall_after: float
 
     @property
@@ -23,6 +24,11 @@ class Watched(Protocol):
 
 
 def health(service: Watched) -> tuple[int, str]:
+    """Alive unless really stuck: this answer shows the event loop turns; the poll loop
+    must turn too once it runs. Waiting with backoff for Kafka at start is healthy:
+    restarting the pod would not bring Kafka back sooner."""
+    if not service.polling:
+        return 200, "ok: waiting for Kafka\n"
     stalled = time.monotonic() - service.last_progress
     if stalled > service.stall_after:
         return 503, f"poll loop stalled for {stalled:.0f}s\n"

@@ -18,6 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1
 
 
 def unique(name: str) -> str:
@@ -159,3 +160,30 @@ async def end_offsets(bootstrap: str, topic: str, isolation: str,
         return await consumer.end_offsets(tps)
     finally:
         await consumer.stop()
+
+
+# Kafka's codes in CreateAcls/DeleteAcls (its AclOperation, ResourceType and friends).
+_ACL_TOPIC, _ACL_LITERAL, _ACL_WRITE, _ACL_DENY = 2, 3, 4, 2
+# The broker settings that turn ACLs on, in a broker that otherwise lets anyone do anything.
+AUTHORIZER_PROPERTIES = {
+    "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+    "allow.everyone.if.no.acl.found": "true",
+}
+
+
+async def deny_writes(bootstrap: str, topic: str, denied: bool = True) -> None:
+    """Add (or, with ``denied=False``, remove) an ACL denying every principal Write on
+    ``topic``, on a broker started with AUTHORIZER_PROPERTIES."""
+    acl = (_ACL_TOPIC, topic, _ACL_LITERAL, "User:*", "*", _ACL_WRITE, _ACL_DENY)
+    request = (CreateAclsRequest_v1(creations=[acl]) if denied
+               else DeleteAclsRequest_v1(filters=[acl]))
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        response = await admin._send_request(request)  # aiokafka has no ACL API of its own
+    finally:
+        await admin.close()
+    results = response.creation_responses if denied else response.filter_responses
+    errors = [result[0] for result in results if result[0]]
+    if errors:
+        raise RuntimeError(f"ACL change on {topic} refused: error codes {errors}")

@@ -176,3 +176,36 @@ def test_index_headers_past_the_shared_ones_are_made_for_the_file(monkeypatch):
     assert index_headers(2) == [("index", b"0"), ("index", b"1")]
     from app import records
     assert len(records._index_cache) == 3
+
+
+class HangingProducer(ScriptedProducer):
+    """A broker that stops answering at one step: aiokafka would retry it forever."""
+
+    def __init__(self, hang_at: str) -> None:
+        super().__init__()
+        self.hang_at = hang_at
+
+    async def _step(self, name: str) -> None:
+        await super()._step(name)
+        if name == self.hang_at:
+            await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize(("step", "outcome"), [("offsets", Outcome.TIMED_OUT),
+                                               ("commit", Outcome.UNKNOWN)])
+async def test_a_commit_that_hangs_ends_at_the_transaction_timeout(step, outcome):
+    producer = HangingProducer(step)
+    committer = ExactlyOnceCommitter("group", transaction_timeout_s=0.2)
+    result = await asyncio.wait_for(committer.commit(producer, OFFSETS, ONE), 5)  # type: ignore[arg-type]
+    assert result.outcome is outcome and isinstance(result.cause, TimeoutError)
+    assert "abort" not in producer.calls, "a new producer settles it, never an abort here"
+
+
+@pytest.mark.parametrize("error", [kafka.TopicAuthorizationFailedError({"dlq"}),
+                                   kafka.TransactionalIdAuthorizationFailed("t"),
+                                   kafka.GroupAuthorizationFailedError("g")])
+async def test_an_acl_refusal_is_its_own_outcome_and_not_aborted(error):
+    producer = ScriptedProducer({"offsets": error})
+    result = await commit(producer)
+    assert result.outcome is Outcome.UNAUTHORIZED and result.cause is error
+    assert "abort" not in producer.calls

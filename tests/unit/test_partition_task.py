@@ -189,3 +189,26 @@ async def test_a_restore_consumer_that_failed_to_start_is_stopped():
     with pytest.raises(kafka.KafkaConnectionError):
         await PartitionTask(TP, ctx).start()
     assert restore.stopped, "its connections are closed, not left to the garbage collector"
+
+
+class StuckProducer(ScriptedProducer):
+    """A broker gone silent: the commit in flight and the producer's stop both hang."""
+
+    async def commit_transaction(self):
+        self.calls.append("commit")
+        await asyncio.Event().wait()
+
+    async def stop(self):
+        self.calls.append("stop")
+        await asyncio.Event().wait()
+
+
+async def test_close_keeps_to_one_budget_for_the_commit_in_flight_and_the_stop():
+    # The rebalance timeout is SHUTDOWN_TIMEOUT_S + 10 s (app/clients.py): a revoke that
+    # took the budget twice (wait for the commit, then for the stop) overran it.
+    producer = StuckProducer()
+    task, _, _ = await started(producer, urls(1), "--shutdown-timeout-s", "1")
+    task.deliver([record(5, "http://files/0")])
+    await until(lambda: "commit" in producer.calls, "a commit in flight")
+    await asyncio.wait_for(task.close(1.0), 1.5)  # raises TimeoutError past the budget
+    assert task.state is TaskState.CLOSED and producer.calls[-1] == "stop"

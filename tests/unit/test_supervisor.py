@@ -39,17 +39,66 @@ def supervisor_with(producers: list[ScriptedProducer], *flags: str
     return Supervisor(ctx), sleeps, made
 
 
-async def test_a_failed_task_is_replaced_at_once_by_a_new_producer():
+async def test_a_failed_task_is_replaced_by_a_new_producer_after_a_short_backoff():
     supervisor, sleeps, made = supervisor_with(
-        [ScriptedProducer({"commit": kafka.KafkaTimeoutError()})])
+        [ScriptedProducer({"commit": kafka.KafkaTimeoutError()})], "--retry-backoff-s", "1",
+        "--retry-backoff-max-s", "10")
     supervisor.assign([TP])
     await until(lambda: supervisor.ready, "first task running")
     supervisor.deliver({TP: [record(0, "http://f/0")]})
     await until(lambda: len(made) == 2 and supervisor.ready, "a second producer")
     assert made[0].calls[-1] == "stop", "the failed producer is stopped"
-    assert sleeps.delays[:1] != [7.0], "no fencing wait after a failure"
+    assert 0.5 <= sleeps.delays[0] <= 1.0, "the first backoff, with jitter: no fencing wait"
     assert supervisor.stats.totals["restarts"] == 1
+    assert sample(supervisor, "txingest_task_restarts_total", partition="0", cause="failed") == 1
     await supervisor.close(1)
+
+
+async def test_tasks_failing_in_a_row_back_off_longer_each_time_until_one_commits():
+    failing = [ScriptedProducer({"commit": kafka.KafkaTimeoutError()}) for _ in range(4)]
+    # The fifth commits its first record, then fails: the count starts again.
+    failing.append(ScriptedProducer({"commit": [None, kafka.KafkaTimeoutError()]}))  # type: ignore[list-item]
+    supervisor, sleeps, made = supervisor_with(failing, "--retry-backoff-s", "1",
+                                               "--retry-backoff-max-s", "100")
+    supervisor.assign([TP])
+    for tries in range(1, 6):
+        await until(lambda n=tries: len(made) == n and supervisor.ready, f"task {tries} running")
+        supervisor.deliver({TP: [record(0, "http://f/0")]})
+    await until(lambda: made[4].committed != [], "the fifth producer commits")
+    supervisor.deliver({TP: [record(1, "http://f/0")]})
+    await until(lambda: len(made) == 6, "the fifth task failed and was replaced")
+    assert len(sleeps.delays) == 5, sleeps.delays
+    for attempt, delay in enumerate(sleeps.delays[:4], 1):
+        assert 2 ** (attempt - 1) * 0.5 <= delay <= 2 ** (attempt - 1), sleeps.delays
+    assert 0.5 <= sleeps.delays[4] <= 1, "after a commit, the first backoff again"
+    await supervisor.close(1)
+
+
+async def test_an_acl_refusal_waits_logs_once_and_shows_in_a_gauge(caplog):
+    denied = kafka.TopicAuthorizationFailedError({"dlq"})
+    producers = [ScriptedProducer({"commit": denied}) for _ in range(3)]
+    supervisor, sleeps, made = supervisor_with(producers, "--retry-backoff-max-s", "45")
+    supervisor.assign([TP])
+    for tries in range(1, 4):
+        await until(lambda n=tries: len(made) == n and supervisor.ready, f"task {tries} running")
+        supervisor.deliver({TP: [record(0, "http://f/0")]})
+    await until(lambda: len(made) == 4 and supervisor.ready, "the fourth producer")
+    assert sleeps.delays[:3] == [45.0, 45.0, 45.0], "RETRY_BACKOFF_MAX_S between tries"
+    errors = [r for r in caplog.records if getattr(r, "event", None) == "unauthorized"]
+    assert len(errors) == 1 and errors[0].levelname == "ERROR", "one line, not one per try"
+    supervisor.observe()
+    assert sample(supervisor, "txingest_partition_unauthorized", partition="0") == 1
+    assert sample(supervisor, "txingest_task_restarts_total", partition="0",
+                  cause="unauthorized") == 3
+    supervisor.deliver({TP: [record(0, "http://f/0")]})
+    await until(lambda: made[-1].committed != [], "committed once the ACL is fixed")
+    supervisor.observe()
+    assert sample(supervisor, "txingest_partition_unauthorized", partition="0") == 0
+    await supervisor.close(1)
+
+
+def sample(supervisor: Supervisor, name: str, **labels: str) -> float | None:
+    return supervisor.stats.registry.get_sample_value(name, labels)
 
 
 async def test_a_fenced_task_waits_a_session_timeout_before_its_replacement():

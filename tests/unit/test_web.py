@@ -39,8 +39,15 @@ async def test_ready_after_join_and_not_during_shutdown():
     assert await fetch(service, "/readyz") == (503, "not ready\n")
 
 
+async def test_health_holds_while_waiting_for_kafka_at_start():
+    service = Service(load_settings(["--health-stall-s", "5"], {}))
+    service.last_progress = time.monotonic() - 600  # no poll loop yet: Kafka is down
+    assert await fetch(service, "/healthz") == (200, "ok: waiting for Kafka\n")
+
+
 async def test_health_fails_when_the_poll_loop_stalls():
     service = joined_service()
+    service.polling = True
     assert (await fetch(service, "/healthz"))[0] == 200
     service.last_progress = time.monotonic() - 6
     status, text = await fetch(service, "/healthz")
