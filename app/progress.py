@@ -20,6 +20,7 @@ class PartitionProgress:
     failures: int = 0             # tasks in a row that ended without committing
     unauthorized_at: float | None = None  # last refused an ACL (logged once on entering)
     work_since: float | None = None
+    listed_stable: int | None = None  # the input's last stable offset, asked for
 
     def saw(self, offset: int, now: float) -> bool:
         """A task's committed offset, sampled: True if it moved since the last look."""

@@ -13,8 +13,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka
@@ -43,6 +43,8 @@ from app.supervisor import Rebalance, Supervisor
 
 log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 200
+# How often the input's last stable offsets are asked for (paused partitions' lag).
+LIST_OFFSETS_EVERY_S = 10.0
 T = TypeVar("T")
 # Errors that no retry will fix: stop the service with a clear message.
 FATAL_CONSUMER_ERRORS = (
@@ -220,24 +222,45 @@ class Service:
         self._client_errors_seen = errors.total
 
     async def _poll(self, consumer: AIOKafkaConsumer, supervisor: Supervisor) -> int:
-        observed, self.polling = 0.0, True
-        while not self.stopping.is_set():
-            self.last_progress = time.monotonic()
-            if self.last_progress - observed > 1:
-                supervisor.observe()
-                self._observe_client_errors()
-                observed = self.last_progress
-            try:
-                batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
-            except FATAL_CONSUMER_ERRORS as exc:
-                log.error("consumer cannot continue: %r", exc)
-                return 1
-            except kafka.KafkaError as exc:
-                log.warning("poll failed, retrying: %r", exc)
-                await asyncio.sleep(1)
-                continue
-            supervisor.deliver(batch)
-        return 0
+        self.polling, listing = True, _Every(LIST_OFFSETS_EVERY_S)
+        observed = 0.0
+        try:
+            while not self.stopping.is_set():
+                self.last_progress = time.monotonic()
+                if self.last_progress - observed > 1:
+                    supervisor.observe()
+                    self._observe_client_errors()
+                    observed = self.last_progress
+                listing.start_due(supervisor.list_stable_offsets, self.last_progress)
+                try:
+                    batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
+                except FATAL_CONSUMER_ERRORS as exc:
+                    log.error("consumer cannot continue: %r", exc)
+                    return 1
+                except kafka.KafkaError as exc:
+                    log.warning("poll failed, retrying: %r", exc)
+                    await asyncio.sleep(1)
+                    continue
+                supervisor.deliver(batch)
+            return 0
+        finally:
+            listing.cancel()
+
+
+class _Every:
+    """A background job started at most every ``period`` seconds, one at a time."""
+
+    def __init__(self, period: float) -> None:
+        self.period, self.last = period, 0.0
+        self.running: asyncio.Task[None] | None = None
+
+    def start_due(self, job: Callable[[], Coroutine[Any, Any, None]], now: float) -> None:
+        if now - self.last > self.period and (self.running is None or self.running.done()):
+            self.running, self.last = asyncio.create_task(job()), now
+
+    def cancel(self) -> None:
+        if self.running is not None:
+            self.running.cancel()
 
 
 async def _quietly(what: str, work: Awaitable[object], timeout: float) -> None:

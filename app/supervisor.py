@@ -86,10 +86,25 @@ class Supervisor:
         for tp, slot in self.slots.items():
             self._observe_partition(tp, slot, now)
 
+    async def list_stable_offsets(self) -> None:
+        """Ask for the input's last stable offsets: a paused partition (its window full,
+        or no task running) is not fetched, and its lag would freeze at its last fetch's."""
+        try:  # end_offsets may wait for a partition the broker does not know
+            listed = await asyncio.wait_for(self.consumer.end_offsets(list(self.slots)), 10)
+        except Exception as exc:  # the lag gauge's freshness only
+            log.debug("could not list the input's end offsets: %r", exc)
+            return
+        for tp, offset in listed.items():
+            slot = self.slots.get(tp)
+            if slot is not None:
+                slot.progress.listed_stable = offset
+
     def _observe_partition(self, tp: TopicPartition, slot: Slot, now: float) -> None:
         task, progress, label = slot.task, slot.progress, str(tp.partition)
         advanced = progress.saw(task.committed_offset, now)
         stable, committed = self.consumer.last_stable_offset(tp), progress.committed_offset
+        if progress.listed_stable is not None:
+            stable = max(stable or 0, progress.listed_stable)
         lag = 0
         if stable is not None and committed >= 0:  # kept true while no task runs
             lag = max(0, stable - committed)

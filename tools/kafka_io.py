@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
-from aiokafka.protocol.admin import CreateAclsRequest_v1, DeleteAclsRequest_v1
+from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
 
 
 def unique(name: str) -> str:
@@ -175,8 +175,7 @@ async def deny_writes(bootstrap: str, topic: str, denied: bool = True) -> None:
     """Add (or, with ``denied=False``, remove) an ACL denying every principal Write on
     ``topic``, on a broker started with AUTHORIZER_PROPERTIES."""
     acl = (_ACL_TOPIC, topic, _ACL_LITERAL, "User:*", "*", _ACL_WRITE, _ACL_DENY)
-    request = (CreateAclsRequest_v1(creations=[acl]) if denied
-               else DeleteAclsRequest_v1(filters=[acl]))
+    request = CreateAclsRequest(*acl) if denied else DeleteAclsRequest(*acl)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:

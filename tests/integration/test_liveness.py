@@ -22,6 +22,7 @@ from tests.integration.harness import (
     read_all,
     service_env,
     wait_committed,
+    wait_ready,
     wait_until,
 )
 from tools import local_kafka
@@ -95,6 +96,7 @@ async def test_a_refused_acl_makes_its_partition_wait_and_say_so_once(
         port = free_port()
         service = services(service_env(bootstrap, topics, HTTP_PORT=str(port),
                                        RETRY_BACKOFF_MAX_S="2")).start()
+        await wait_ready(port)
         expected = add_files(file_server, "acl", 8)
         missing = file_server.url("acl/missing")  # a 404: its dead letter needs the DLQ
         urls = [*expected, missing]  # round-robin: the 404 is the last on partition 0
@@ -138,6 +140,7 @@ async def test_a_commit_whose_broker_stops_answering_ends_at_the_transaction_tim
         service = services(service_env(bootstrap, topics, HTTP_PORT=str(port),
                                        TRANSACTION_TIMEOUT_MS="8000",
                                        SHUTDOWN_TIMEOUT_S="5")).start()
+        await wait_ready(port)
         # Slow downloads keep the task busy: the broker is paused between two commits
         # or inside one; either way the next commit is in flight while it is paused.
         expected = add_files(file_server, "hang", 40, delay=1.0)
@@ -159,3 +162,29 @@ async def test_a_commit_whose_broker_stops_answering_ends_at_the_transaction_tim
         assert await service.stop(timeout=30) == 0
     finally:
         await asyncio.to_thread(local_kafka.stop, data)
+
+
+async def test_the_lag_of_a_paused_partition_keeps_counting(
+        kafka_bootstrap, file_server, services):
+    # A full window pauses its partition; a paused partition is not fetched, so the lag
+    # once froze at its last fetch's last stable offset.
+    topics = await create_topics(kafka_bootstrap, partitions=1, name="paused")
+    port = free_port()
+    service = services(service_env(kafka_bootstrap, topics, HTTP_PORT=str(port),
+                                   PREFETCH_PER_PARTITION="1",
+                                   DOWNLOAD_READ_TIMEOUT_S="60")).start()
+    await wait_ready(port)
+    slow = add_files(file_server, "paused-slow", 1, delay=40.0)
+    await produce(kafka_bootstrap, topics.input, [u.encode() for u in slow], 1)
+    async def holding() -> bool:
+        return await sampled(port, "txingest_inflight_records") == 1
+    await wait_until(holding, 60, "the slow file in the window")
+    behind = add_files(file_server, "paused", 20)
+    await produce(kafka_bootstrap, topics.input, [u.encode() for u in behind], 1)
+    async def counted() -> bool:
+        return await sampled(port, "txingest_consumer_lag", partition="0") >= 20
+    # Well before the slow file's answer: then the partition is fetched again anyway.
+    await wait_until(counted, 20, "the lag to count the records behind the paused window")
+    await wait_committed(kafka_bootstrap, topics, timeout=90)
+    assert_exactly_once(await read_all(kafka_bootstrap, topics.output), {**slow, **behind})
+    assert await service.stop(timeout=30) == 0

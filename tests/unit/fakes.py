@@ -119,6 +119,7 @@ class MemoryConsumer:
         self.paused: set[TopicPartition] = set()
         self.positions: dict[TopicPartition, int] = {}
         self.stable: dict[TopicPartition, int] = {}  # last stable offsets, when a test sets them
+        self.listed: dict[TopicPartition, int] = {}  # what end_offsets answers
 
     def assignment(self) -> set[TopicPartition]:
         return self.assigned
@@ -149,6 +150,9 @@ class MemoryConsumer:
 
     def last_stable_offset(self, tp: TopicPartition) -> int | None:
         return self.stable.get(tp)
+
+    async def end_offsets(self, partitions):
+        return {tp: self.listed[tp] for tp in partitions if tp in self.listed}
 
 
 def assigned_consumer(*tps: TopicPartition, committed: int = 0) -> MemoryConsumer:

@@ -97,6 +97,23 @@ async def test_an_acl_refusal_waits_logs_once_and_shows_in_a_gauge(caplog):
     await supervisor.close(1)
 
 
+async def test_lag_and_stall_keep_moving_for_a_partition_nobody_fetches():
+    supervisor, _, _ = supervisor_with([])
+    supervisor.assign([TP])
+    await until(lambda: supervisor.ready, "task running")
+    consumer = supervisor.consumer
+    consumer.stable[TP] = 3  # type: ignore[attr-defined]  # its last fetch, then paused
+    consumer.listed[TP] = 40  # type: ignore[attr-defined]  # records arrived since
+    supervisor.observe()
+    assert sample(supervisor, "txingest_consumer_lag", partition="0") == 3
+    await supervisor.list_stable_offsets()
+    supervisor.observe()
+    assert sample(supervisor, "txingest_consumer_lag", partition="0") == 40
+    await supervisor.revoke([TP], 1)
+    assert sample(supervisor, "txingest_consumer_lag", partition="0") is None, "removed"
+    assert sample(supervisor, "txingest_partition_stalled_seconds", partition="0") is None
+
+
 def sample(supervisor: Supervisor, name: str, **labels: str) -> float | None:
     return supervisor.stats.registry.get_sample_value(name, labels)
 
