@@ -279,6 +279,15 @@ def _views(t: _Tally, topic: str, view: Sequence[Out], log: Sequence[Entry]) -> 
 
 def _outcomes(t: _Tally, inputs: Mapping[tuple[int, int], Want], input_topic: str,
               outputs: Sequence[Out], dead_letters: Sequence[Out]) -> None:
+    copies, touched = _output_copies(t, inputs, input_topic, outputs)
+    letters = _dead_letter_copies(t, inputs, dead_letters)
+    _missing_outcomes(t, inputs, copies, letters, touched)
+
+
+def _output_copies(t: _Tally, inputs: Mapping[tuple[int, int], Want], input_topic: str,
+                   outputs: Sequence[Out]
+                   ) -> tuple[collections.Counter[tuple[int, int, int]], set[tuple[int, int]]]:
+    """Copies of each (input, item) among the outputs, and the inputs that have any."""
     copies: collections.Counter[tuple[int, int, int]] = collections.Counter()
     touched: set[tuple[int, int]] = set()
     for r in outputs:
@@ -304,7 +313,12 @@ def _outcomes(t: _Tally, inputs: Mapping[tuple[int, int], Want], input_topic: st
     for (sp, so, index), n in copies.items():
         if n > 1:
             t.add("duplicates", f"input {sp}@{so} transaction {index}: {n} copies", n=n - 1)
+    return copies, touched
 
+
+def _dead_letter_copies(t: _Tally, inputs: Mapping[tuple[int, int], Want],
+                        dead_letters: Sequence[Out]) -> collections.Counter[tuple[int, int]]:
+    """Dead letters per input, each checked against what its input must produce."""
     letters: collections.Counter[tuple[int, int]] = collections.Counter()
     for r in dead_letters:
         source = _dlq_source(r)
@@ -328,7 +342,14 @@ def _outcomes(t: _Tally, inputs: Mapping[tuple[int, int], Want], input_topic: st
     for (sp, so), n in letters.items():
         if n > 1:
             t.add("duplicates", f"input {sp}@{so}: {n} dead letters", n=n - 1)
+    return letters
 
+
+def _missing_outcomes(t: _Tally, inputs: Mapping[tuple[int, int], Want],
+                      copies: collections.Counter[tuple[int, int, int]],
+                      letters: collections.Counter[tuple[int, int]],
+                      touched: set[tuple[int, int]]) -> None:
+    """Inputs whose outcome is missing in part, or who got both outputs and a dead letter."""
     for source, want in inputs.items():
         if want.items is None:
             if not letters[source]:
