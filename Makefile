@@ -117,7 +117,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check -r bench/requirements.lock
 	touch $@
 
-# Peak RSS of one service per scenario (bench/memory.py): results in
+# Peak RSS of one service per scenario (bench/memory/): results in
 # .cache/results/bench-memory/. MEMORY_ARGS passes options, e.g.
 # MEMORY_ARGS="--only big16 --source /path/to/another/checkout".
 .PHONY: bench-memory
