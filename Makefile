@@ -92,7 +92,7 @@ toxiproxy: $(TOXIPROXY)
 $(TOXIPROXY):
 	GOBIN=$(abspath $(dir $@)) go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
 
-# The Kafka Streams peer's jar (below); bench/kstreams.py runs it from there.
+# The Kafka Streams peer's jar (below); bench/kstreams_peer.py runs it from there.
 KSTREAMS_JAR := .cache/kstreams-peer/kstreams-peer.jar
 
 # Benchmarks (bench/run.py): results in results/bench/latest.{json,md,png} (git-ignored).

@@ -36,7 +36,7 @@ GOALS = [
      ("S2", "r1", "msgs_per_s"), 0.6),
     ("S2 service msgs/s >= 2x peer", ("S2", "service", "msgs_per_s"),
      ("S2", "peer", "msgs_per_s"), 2.0),
-    # Kafka Streams (bench/kstreams.py): one stream thread in S2, one per partition in S1.
+    # Kafka Streams (bench/kstreams_peer.py): one stream thread in S2, one per partition in S1.
     ("S2 service msgs/s >= 1.0x Kafka Streams", ("S2", "service", "msgs_per_s"),
      ("S2", "kstreams", "msgs_per_s"), 1.0),
     ("S1 service files/s >= 3x Kafka Streams", ("S1", "service", "files_per_s"),

@@ -24,7 +24,8 @@ from pathlib import Path
 import orjson
 import uvloop
 
-from bench import ROOT, kstreams, latency, peer, report
+from bench import ROOT, latency, peer, report
+from bench.kstreams_peer import ensure_built as build_kstreams_peer
 from bench.variant import Ctx, Variant, run
 from bench.workload import Spec, make_files, serve
 from tools import local_kafka
@@ -66,7 +67,7 @@ def group_commit(n: int) -> Variant:
 
 
 def kstreams_peer(threads: int) -> Variant:
-    """Kafka Streams (bench/kstreams.py) with ``threads`` stream threads."""
+    """Kafka Streams (bench/kstreams_peer.py) with ``threads`` stream threads."""
     return Variant("kstreams", "kstreams", cfg={"threads": threads})
 
 
@@ -281,7 +282,7 @@ async def main(args: argparse.Namespace) -> int:
             spec, source = latency.load_spec(specs[0], results, args.s4_rate, args.s4_seconds)
             specs, info["s4_rate"] = [spec], {"files_per_s": spec.rate, "from": source}
         if any(v.kind == "kstreams" for v in variants):
-            info["kstreams_error"] = kstreams.ensure_built()
+            info["kstreams_error"] = build_kstreams_peer()
             if info["kstreams_error"]:
                 print(f"bench: kstreams peer missing: {info['kstreams_error']}", file=sys.stderr)
                 variants = [v for v in variants if v.kind != "kstreams"]
