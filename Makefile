@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # KAFKA_VERSION=3.9.1 (in the environment or on the command line) runs that broker
 # version for kafka-up, test, chaos* (the 3-node cluster) and demo (tools/local_kafka.py reads it);
-# unset: the version pinned in tools/kafka/pom.xml. docs/versions.md: what was run.
+# unset: the version pinned in tools/kafka/pom.xml. docs/testing.md#kafka-versions.
 # A chosen version's chaos report gets its own name, beside the default one's.
 chaos_report = $(if $(KAFKA_VERSION),--report results/chaos/$(1)-kafka-$(KAFKA_VERSION)-latest.json)
 
