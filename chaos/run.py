@@ -27,12 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
 import itertools
-import json
 import logging
 import os
-import platform
 import random
 import shutil
 import signal
@@ -43,13 +40,12 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from chaos import checker, logread, netfaults, netreport
+from chaos import checker, logread, netfaults, netreport, runreport
 from chaos.faults import Copier, Scheduler
 from chaos.harness import (
     COPIERS,
     LIVENESS_S,
     READ_TIMEOUT_S,
-    RECORD_LEVEL,
     RESULTS,
     SESSION_TIMEOUT_MS,
     STALL_S,
@@ -175,7 +171,10 @@ class Run:
         self.mark("shutdown_s")
         await self.check(bootstrap, workload, committed_offsets, last_fault, done_at)
         self.mark("check_s")
-        self._plan_met()
+        assert self.scheduler is not None
+        self.scheduler.count_fenced_zombies()
+        self.failures += runreport.plan_failures(self.scheduler, self.tier.plan,
+                                                 self.broker_started, self.final_exit_codes)
 
     async def connect(self) -> tuple[str, BrokerKill | None, BrokerRestart | None]:
         """The broker (a private one unless --bootstrap) and the run's topics."""
@@ -326,36 +325,6 @@ class Run:
             self.failures.append(f"the feeder did not publish {len(missing)} inputs")
         return inputs
 
-    def _plan_met(self) -> None:
-        assert self.scheduler is not None
-        self.scheduler.count_fenced_zombies()
-        c, p = self.scheduler.counts, self.tier.plan
-        broker_needed = p.broker_restarts if self.broker_started else 0
-        for what, got, need in (("kills", c.kills, p.kills), ("terms", c.terms, p.terms),
-                                ("zombies", c.zombies, p.zombies),
-                                ("broker_restarts", c.broker_restarts, broker_needed)):
-            if got < need:
-                self.failures.append(f"plan not met: {what}={got} < {need}")
-        if p.kill_rounds:
-            for copier in self.scheduler.copiers:
-                if c.kills_by_copier[copier.name] < p.kill_rounds:
-                    self.failures.append(f"plan not met: {copier.name} killed "
-                                         f"{c.kills_by_copier[copier.name]} times")
-        bad_terms = [code for code in c.term_exit_codes if code != 0]
-        if bad_terms:
-            self.failures.append(f"SIGTERM did not exit 0: exit codes {bad_terms}")
-        bad_final = {k: v for k, v in self.final_exit_codes.items() if v != 0}
-        if bad_final:
-            self.failures.append(f"final SIGTERM did not exit 0: {bad_final}")
-        if c.unexpected_exits:
-            self.failures.append(f"copiers exited on their own: {c.unexpected_exits}")
-        for kind, need in p.net:
-            if c.net[kind] < need:
-                self.failures.append(f"plan not met: {kind}={c.net[kind]} < {need}")
-        if c.zombie_takeover_timeouts:
-            self.failures.append(f"{c.zombie_takeover_timeouts} zombie(s) resumed before the "
-                                 "others took their partitions over")
-
     def cleanup(self, keep: bool) -> None:
         if self.scheduler is not None:
             self.scheduler.stop_all()
@@ -369,57 +338,15 @@ class Run:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def outcome(self) -> tuple[bool, str, dict]:
+        """PASS or FAIL, the last line, and the JSON report."""
         v = self.verdict
-        counts = dict(v.counts) if v else {}
         failures = [*(v.failures if v else []), *self.failures]
         passed = v is not None and not failures
-        c = self.scheduler.counts if self.scheduler else None
         elapsed = time.monotonic() - self.started
-        g = counts.get
-        line = (f"chaos: {'PASS' if passed else 'FAIL'} inputs={g('inputs', 0)} "
-                f"outputs={g('outputs', 0)} duplicates={g('duplicates', 0)} lost={g('lost', 0)} "
-                f"aborted_visible={g('aborted_visible', 0)} "
-                f"order_violations={g('order_violations', 0)} "
-                f"aborted_attempts={g('aborted_attempts', 0)} kills={c.kills if c else 0} "
-                f"terms={c.terms if c else 0} zombies={c.zombies if c else 0} "
-                f"broker_restarts={c.broker_restarts if c else 0} "
-                + (f"net_faults={sum(c.net.values()) if c else 0} " if self.tier.network else "")
-                + f"elapsed={elapsed:.0f}s")
-        report = {
-            "suite": "chaos",
-            "tier": self.args.tier,
-            "copier": self.args.copier,
-            "broken_mode": self.args.broken_mode if self.args.copier == "broken" else None,
-            "expect": self.args.expect,
-            "seed": self.seed,
-            "verdict": "PASS" if passed else "FAIL",
-            "started_at": datetime.datetime.fromtimestamp(self.wall_started, datetime.UTC)
-                                           .isoformat(timespec="seconds"),
-            "elapsed_s": round(elapsed, 1),
-            "phases_s": self.phases,
-            "recovery_after_last_fault_s": (round(v.recovery_s, 1)
-                                            if v and v.recovery_s is not None else None),
-            "counts": counts,
-            "faults": ({**{k: val for k, val in dataclasses.asdict(c).items()
-                           if k not in ("timeline", "kills_by_copier", "net")},
-                        "kills_by_copier": dict(c.kills_by_copier), "net": dict(c.net),
-                        "final_exit_codes": self.final_exit_codes} if c else {}),
-            "http": dict(self.server.counts) if self.server else {},
-            "committed_offset_regressions": [
-                {"at_s": at, "input_partition": p, "from": a, "to": b}
-                for at, p, a, b in (self.progress.regressions if self.progress else [])],
-            "failures": failures,
-            "examples": v.examples if v else {},
-            "tier_config": {**dataclasses.asdict(self.tier)},
-            "settings": {k: val for k, val in self.env.items()
-                         if k not in ("KAFKA_BOOTSTRAP_SERVERS",)},
-            "network": self.network_report(),
-            "timeline": c.timeline if c else [],
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "kafka": local_kafka.kafka_version(), "platform": platform.platform()},
-            "last_line": line,
-        }
-        return passed, line, report
+        faults = self.scheduler.counts if self.scheduler else None
+        line = runreport.last_line(passed, dict(v.counts) if v else {}, faults,
+                                   self.tier.network, elapsed)
+        return passed, line, runreport.report(self, passed, failures, line, elapsed)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -484,49 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     if keep:
         report["work_dir"] = str(run.work)
     run.cleanup(keep)
-    write_report(args.report, report)
-    print_findings(report)
+    runreport.write(args.report, report)
+    runreport.print_findings(report)
     say(f"chaos: report {args.report}")
-    return exit_code(args.expect, passed, line, report)
-
-
-def write_report(path: Path, report: dict) -> None:
-    """The JSON report, replaced whole (never half written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    tmp.replace(path)
-
-
-def print_findings(report: dict) -> None:
-    """The failures, a few examples, and notes on what the run met."""
-    for failure in report["failures"]:
-        say(f"  FAIL {failure}")
-    for kind, examples in list(report["examples"].items())[:12]:
-        say(f"  e.g. {kind}: {examples[0]}")
-    if report["committed_offset_regressions"]:
-        say(f"  note: the broker's committed offsets for the group went backwards "
-            f"{len(report['committed_offset_regressions'])} times (committed_offset_regressions "
-            "in the report): work redone after that is the broker's loss, not the copiers'")
-    for kind, counts in report["network"].get("events_by_fault_kind", {}).items():
-        shown = ("faults", "aborted", "task_failed", "replaced_unknown_commit", "fenced",
-                 "error_lines")
-        say(f"  {kind}: " + " ".join(f"{k}={counts.get(k, 0)}" for k in shown))
-
-
-def exit_code(expect: str, passed: bool, line: str, report: dict) -> int:
-    """0 when the verdict is the expected one: PASS, or (broken copier) a record-level FAIL."""
-    if expect == "fail":
-        caught = [k for k in RECORD_LEVEL if report["counts"].get(k)]
-        if passed or not caught:
-            say("chaos: the broken copier was NOT caught by the checker")
-            say(line)
-            return 1
-        say(f"chaos: expected FAIL, and the checker caught the broken copier ({', '.join(caught)})")
-        say(line)
-        return 0
-    say(line)
-    return 0 if passed else 1
+    return runreport.exit_code(args.expect, passed, line, report)
 
 
 def app_settings(names: dict[str, str]):
