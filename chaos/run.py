@@ -42,6 +42,7 @@ from pathlib import Path
 
 from chaos import checker, logread, netfaults, netreport, runreport
 from chaos.faults import Copier, Scheduler
+from chaos.faultyserver import FaultyServer
 from chaos.harness import (
     COPIERS,
     LIVENESS_S,
@@ -62,7 +63,7 @@ from chaos.harness import (
 )
 from chaos.toxiproxy import BINARY as TOXIPROXY
 from chaos.toxiproxy import Toxiproxy
-from chaos.workload import Expected, FaultyServer, Workload, mark_repeats
+from chaos.workload import Expected, Workload, mark_repeats
 from tools import local_cluster, local_kafka
 from tools.proc import python_module
 
