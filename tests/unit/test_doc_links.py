@@ -106,3 +106,12 @@ def test_a_missing_file_or_anchor_is_reported_and_web_links_are_not(tmp_path, mo
     assert broken_links([page]) == ["page.md: gone.md (no such file)",
                                     "page.md: other.md#absent (no heading with that anchor)",
                                     "page.md: #nowhere (no heading with that anchor)"]
+
+
+def test_docs_stay_short_enough_to_finish():
+    """Issue 28's budget: at most 9 files and 2,000 lines in docs/ (dated runs go to
+    bench/results/HISTORY.md)."""
+    pages = sorted((ROOT / "docs").glob("*.md"))
+    lines = sum(len(page.read_text(encoding="utf-8").splitlines()) for page in pages)
+    assert len(pages) <= 9, [page.name for page in pages]
+    assert lines <= 2000, f"docs/ has {lines} lines"
