@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # KAFKA_VERSION=3.9.1 (in the environment or on the command line) runs that broker
 # version for kafka-up, test, chaos* (the 3-node cluster) and demo (tools/local_kafka.py reads it);
-# unset: the version pinned in tools/kafka/pom.xml. docs/versions.md: what was run.
+# unset: the version pinned in tools/kafka/pom.xml. docs/testing.md#kafka-versions.
 # A chosen version's chaos report gets its own name, beside the default one's.
 chaos_report = $(if $(KAFKA_VERSION),--report results/chaos/$(1)-kafka-$(KAFKA_VERSION)-latest.json)
 
@@ -92,7 +92,7 @@ toxiproxy: $(TOXIPROXY)
 $(TOXIPROXY):
 	GOBIN=$(abspath $(dir $@)) go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
 
-# The Kafka Streams peer's jar (below); bench/kstreams.py runs it from there.
+# The Kafka Streams peer's jar (below); bench/kstreams_peer.py runs it from there.
 KSTREAMS_JAR := .cache/kstreams-peer/kstreams-peer.jar
 
 # Benchmarks (bench/run.py): results in results/bench/latest.{json,md,png} (git-ignored).
@@ -117,7 +117,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed bench/requirements.lock
 	$(BIN)/pip install -q --disable-pip-version-check -r bench/requirements.lock
 	touch $@
 
-# Peak RSS of one service per scenario (bench/memory.py): results in
+# Peak RSS of one service per scenario (bench/memory/): results in
 # .cache/results/bench-memory/. MEMORY_ARGS passes options, e.g.
 # MEMORY_ARGS="--only big16 --source /path/to/another/checkout".
 .PHONY: bench-memory

@@ -181,7 +181,7 @@ async def send_all(producer: AIOKafkaProducer, records: Sequence[Output],
     """
     sent: list[asyncio.Future] = []
     try:
-        await _send_batches(producer, records, sent)
+        await send_batches(producer, records, sent)
         if meanwhile is not None:
             await meanwhile()
         # aiokafka would commit even if a send failed: every result must be checked.
@@ -197,7 +197,7 @@ async def send_all(producer: AIOKafkaProducer, records: Sequence[Output],
         raise
 
 
-async def _send_batches(producer: AIOKafkaProducer, records: Sequence[Output],
+async def send_batches(producer: AIOKafkaProducer, records: Sequence[Output],
                         sent: list[asyncio.Future]) -> None:
     batches = _Batches(producer, sent)
     for r in records:

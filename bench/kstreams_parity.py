@@ -21,7 +21,7 @@ from app.errors import IngestError, PoisonError
 from app.fetch import Downloader, DownloadLimits
 from app.input_url import parse_input_url
 from app.parse import parse_transactions
-from bench.kstreams import JAR
+from bench.kstreams_peer import JAR
 from bench.workload import large_file, small_file
 from tools.fileserver import FileServer, Route
 

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from app.budget import MemoryBudget
-from app.commit import _send_batches
+from app.commit import send_batches
 from app.config import load_settings
 from app.parse import parse_transactions
 from app.prepare import Preparer
@@ -64,7 +64,7 @@ def batches(producer: AIOKafkaProducer, prepared: list[Any]) -> int:
     """Every record appended to batch builders by app/commit.py's own code; how many batches."""
     unsent = _Unsent(producer)
     for one in prepared:
-        coroutine = _send_batches(unsent, one.records, [])  # type: ignore[arg-type]
+        coroutine = send_batches(unsent, one.records, [])  # type: ignore[arg-type]
         try:
             coroutine.send(None)  # nothing in it waits: it runs to its end at once
         except StopIteration:

@@ -14,6 +14,8 @@ from pathlib import Path
 import orjson
 
 from bench import verdicts
+from bench.chart import draw
+from bench.headline import headline, median
 
 GOALS = [
     # (name, numerator, denominator, at least)
@@ -34,7 +36,7 @@ GOALS = [
      ("S2", "r1", "msgs_per_s"), 0.6),
     ("S2 service msgs/s >= 2x peer", ("S2", "service", "msgs_per_s"),
      ("S2", "peer", "msgs_per_s"), 2.0),
-    # Kafka Streams (bench/kstreams.py): one stream thread in S2, one per partition in S1.
+    # Kafka Streams (bench/kstreams_peer.py): one stream thread in S2, one per partition in S1.
     ("S2 service msgs/s >= 1.0x Kafka Streams", ("S2", "service", "msgs_per_s"),
      ("S2", "kstreams", "msgs_per_s"), 1.0),
     ("S1 service files/s >= 3x Kafka Streams", ("S1", "service", "files_per_s"),
@@ -105,87 +107,6 @@ def summarise(results: list[dict]) -> dict:
     return out
 
 
-def _median(summary: dict, scenario: str, variant: str, metric: str,
-            partitions: int | None = None, digits: int = 1) -> float | None:
-    for (s, p, v), metrics in summary.items():
-        if s == scenario and v == variant and (partitions is None or p == partitions):
-            return round(metrics[metric]["median"], digits) if metric in metrics else None
-    return None
-
-
-def headline(summary: dict, results: list[dict]) -> dict:
-    """The fixed shape of latest.json's S1, S2 and S3."""
-    def m(scenario: str, variant: str, metric: str, partitions: int | None = None):
-        return _median(summary, scenario, variant, metric, partitions)
-
-    out: dict = {}
-    s1 = [r for r in results if r.get("scenario") == "S1"]
-    if s1:
-        out["S1"] = {
-            "partitions": 8, "latency_ms": 50,
-            "files": max((r.get("files", 0) for r in s1 if r["variant"] == "service"),
-                         default=None),
-            "naive_files": next((r["files"] for r in s1 if r["variant"] == "naive"
-                                 and "files" in r), None),
-            "service_files_per_s": m("S1", "service", "files_per_s"),
-            "service_txn_per_s": m("S1", "service", "files_per_s"),
-            "naive_files_per_s": m("S1", "naive", "files_per_s"),
-            "upper_bound_files_per_s": m("S1", "upper_bound", "files_per_s"),
-            "ceiling_txn_per_s": m("S1", "r2", "files_per_s"),
-            "kstreams_files_per_s": m("S1", "kstreams", "files_per_s"),
-            "peak_rss_mb": m("S1", "service", "peak_rss_mb"),
-            "group_commit_files_per_s": {n: m("S1", f"service_n{n}", "files_per_s")
-                                         for n in (8, 32, 128)},
-            "dedup_files_per_s": m("S1", "service_dedup", "files_per_s"),
-        }
-    if any(r.get("scenario") == "S2" for r in results):
-        out["S2"] = {
-            "partitions": 4,
-            "service_msgs_per_s": m("S2", "service", "msgs_per_s"),
-            "upper_bound_msgs_per_s": m("S2", "upper_bound", "msgs_per_s"),
-            "raw_produce_msgs_per_s": m("S2", "r1", "msgs_per_s"),
-            "peer_msgs_per_s": m("S2", "peer", "msgs_per_s"),
-            "kstreams_msgs_per_s": m("S2", "kstreams", "msgs_per_s"),
-            "peak_rss_mb": m("S2", "service", "peak_rss_mb"),
-            "peer_peak_rss_mb": m("S2", "peer", "peak_rss_mb"),
-        }
-    if any(r.get("scenario") == "R2" for r in results):
-        out["R2_retry_backoff"] = {
-            "partitions": 8, "files": next(r["files"] for r in results
-                                           if r.get("scenario") == "R2" and "files" in r),
-            "sends_first_txn_per_s": {ms: m("R2", f"r2_backoff_{ms}", "files_per_s")
-                                      for ms in (100, 20, 5, 1)},
-            "offsets_first_txn_per_s": {ms: m("R2", f"r2_offsets_first_backoff_{ms}",
-                                              "files_per_s") for ms in (100, 20, 1)},
-            # Measured: the producer's sleeps on CONCURRENT_TRANSACTIONS (and other) retries.
-            "sends_first_retry_wait_ms_per_txn": {
-                ms: m("R2", f"r2_backoff_{ms}", "retry_wait_ms_per_txn") for ms in (100, 20, 5, 1)},
-            "offsets_first_retry_wait_ms_per_txn": {
-                ms: m("R2", f"r2_offsets_first_backoff_{ms}", "retry_wait_ms_per_txn")
-                for ms in (100, 20, 1)},
-        }
-    s3 = sorted({p for (s, p, _v) in summary if s == "S3"})
-    if s3:
-        out["S3"] = {
-            "partitions": s3,
-            "txn_per_s": [m("S3", "service", "files_per_s", p) for p in s3],
-            "first_commit_s": [m("S3", "service", "first_commit_s", p) for p in s3],
-            "every_partition_committed_s": [m("S3", "service", "every_partition_committed_s", p)
-                                            for p in s3],
-            "ceiling_txn_per_s": [m("S3", "r2", "files_per_s", p) for p in s3],
-            "peak_rss_mb": [m("S3", "service", "peak_rss_mb", p) for p in s3],
-            "cpu_ms_per_txn": [_median(summary, "S3", "service", "cpu_ms_per_txn_run", p, 3)
-                               for p in s3],
-            "cpu_ms_per_txn_window": [_median(summary, "S3", "service", "cpu_ms_per_txn", p, 3)
-                                      for p in s3],
-        }
-    if any(r.get("scenario") == "S4" for r in results):
-        out["S4"] = {"partitions": 8, **{v: {k: m("S4", v, k) for k in (
-            "offered_per_s", "p50_ms", "p99_ms", "max_ms", "download_median_ms")}
-            for v in ("service", "service_n32")}}
-    return out
-
-
 def probe_findings(results: list[dict]) -> dict:
     """From the instrumented service (bench/probe.py): per scenario, the median over its
     runs of each transaction phase's mean, and broker "retry" answers per 1000
@@ -210,14 +131,14 @@ def goals(summary: dict, results: list[dict]) -> list[dict]:
     """Each goal's ratio of medians, and the same ratio within each round (side by side)."""
     out: list[dict] = []
     for name, top, bottom, least in GOALS:
-        a, b = _median(summary, *top), _median(summary, *bottom)
+        a, b = median(summary, *top), median(summary, *bottom)
         if a is None or b is None:
             out.append({"goal": name, "ratio": None, "met": None})
             continue
         per_round = _per_round(results, top, bottom)
         out.append({"goal": name, "ratio": round(a / b, 2), "met": a / b >= least,
                     "per_round": per_round})
-    return out + verdicts.goals(lambda s, v, m, p=None: _median(summary, s, v, m, p, 3))
+    return out + verdicts.goals(lambda s, v, m, p=None: median(summary, s, v, m, p, 3))
 
 
 def _per_round(results: list[dict], top: tuple[str, str, str],
@@ -311,98 +232,3 @@ def _cores(row: dict) -> str:
     parts = [f"{row[k]['median']:.2f}" if k in row else "-"
              for k in ("cores_child", "cores_broker", "cores_runner")]
     return " / ".join(parts)
-
-
-def draw(doc: dict, summary: dict, path: Path) -> str | None:
-    try:
-        import matplotlib
-    except ImportError:
-        return "matplotlib is not installed"
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    panels = [p for p in (_s1_panel, _s2_panel, _s3_panel, _sweep_panel) if p(summary, None)]
-    if not panels:
-        return "nothing to draw"
-    cols = min(2, len(panels))
-    rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(max(7.0, 6.0 * cols), 4.4 * rows + 0.4),
-                             squeeze=False)
-    for panel, ax in zip(panels, axes.flat, strict=False):
-        panel(summary, ax)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    fig.suptitle(f"txingest benchmarks ({doc['info']['mode']}, {doc['info']['started']}, "
-                 f"{doc['info']['machine']['nproc']} cores, shared)\n"
-                 "median of the runs that passed the gate; whiskers: min-max", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return None
-
-
-def _bars(ax, summary: dict, scenario: str, names: list[tuple[str, str]], metric: str,
-          title: str, ylabel: str) -> bool:
-    rows = [(label, summary[key][metric]) for key_variant, label in names
-            for key in summary if key[0] == scenario and key[2] == key_variant
-            and metric in summary[key]]
-    if ax is None or not rows:
-        return bool(rows)
-    labels = [label for label, _ in rows]
-    med = [s["median"] for _, s in rows]
-    err = [[s["median"] - s["min"] for _, s in rows], [s["max"] - s["median"] for _, s in rows]]
-    ax.bar(labels, med, yerr=err, capsize=4, color="#4c72b0")
-    for i, v in enumerate(med):
-        ax.text(i, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
-    ax.set_title(title, fontsize=10)
-    ax.set_ylabel(ylabel)
-    ax.tick_params(axis="x", labelsize=8, rotation=20)
-    return True
-
-
-def _s1_panel(summary: dict, ax) -> bool:
-    names = [("naive", "naive"), ("service", "service"), ("service_n8", "N=8"),
-             ("service_n32", "N=32"), ("service_n128", "N=128"), ("service_dedup", "DEDUP=url"),
-             ("service_probe", "service\n(instrumented)"), ("upper_bound", "U (at least once)"),
-             ("r2", "R2 ceiling"), ("kstreams", "Kafka Streams EOS")]
-    return _bars(ax, summary, "S1", names, "files_per_s",
-                 "S1: small files, 50 ms, 8 partitions",
-                 "files / s (one transaction each but N=...)")
-
-
-def _s2_panel(summary: dict, ax) -> bool:
-    names = [("service", "service"), ("upper_bound", "U (at least once)"),
-             ("r1", "R1 raw produce"), ("peer", "Quix Streams EOS"),
-             ("proposed", "service + proposed"), ("kstreams", "Kafka Streams EOS")]
-    return _bars(ax, summary, "S2", names, "msgs_per_s", "S2: 2-5 MB files, 4 partitions",
-                 "output messages / s")
-
-
-def _sweep_panel(summary: dict, ax) -> bool:
-    names = ([(f"r2_backoff_{ms}", f"{ms} ms") for ms in (100, 20, 5, 1)]
-             + [(f"r2_offsets_first_backoff_{ms}", f"offsets 1st\n{ms} ms") for ms in (100, 20, 1)])
-    return _bars(ax, summary, "R2", names, "files_per_s",
-                 "R2 by retry_backoff_ms (8 partitions)", "transactions / s")
-
-
-def _s3_panel(summary: dict, ax) -> bool:
-    points = {v: sorted((k[1], m["files_per_s"]) for k, m in summary.items()
-                        if k[0] == "S3" and k[2] == v and "files_per_s" in m)
-              for v in ("service", "r2")}
-    if ax is None or not points["service"]:
-        return bool(points["service"])
-    for variant, label in (("service", "service"), ("r2", "R2 ceiling")):
-        if points[variant]:
-            xs = [p for p, _ in points[variant]]
-            ax.errorbar(xs, [s["median"] for _, s in points[variant]],
-                        yerr=[[s["median"] - s["min"] for _, s in points[variant]],
-                              [s["max"] - s["median"] for _, s in points[variant]]],
-                        marker="o", capsize=4, label=label)
-    xs = [p for p, _ in points["service"]]
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(xs, [str(x) for x in xs])
-    ax.set_title("S3: small files, 10 ms, by partitions", fontsize=10)
-    ax.set_xlabel("partitions")
-    ax.set_ylabel("transactions / s")
-    ax.legend(fontsize=8)
-    return True

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from bench import gate, kstreams, peer, profile
+from bench import gate, kstreams_peer, peer, profile
 from bench.watch import Progress, Watcher, rates
 from bench.workload import Files, Spec, file_number, fresh_topics
 from tools.kafka_io import Topics, delete_topics
@@ -166,7 +166,7 @@ def _command(ctx: Ctx, variant: Variant, topics: Topics, target: int) -> list[st
         cfg["state_dir"] = tempfile.mkdtemp(prefix="bench-peer-state-")
         return [str(peer.python()), "-m", "bench.peer", orjson.dumps(cfg).decode()]
     if variant.kind == "kstreams":
-        return kstreams.command({**cfg, "dlq": topics.dlq}, ctx.logs)
+        return kstreams_peer.command({**cfg, "dlq": topics.dlq}, ctx.logs)
     return [*python_module("bench.baselines"), orjson.dumps(cfg).decode()]
 
 

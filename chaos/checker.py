@@ -35,12 +35,13 @@ Verdicts (each can fail on its own; ``tests/chaos/test_checker.py`` makes each f
 from __future__ import annotations
 
 import collections
-import sys
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
+
+from chaos.txnlog import Entry, Out, Txn, fates
 
 MAX_EXAMPLES = 10
 
@@ -56,66 +57,6 @@ class Want(Protocol):
     def dlq_reason(self) -> str | None: ...
 
 
-class Out(NamedTuple):
-    """A data record of the output or dead-letter topic, its headers parsed."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    source_topic: str | None
-    source_partition: int   # -1: missing or malformed
-    source_offset: int      # -1: missing or malformed
-    source_url: str | None
-    item_index: int         # the index header; -1: missing (dead letters have none)
-    item_count: int         # the count header; -1: missing
-
-    @classmethod
-    def parse(cls, partition: int, offset: int, key: bytes | None, value: bytes | None,
-              headers: Iterable[tuple[str, bytes]]) -> Out:
-        h = dict(headers)
-        url = h.get("source-url")
-        topic = h.get("source-topic")
-        # Interned: a file's URL repeats in each of its records (millions in the full tier).
-        return cls(partition, offset, key, value or b"",
-                   sys.intern(topic.decode(errors="replace")) if topic is not None else None,
-                   _int(h.get("source-partition")), _int(h.get("source-offset")),
-                   sys.intern(url.decode(errors="replace")) if url is not None else None,
-                   _int(h.get("index")), _int(h.get("count")))
-
-    @property
-    def source(self) -> tuple[int, int]:
-        return self.source_partition, self.source_offset
-
-
-def _int(raw: bytes | None) -> int:
-    try:
-        return int(raw) if raw is not None else -1
-    except ValueError:
-        return -1
-
-
-class Entry(NamedTuple):
-    """One record of the raw log: a data record or a transaction marker."""
-
-    partition: int
-    offset: int
-    producer_id: int
-    transactional: bool
-    control: str | None   # "commit" or "abort" for a marker; None for data
-    record: Out | None    # the data record (None for a marker)
-
-
-@dataclass
-class Txn:
-    """The data one producer wrote to one partition between two markers."""
-
-    partition: int
-    producer_id: int
-    fate: str             # "commit", "abort", "open" (no marker yet) or "plain"
-    records: list[Out] = field(default_factory=list)
-
-
 @dataclass
 class Verdict:
     counts: dict[str, int]
@@ -126,38 +67,6 @@ class Verdict:
     @property
     def passed(self) -> bool:
         return not self.failures
-
-
-def fates(log: Iterable[Entry]) -> tuple[dict[tuple[int, int], str], list[Txn]]:
-    """Each data record's fate by (partition, offset), and the transactions.
-
-    A transactional record's fate is decided by the next marker of its producer
-    in the same partition; without one it is still open. Non-transactional
-    records are visible at once ("plain").
-    """
-    fate: dict[tuple[int, int], str] = {}
-    txns: list[Txn] = []
-    open_: dict[tuple[int, int], Txn] = {}
-    for e in sorted(log, key=lambda e: (e.partition, e.offset)):
-        if e.control is not None:
-            txn = open_.pop((e.partition, e.producer_id), None)
-            if txn is not None:
-                txn.fate = e.control
-                for r in txn.records:
-                    fate[r.partition, r.offset] = e.control
-                txns.append(txn)
-            continue
-        assert e.record is not None
-        if not e.transactional:
-            fate[e.partition, e.offset] = "plain"
-            txns.append(Txn(e.partition, e.producer_id, "plain", [e.record]))
-            continue
-        txn = open_.setdefault((e.partition, e.producer_id),
-                               Txn(e.partition, e.producer_id, "open"))
-        txn.records.append(e.record)
-        fate[e.partition, e.offset] = "open"
-    txns.extend(open_.values())
-    return fate, txns
 
 
 class _Tally:
@@ -279,6 +188,15 @@ def _views(t: _Tally, topic: str, view: Sequence[Out], log: Sequence[Entry]) -> 
 
 def _outcomes(t: _Tally, inputs: Mapping[tuple[int, int], Want], input_topic: str,
               outputs: Sequence[Out], dead_letters: Sequence[Out]) -> None:
+    copies, touched = _output_copies(t, inputs, input_topic, outputs)
+    letters = _dead_letter_copies(t, inputs, dead_letters)
+    _missing_outcomes(t, inputs, copies, letters, touched)
+
+
+def _output_copies(t: _Tally, inputs: Mapping[tuple[int, int], Want], input_topic: str,
+                   outputs: Sequence[Out]
+                   ) -> tuple[collections.Counter[tuple[int, int, int]], set[tuple[int, int]]]:
+    """Copies of each (input, item) among the outputs, and the inputs that have any."""
     copies: collections.Counter[tuple[int, int, int]] = collections.Counter()
     touched: set[tuple[int, int]] = set()
     for r in outputs:
@@ -304,7 +222,12 @@ def _outcomes(t: _Tally, inputs: Mapping[tuple[int, int], Want], input_topic: st
     for (sp, so, index), n in copies.items():
         if n > 1:
             t.add("duplicates", f"input {sp}@{so} transaction {index}: {n} copies", n=n - 1)
+    return copies, touched
 
+
+def _dead_letter_copies(t: _Tally, inputs: Mapping[tuple[int, int], Want],
+                        dead_letters: Sequence[Out]) -> collections.Counter[tuple[int, int]]:
+    """Dead letters per input, each checked against what its input must produce."""
     letters: collections.Counter[tuple[int, int]] = collections.Counter()
     for r in dead_letters:
         source = _dlq_source(r)
@@ -328,7 +251,14 @@ def _outcomes(t: _Tally, inputs: Mapping[tuple[int, int], Want], input_topic: st
     for (sp, so), n in letters.items():
         if n > 1:
             t.add("duplicates", f"input {sp}@{so}: {n} dead letters", n=n - 1)
+    return letters
 
+
+def _missing_outcomes(t: _Tally, inputs: Mapping[tuple[int, int], Want],
+                      copies: collections.Counter[tuple[int, int, int]],
+                      letters: collections.Counter[tuple[int, int]],
+                      touched: set[tuple[int, int]]) -> None:
+    """Inputs whose outcome is missing in part, or who got both outputs and a dead letter."""
     for source, want in inputs.items():
         if want.items is None:
             if not letters[source]:

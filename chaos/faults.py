@@ -192,80 +192,92 @@ class Scheduler:
         return self.rng.choice(live)
 
     async def _do(self, kind: str) -> None:
-        c = self.counts
-        victim = self._pick() if kind in ("kill", "term") else None
-        if kind in ("kill", "term") and victim is None:
-            self._note(kind, "skipped: no copier running")
-            return
-        if kind == "kill":
-            assert victim is not None
-            delay = self._restart_delay()
-            victim.kill()
-            c.kills += 1
-            c.kills_by_copier[victim.name] += 1
-            self._note("kill", f"{victim.name}, restart in {delay:.1f}s")
-            await asyncio.sleep(delay)
-            victim.start()
-        elif kind == "kill_all":
-            delay = self._restart_delay()
-            for victim in self.active:
-                victim.kill()
-                c.kills += 1
-                c.kills_by_copier[victim.name] += 1
-            c.kill_all += 1
-            self._note("kill_all", f"{len(self.active)} copiers, restart in {delay:.1f}s")
-            await asyncio.sleep(delay)
-            for victim in self.active:
-                victim.start()
-        elif kind == "term":
-            assert victim is not None
-            # A clean bounce of a running copier: not one still importing its modules.
-            await victim.wait_consuming(60)
-            self._note("term", victim.name)
-            code = await victim.stop(self.term_timeout_s)
-            c.terms += 1
-            c.term_exit_codes.append(code)
-            if code != 0:
-                self.log(f"  {victim.name} exited with {code} after SIGTERM")
-            await asyncio.sleep(self._restart_delay())
-            victim.start()
-        elif kind == "zombie":
-            await self._zombie()
-        elif kind in self.net:
+        if kind in self.net:
             if await self.net[kind](self):
-                c.net[kind] += 1
-        elif kind == "scale_up":
-            joining = [x for x in self.copiers if x not in self.active]
-            for x in joining:
-                self.active.append(x)
-                x.start()
-            c.scale_up += 1
-            self._note("scale_up", f"{len(self.active)} copiers")
-        elif kind == "scale_down":
-            leaving = self.active.pop()
-            await leaving.wait_consuming(60)
-            self._note("scale_down", f"{leaving.name} stops for good (SIGTERM)")
-            code = await leaving.stop(self.term_timeout_s)
-            c.terms += 1
-            c.scale_down += 1
-            c.term_exit_codes.append(code)
-        elif kind == "broker":
-            assert self.broker_kill is not None and self.broker_restart is not None
-            which = await self.broker_kill()
-            down = self.rng.uniform(0.5, 4.0)
-            self._note("broker", f"kill -9 {which}, restart in {down:.1f}s")
-            await asyncio.sleep(down)
-            started = time.monotonic()
-            await self.broker_restart()
-            c.broker_restarts += 1
-            self._note("broker", f"back after {time.monotonic() - started:.1f}s of recovery")
-        elif kind == "burst":
-            seconds = self.rng.uniform(1.0, 3.0)
-            self.burst(seconds)
-            c.bursts += 1
-            self._note("burst", f"503 for {seconds:.1f}s")
-        else:
+                self.counts.net[kind] += 1
+            return
+        faults = {"kill": self._kill, "kill_all": self._kill_all, "term": self._term,
+                  "zombie": self._zombie, "scale_up": self._scale_up,
+                  "scale_down": self._scale_down, "broker": self._broker, "burst": self._burst}
+        if kind not in faults:
             raise ValueError(kind)
+        await faults[kind]()
+
+    def _count_kill(self, victim: Copier) -> None:
+        victim.kill()
+        self.counts.kills += 1
+        self.counts.kills_by_copier[victim.name] += 1
+
+    async def _kill(self) -> None:
+        victim = self._pick()
+        if victim is None:
+            self._note("kill", "skipped: no copier running")
+            return
+        delay = self._restart_delay()
+        self._count_kill(victim)
+        self._note("kill", f"{victim.name}, restart in {delay:.1f}s")
+        await asyncio.sleep(delay)
+        victim.start()
+
+    async def _kill_all(self) -> None:
+        delay = self._restart_delay()
+        for victim in self.active:
+            self._count_kill(victim)
+        self.counts.kill_all += 1
+        self._note("kill_all", f"{len(self.active)} copiers, restart in {delay:.1f}s")
+        await asyncio.sleep(delay)
+        for victim in self.active:
+            victim.start()
+
+    async def _term(self) -> None:
+        victim = self._pick()
+        if victim is None:
+            self._note("term", "skipped: no copier running")
+            return
+        # A clean bounce of a running copier: not one still importing its modules.
+        await victim.wait_consuming(60)
+        self._note("term", victim.name)
+        code = await victim.stop(self.term_timeout_s)
+        self.counts.terms += 1
+        self.counts.term_exit_codes.append(code)
+        if code != 0:
+            self.log(f"  {victim.name} exited with {code} after SIGTERM")
+        await asyncio.sleep(self._restart_delay())
+        victim.start()
+
+    async def _scale_up(self) -> None:
+        joining = [x for x in self.copiers if x not in self.active]
+        for x in joining:
+            self.active.append(x)
+            x.start()
+        self.counts.scale_up += 1
+        self._note("scale_up", f"{len(self.active)} copiers")
+
+    async def _scale_down(self) -> None:
+        leaving = self.active.pop()
+        await leaving.wait_consuming(60)
+        self._note("scale_down", f"{leaving.name} stops for good (SIGTERM)")
+        code = await leaving.stop(self.term_timeout_s)
+        self.counts.terms += 1
+        self.counts.scale_down += 1
+        self.counts.term_exit_codes.append(code)
+
+    async def _broker(self) -> None:
+        assert self.broker_kill is not None and self.broker_restart is not None
+        which = await self.broker_kill()
+        down = self.rng.uniform(0.5, 4.0)
+        self._note("broker", f"kill -9 {which}, restart in {down:.1f}s")
+        await asyncio.sleep(down)
+        started = time.monotonic()
+        await self.broker_restart()
+        self.counts.broker_restarts += 1
+        self._note("broker", f"back after {time.monotonic() - started:.1f}s of recovery")
+
+    async def _burst(self) -> None:
+        seconds = self.rng.uniform(1.0, 3.0)
+        self.burst(seconds)
+        self.counts.bursts += 1
+        self._note("burst", f"503 for {seconds:.1f}s")
 
     async def _zombie(self) -> None:
         live = [x for x in self.active if x.alive and not x.paused]

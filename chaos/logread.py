@@ -9,7 +9,7 @@ Two views of a topic:
   batch's producer id and the commit and abort markers are kept too (a consumer
   drops both). The checker derives each record's fate from them.
 
-Records are turned into compact :class:`chaos.checker.Out` tuples as they arrive:
+Records are turned into compact :class:`chaos.txnlog.Out` tuples as they arrive:
 the full tier reads a few million of them.
 """
 
@@ -27,7 +27,7 @@ from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.control_record import ABORT_MARKER, COMMIT_MARKER, ControlRecord
 from aiokafka.record.memory_records import MemoryRecords
 
-from chaos.checker import Entry, Out
+from chaos.txnlog import Entry, Out
 
 READ_UNCOMMITTED = 0
 FETCH_BYTES = 8 * 1024 * 1024

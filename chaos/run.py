@@ -27,12 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import datetime
 import itertools
-import json
 import logging
 import os
-import platform
 import random
 import shutil
 import signal
@@ -43,13 +40,13 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from chaos import checker, logread, netfaults, netreport
+from chaos import checker, logread, netfaults, netreport, runreport
 from chaos.faults import Copier, Scheduler
+from chaos.faultyserver import FaultyServer
 from chaos.harness import (
     COPIERS,
     LIVENESS_S,
     READ_TIMEOUT_S,
-    RECORD_LEVEL,
     RESULTS,
     SESSION_TIMEOUT_MS,
     STALL_S,
@@ -66,9 +63,13 @@ from chaos.harness import (
 )
 from chaos.toxiproxy import BINARY as TOXIPROXY
 from chaos.toxiproxy import Toxiproxy
-from chaos.workload import FaultyServer, Workload, mark_repeats
+from chaos.workload import Expected, Workload, mark_repeats
 from tools import local_cluster, local_kafka
 from tools.proc import python_module
+
+BrokerKill = Callable[[], Awaitable[str]]
+BrokerRestart = Callable[[], Awaitable[None]]
+GroupOffsets = tuple[dict[int, int], dict[int, int]]   # (group committed, input end)
 
 
 class Run:
@@ -86,6 +87,7 @@ class Run:
         self.started = time.monotonic()
         self.wall_started = time.time()
         self.phases: dict[str, float] = {}
+        self.phase_started = self.started
         self.failures: list[str] = []     # run-level: exit codes, plan not met, harness
         self.verdict: checker.Verdict | None = None
         self.scheduler: Scheduler | None = None
@@ -100,8 +102,7 @@ class Run:
         self.listeners = (netfaults.listeners(COPIERS, self.tier.brokers, local_kafka.free_port)
                           if self.tier.network else [])
 
-    async def start_kafka(self) -> tuple[str, Callable[[], Awaitable[str]],
-                                         Callable[[], Awaitable[None]]]:
+    async def start_kafka(self) -> tuple[str, BrokerKill, BrokerRestart]:
         """The private broker (or cluster) and the fault scheduler's kill and restart:
         in a cluster each restart takes the next node in turn, so every node is bounced."""
         size = self.tier.brokers
@@ -148,30 +149,54 @@ class Run:
                 "events_by_fault_kind": netreport.report(self.scheduler.fault_starts,
                                                          self.wall_started, logs)}
 
-    def mark(self, phase: str, since: float) -> float:
+    def mark(self, phase: str) -> None:
+        """The time since the last mark (or the run's start) is ``phase``'s."""
         now = time.monotonic()
-        self.phases[phase] = round(now - since, 1)
-        return now
+        self.phases[phase] = round(now - self.phase_started, 1)
+        self.phase_started = now
 
     async def main(self) -> None:
-        args, tier = self.args, self.tier
+        args = self.args
         say(f"chaos: tier {args.tier}, seed {self.seed}, copier {args.copier}"
             f"{' (' + args.broken_mode + ')' if args.copier == 'broken' else ''}, "
             f"work dir {self.work}")
-        t = time.monotonic()
-        if args.bootstrap and tier.network:
+        self.phase_started = time.monotonic()
+        bootstrap, broker_kill, broker_restart = await self.connect()
+        self.mark("setup_s")
+        workload = Workload(self.seed)
+        await self.plan_faults(bootstrap, workload, broker_kill, broker_restart)
+        last_fault, done_at, committed_offsets = await self.faults_and_recovery(bootstrap,
+                                                                                workload)
+        if not await wait_stable(bootstrap, [self.names["output"], self.names["dlq"]], 60):
+            say("chaos: last stable offset still below the high watermark after 60s")
+        self.mark("shutdown_s")
+        await self.check(bootstrap, workload, committed_offsets, last_fault, done_at)
+        self.mark("check_s")
+        assert self.scheduler is not None
+        self.scheduler.count_fenced_zombies()
+        self.failures += runreport.plan_failures(self.scheduler, self.tier.plan,
+                                                 self.broker_started, self.final_exit_codes)
+
+    async def connect(self) -> tuple[str, BrokerKill | None, BrokerRestart | None]:
+        """The broker (a private one unless --bootstrap) and the run's topics."""
+        if self.args.bootstrap and self.tier.network:
             raise SystemExit("the network tier starts its own cluster: no --bootstrap")
-        if args.bootstrap:
-            bootstrap = args.bootstrap
-            broker_kill = broker_restart = None
+        broker_kill: BrokerKill | None = None
+        broker_restart: BrokerRestart | None = None
+        if self.args.bootstrap:
+            bootstrap = self.args.bootstrap
         else:
             bootstrap, broker_kill, broker_restart = await self.start_kafka()
-        self.names = await create_topics(bootstrap, tier, self.run_id)
+        self.names = await create_topics(bootstrap, self.tier, self.run_id)
         if self.net is not None:
             self.net.attach(bootstrap, app_settings(self.names).transactional_id)
-        t = self.mark("setup_s", t)
+        return bootstrap, broker_kill, broker_restart
 
-        workload = Workload(self.seed)
+    async def plan_faults(self, bootstrap: str, workload: Workload,
+                          broker_kill: BrokerKill | None,
+                          broker_restart: BrokerRestart | None) -> None:
+        """The faulty file server, the copiers (none started yet) and the seeded scheduler."""
+        args, tier = self.args, self.tier
         self.server = server = await FaultyServer(workload, stall_s=READ_TIMEOUT_S + 1.5).start()
         module = "chaos.broken" if args.copier == "broken" else "chaos.copier"
         self.env = copier_env(bootstrap, self.names, tier, args.broken_mode)
@@ -179,50 +204,34 @@ class Run:
                           {**self.copier_env(i), **tier.copier_settings(i)}, self.logs)
                    for i in range(COPIERS)]
         rng = random.Random(self.seed)
-        self.scheduler = scheduler = Scheduler(
+        self.scheduler = Scheduler(
             rng, tier.plan, copiers, tier.input_partitions, SESSION_TIMEOUT_MS / 1000,
             TERM_TIMEOUT_S, broker_kill, broker_restart, server.burst, say, self.started,
             net=self.net.handlers() if self.net else None)
-        say(f"chaos: plan {' '.join(scheduler.events)}")
+        say(f"chaos: plan {' '.join(self.scheduler.events)}")
 
+    async def faults_and_recovery(self, bootstrap: str, workload: Workload
+                                  ) -> tuple[float, float | None, GroupOffsets | None]:
+        """Feed the input while the faults run, wait for the group to commit it all, stop
+        the copiers: (last fault, when all was committed or None, the group's offsets)."""
+        assert self.server is not None
+        tier = self.tier
         view = logread.GroupView(bootstrap, self.names["input"], self.names["group"],
                                  tier.input_partitions)
-        progress = Progress()
+        self.progress = progress = Progress()
         stop = asyncio.Event()
-        self.progress = progress
         background = [asyncio.create_task(watch(view, progress, stop, self.started)),
-                      asyncio.create_task(report_progress(progress, copiers, tier, stop,
-                                                          self.started))]
+                      asyncio.create_task(report_progress(progress, self.copiers(), tier,
+                                                          stop, self.started))]
         feeder = asyncio.create_task(feed(bootstrap, self.names["input"], workload,
-                                          server.base_url, tier, progress))
+                                          self.server.base_url, tier, progress))
         try:
-            scheduler.first()
-            await scheduler.run(keep_going=lambda: not feeder.done() and not progress.stalled)
-            if progress.stalled:
-                self.failures.append(f"stalled: nothing committed for {STALL_S:.0f}s "
-                                     f"(fed {progress.fed}, lag {progress.lag})")
-                feeder.cancel()
-            await asyncio.gather(feeder, return_exceptions=True)
-            last_fault = scheduler.last_fault_at or time.monotonic()
-            t = self.mark("faults_s", t)
-            say(f"chaos: faults over; waiting for the group to commit everything "
-                f"(lag {progress.lag})")
-            done_at = None
-            deadline = last_fault + LIVENESS_S + 120  # past the limit: to report how late
-            while time.monotonic() < deadline and not progress.stalled:
-                if progress.lag == 0 and progress.feeding_done:
-                    done_at = time.monotonic()
-                    break
-                await asyncio.sleep(0.25)
-            t = self.mark("recovery_s", t)
+            last_fault = await self.run_faults(feeder)
+            done_at = await self.wait_committed(last_fault)
+            self.mark("recovery_s")
             if self.toxi is not None:
                 await self.toxi.reset()   # each fault undoes itself; this is belt and braces
-            scheduler.check_running()
-            for c in scheduler.active:
-                if c.paused:
-                    c.resume()
-                await c.wait_consuming(60)  # not while it is still importing its modules
-                self.final_exit_codes[c.name] = await c.stop(TERM_TIMEOUT_S)
+            await self.stop_copiers()
             committed_offsets = await view.offsets()
         finally:
             stop.set()
@@ -233,11 +242,56 @@ class Run:
             await view.close()
             if self.toxi is not None:
                 await self.toxi.close_api()
-        if not await wait_stable(bootstrap, [self.names["output"], self.names["dlq"]], 60):
-            say("chaos: last stable offset still below the high watermark after 60s")
-        t = self.mark("shutdown_s", t)
+        return last_fault, done_at, committed_offsets
 
-        inputs_raw = await logread.read_values(bootstrap, self.names["input"])
+    def copiers(self) -> list[Copier]:
+        assert self.scheduler is not None
+        return self.scheduler.copiers
+
+    async def run_faults(self, feeder: asyncio.Task[None]) -> float:
+        """Every planned fault, and more while the feeder publishes; when the last ended."""
+        assert self.scheduler is not None and self.progress is not None
+        scheduler, progress = self.scheduler, self.progress
+        scheduler.first()
+        await scheduler.run(keep_going=lambda: not feeder.done() and not progress.stalled)
+        if progress.stalled:
+            self.failures.append(f"stalled: nothing committed for {STALL_S:.0f}s "
+                                 f"(fed {progress.fed}, lag {progress.lag})")
+            feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
+        last_fault = scheduler.last_fault_at or time.monotonic()
+        self.mark("faults_s")
+        say(f"chaos: faults over; waiting for the group to commit everything "
+            f"(lag {progress.lag})")
+        return last_fault
+
+    async def wait_committed(self, last_fault: float) -> float | None:
+        """When the group had committed every input record; None if not in time."""
+        assert self.progress is not None
+        progress = self.progress
+        deadline = last_fault + LIVENESS_S + 120  # past the limit: to report how late
+        while time.monotonic() < deadline and not progress.stalled:
+            if progress.lag == 0 and progress.feeding_done:
+                return time.monotonic()
+            await asyncio.sleep(0.25)
+        return None
+
+    async def stop_copiers(self) -> None:
+        """SIGTERM every copier of the group, once it consumes; each must exit 0."""
+        assert self.scheduler is not None
+        self.scheduler.check_running()
+        for c in self.scheduler.active:
+            if c.paused:
+                c.resume()
+            await c.wait_consuming(60)  # not while it is still importing its modules
+            self.final_exit_codes[c.name] = await c.stop(TERM_TIMEOUT_S)
+
+    async def check(self, bootstrap: str, workload: Workload,
+                    committed_offsets: GroupOffsets | None, last_fault: float,
+                    done_at: float | None) -> None:
+        """Read the topics and the group's offsets back; the checker's verdict."""
+        inputs = self.expected(await logread.read_values(bootstrap, self.names["input"]),
+                               workload)
         outputs = await logread.read_committed(bootstrap, self.names["output"])
         dead = await logread.read_committed(bootstrap, self.names["dlq"])
         out_log, out_ends = await logread.read_log(bootstrap, self.names["output"])
@@ -245,9 +299,19 @@ class Run:
         while committed_offsets is None:  # the broker is up: this answers
             committed_offsets = await logread.GroupView(
                 bootstrap, self.names["input"], self.names["group"],
-                tier.input_partitions).offsets()
+                self.tier.input_partitions).offsets()
         group, ends = committed_offsets
+        self.verdict = checker.check(
+            inputs=inputs, input_topic=self.names["input"], outputs=outputs,
+            dead_letters=dead, output_log=out_log, dlq_log=dlq_log, group_offsets=group,
+            input_ends=ends, output_ends=out_ends, dlq_ends=dlq_ends,
+            last_fault_at=last_fault, done_at=done_at, liveness_s=LIVENESS_S,
+            require_aborts=self.tier.abort_rate > 0)
+        self.verdict.counts["repeats"] = sum(1 for w in inputs.values() if w.items == ())
 
+    def expected(self, inputs_raw: list[tuple[int, int, bytes | None]], workload: Workload
+                 ) -> dict[tuple[int, int], Expected]:
+        """What each input record must produce, from the workload that made it."""
         inputs = {}
         for p, o, value in inputs_raw:
             want = workload.expected(value)
@@ -255,50 +319,12 @@ class Run:
                 self.failures.append(f"input {p}@{o} is no file of this workload: {value!r}")
                 continue
             inputs[(p, o)] = want
-        if tier.dedup != "off" and self.args.copier == "service":
+        if self.tier.dedup != "off" and self.args.copier == "service":
             inputs = mark_repeats(inputs)
-        missing = set(range(tier.inputs)) - {w.n for w in inputs.values()}
+        missing = set(range(self.tier.inputs)) - {w.n for w in inputs.values()}
         if missing:
             self.failures.append(f"the feeder did not publish {len(missing)} inputs")
-        self.verdict = checker.check(
-            inputs=inputs, input_topic=self.names["input"], outputs=outputs,
-            dead_letters=dead, output_log=out_log, dlq_log=dlq_log, group_offsets=group,
-            input_ends=ends, output_ends=out_ends, dlq_ends=dlq_ends,
-            last_fault_at=last_fault, done_at=done_at, liveness_s=LIVENESS_S,
-            require_aborts=tier.abort_rate > 0)
-        self.verdict.counts["repeats"] = sum(1 for w in inputs.values() if w.items == ())
-        self.mark("check_s", t)
-        self._plan_met()
-
-    def _plan_met(self) -> None:
-        assert self.scheduler is not None
-        self.scheduler.count_fenced_zombies()
-        c, p = self.scheduler.counts, self.tier.plan
-        broker_needed = p.broker_restarts if self.broker_started else 0
-        for what, got, need in (("kills", c.kills, p.kills), ("terms", c.terms, p.terms),
-                                ("zombies", c.zombies, p.zombies),
-                                ("broker_restarts", c.broker_restarts, broker_needed)):
-            if got < need:
-                self.failures.append(f"plan not met: {what}={got} < {need}")
-        if p.kill_rounds:
-            for copier in self.scheduler.copiers:
-                if c.kills_by_copier[copier.name] < p.kill_rounds:
-                    self.failures.append(f"plan not met: {copier.name} killed "
-                                         f"{c.kills_by_copier[copier.name]} times")
-        bad_terms = [code for code in c.term_exit_codes if code != 0]
-        if bad_terms:
-            self.failures.append(f"SIGTERM did not exit 0: exit codes {bad_terms}")
-        bad_final = {k: v for k, v in self.final_exit_codes.items() if v != 0}
-        if bad_final:
-            self.failures.append(f"final SIGTERM did not exit 0: {bad_final}")
-        if c.unexpected_exits:
-            self.failures.append(f"copiers exited on their own: {c.unexpected_exits}")
-        for kind, need in p.net:
-            if c.net[kind] < need:
-                self.failures.append(f"plan not met: {kind}={c.net[kind]} < {need}")
-        if c.zombie_takeover_timeouts:
-            self.failures.append(f"{c.zombie_takeover_timeouts} zombie(s) resumed before the "
-                                 "others took their partitions over")
+        return inputs
 
     def cleanup(self, keep: bool) -> None:
         if self.scheduler is not None:
@@ -313,57 +339,15 @@ class Run:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def outcome(self) -> tuple[bool, str, dict]:
+        """PASS or FAIL, the last line, and the JSON report."""
         v = self.verdict
-        counts = dict(v.counts) if v else {}
         failures = [*(v.failures if v else []), *self.failures]
         passed = v is not None and not failures
-        c = self.scheduler.counts if self.scheduler else None
         elapsed = time.monotonic() - self.started
-        g = counts.get
-        line = (f"chaos: {'PASS' if passed else 'FAIL'} inputs={g('inputs', 0)} "
-                f"outputs={g('outputs', 0)} duplicates={g('duplicates', 0)} lost={g('lost', 0)} "
-                f"aborted_visible={g('aborted_visible', 0)} "
-                f"order_violations={g('order_violations', 0)} "
-                f"aborted_attempts={g('aborted_attempts', 0)} kills={c.kills if c else 0} "
-                f"terms={c.terms if c else 0} zombies={c.zombies if c else 0} "
-                f"broker_restarts={c.broker_restarts if c else 0} "
-                + (f"net_faults={sum(c.net.values()) if c else 0} " if self.tier.network else "")
-                + f"elapsed={elapsed:.0f}s")
-        report = {
-            "suite": "chaos",
-            "tier": self.args.tier,
-            "copier": self.args.copier,
-            "broken_mode": self.args.broken_mode if self.args.copier == "broken" else None,
-            "expect": self.args.expect,
-            "seed": self.seed,
-            "verdict": "PASS" if passed else "FAIL",
-            "started_at": datetime.datetime.fromtimestamp(self.wall_started, datetime.UTC)
-                                           .isoformat(timespec="seconds"),
-            "elapsed_s": round(elapsed, 1),
-            "phases_s": self.phases,
-            "recovery_after_last_fault_s": (round(v.recovery_s, 1)
-                                            if v and v.recovery_s is not None else None),
-            "counts": counts,
-            "faults": ({**{k: val for k, val in dataclasses.asdict(c).items()
-                           if k not in ("timeline", "kills_by_copier", "net")},
-                        "kills_by_copier": dict(c.kills_by_copier), "net": dict(c.net),
-                        "final_exit_codes": self.final_exit_codes} if c else {}),
-            "http": dict(self.server.counts) if self.server else {},
-            "committed_offset_regressions": [
-                {"at_s": at, "input_partition": p, "from": a, "to": b}
-                for at, p, a, b in (self.progress.regressions if self.progress else [])],
-            "failures": failures,
-            "examples": v.examples if v else {},
-            "tier_config": {**dataclasses.asdict(self.tier)},
-            "settings": {k: val for k, val in self.env.items()
-                         if k not in ("KAFKA_BOOTSTRAP_SERVERS",)},
-            "network": self.network_report(),
-            "timeline": c.timeline if c else [],
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                        "kafka": local_kafka.kafka_version(), "platform": platform.platform()},
-            "last_line": line,
-        }
-        return passed, line, report
+        faults = self.scheduler.counts if self.scheduler else None
+        line = runreport.last_line(passed, dict(v.counts) if v else {}, faults,
+                                   self.tier.network, elapsed)
+        return passed, line, runreport.report(self, passed, failures, line, elapsed)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -428,34 +412,10 @@ def main(argv: list[str] | None = None) -> int:
     if keep:
         report["work_dir"] = str(run.work)
     run.cleanup(keep)
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.report.with_name(args.report.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    tmp.replace(args.report)
-    for failure in report["failures"]:
-        say(f"  FAIL {failure}")
-    for kind, examples in list(report["examples"].items())[:12]:
-        say(f"  e.g. {kind}: {examples[0]}")
-    if report["committed_offset_regressions"]:
-        say(f"  note: the broker's committed offsets for the group went backwards "
-            f"{len(report['committed_offset_regressions'])} times (committed_offset_regressions "
-            "in the report): work redone after that is the broker's loss, not the copiers'")
-    for kind, counts in report["network"].get("events_by_fault_kind", {}).items():
-        shown = ("faults", "aborted", "task_failed", "replaced_unknown_commit", "fenced",
-                 "error_lines")
-        say(f"  {kind}: " + " ".join(f"{k}={counts.get(k, 0)}" for k in shown))
+    runreport.write(args.report, report)
+    runreport.print_findings(report)
     say(f"chaos: report {args.report}")
-    if args.expect == "fail":
-        caught = [k for k in RECORD_LEVEL if report["counts"].get(k)]
-        if passed or not caught:
-            say("chaos: the broken copier was NOT caught by the checker")
-            say(line)
-            return 1
-        say(f"chaos: expected FAIL, and the checker caught the broken copier ({', '.join(caught)})")
-        say(line)
-        return 0
-    say(line)
-    return 0 if passed else 1
+    return runreport.exit_code(args.expect, passed, line, report)
 
 
 def app_settings(names: dict[str, str]):

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from chaos.checker import Entry, Out, check, fates
+from chaos.checker import check
+from chaos.txnlog import Entry, Out, fates
 
 TOPIC = "in"
 

@@ -10,7 +10,8 @@ from app.errors import IngestError, Kind
 from app.fetch import Downloader, DownloadLimits
 from app.input_url import parse_input_url
 from app.parse import parse_transactions
-from chaos.workload import FORMATS, MAX_FILE_FAULTS, POISON, FaultyServer, Workload
+from chaos.faultyserver import FaultyServer
+from chaos.workload import FORMATS, MAX_FILE_FAULTS, POISON, Workload
 
 BASE = "http://127.0.0.1:8000"
 

@@ -7,9 +7,9 @@ import os
 import orjson
 import pytest
 
-from bench.memory_data import LONGEST_LINE, cached_gzip, lines_of_count, lines_of_size
-from bench.memory_probe import MemorySampler, gauge, loop_lag
-from bench.memory_report import table
+from bench.memory.data import LONGEST_LINE, cached_gzip, lines_of_count, lines_of_size
+from bench.memory.probe import MemorySampler, gauge, loop_lag
+from bench.memory.report import table
 
 
 def test_a_file_has_exactly_the_size_asked_and_is_the_same_every_time(tmp_path):

@@ -1,4 +1,4 @@
-"""Files for the memory benchmark (bench/memory.py): deterministic NDJSON transactions.
+"""Files for the memory benchmark (bench/memory/run.py): deterministic NDJSON transactions.
 
 A line is one transaction of about 136 bytes: a random id, an amount with up to ten
 digits, two account addresses, a memo and a time. gzip shrinks such lines about 3.9

@@ -26,14 +26,13 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvloop
 from aiokafka import AIOKafkaProducer
 
 from bench import ROOT, gate
-from bench.memory_data import cached_gzip, lines_of_count
-from bench.memory_probe import GroupLag, MemorySampler, MetricsScraper, proc_status_kb
-from bench.memory_report import table, write_json
-from bench.memory_service import Service, describe, service_env
+from bench.memory.data import cached_gzip, lines_of_count
+from bench.memory.probe import GroupLag, MemorySampler, MetricsScraper, proc_status_kb
+from bench.memory.report import table, write_json
+from bench.memory.service import Service, describe, service_env
 from bench.workload import Files
 from tools import local_kafka
 from tools.fileserver import FileServer, Route
@@ -203,7 +202,7 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def arguments(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help="comma-separated scenarios (default: all)")
@@ -226,7 +225,3 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     args.settings = dict(kv.split("=", 1) for kv in args.settings)
     return args
 
-
-if __name__ == "__main__":
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        sys.exit(runner.run(main(arguments())))
