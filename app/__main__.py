@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.signals import catch_early
+from app.ops.signals import catch_early
 
 catch_early()  # before the imports below, which take a noticeable time
 
@@ -14,10 +14,10 @@ from collections.abc import Callable  # noqa: E402
 
 import uvloop  # noqa: E402
 
-from app import log  # noqa: E402
-from app.commit import Committer  # noqa: E402
 from app.config import load_settings  # noqa: E402
 from app.errors import ConfigError  # noqa: E402
+from app.kafka.committer import Committer  # noqa: E402
+from app.ops import log  # noqa: E402
 from app.service import Service  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def tune_gc() -> None:
 def main(argv: list[str] | None = None,
          wrap_committer: Callable[[Committer], Committer] | None = None) -> int:
     if (sys.argv[1:] if argv is None else argv)[:1] == ["redrive"]:  # docs/redrive.md
-        from app.redrive import main as redrive
+        from app.redrive.command import main as redrive
         return redrive((sys.argv[1:] if argv is None else argv)[1:])
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)

@@ -19,27 +19,27 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka
 
-from app import log as log_setup
-from app import web
-from app.budget import MemoryBudget
-from app.changelog import InputTopicMissing, ensure_changelog
-from app.clients import (
+from app.config import Settings
+from app.dedup.changelog import InputTopicMissing, ensure_changelog
+from app.dedup.store import dedup_factory
+from app.errors import ConfigError
+from app.files.budget import MemoryBudget
+from app.files.fetch import Downloader, DownloadLimits
+from app.files.prepare import Preparer
+from app.kafka.clients import (
     FatalStartupError,
     check_connection,
     make_consumer,
     make_restore_consumer,
     producer_factory,
 )
-from app.commit import Committer, make_committer
-from app.config import Settings
-from app.dedup import dedup_factory
-from app.errors import ConfigError
-from app.fetch import Downloader, DownloadLimits
-from app.partition import TaskContext
-from app.prepare import Preparer
-from app.signals import STOP_SIGNALS, received_early
-from app.stats import Stats
-from app.supervisor import Rebalance, Supervisor
+from app.kafka.committer import Committer, make_committer
+from app.ops import log as log_setup
+from app.ops import web
+from app.ops.signals import STOP_SIGNALS, received_early
+from app.ops.stats import Stats
+from app.task.partition import TaskContext
+from app.task.supervisor import Rebalance, Supervisor
 
 log = logging.getLogger(__name__)
 POLL_TIMEOUT_MS = 200

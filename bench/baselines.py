@@ -9,7 +9,7 @@
 - r2:    the design's ceiling: one transaction per input record (begin, send the
   file's records, send_offsets, commit) with no HTTP, one producer per partition,
   all partitions concurrently. With ``committer`` (r2_committer) each transaction goes
-  through the service's own committer (app/commit.py) instead of plain calls.
+  through the service's own committer (app/kafka/committer.py) instead of plain calls.
 
 The last line of output is ``RESULT {json}``. Producer-side retries are counted by
 wrapping aiokafka's transaction handlers (measured, in this process only).
@@ -28,16 +28,16 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.producer import sender
 
-from app.commit import ExactlyOnceCommitter, Outcome
-from app.fetch import Downloader, DownloadLimits
-from app.parse import parse_transactions
-from app.prepare import source_headers
-from app.records import OutRecord
+from app.files.fetch import Downloader, DownloadLimits
+from app.files.parse import parse_transactions
+from app.files.prepare import source_headers
+from app.files.records import OutRecord
+from app.kafka.committer import ExactlyOnceCommitter, Outcome
 from bench.watch import STEADY
 from bench.workload import Spec, make_files, url
 
 RETRIES: collections.Counter[str] = collections.Counter()
-# The service's producer options (app/clients.py), for R1 and R2.
+# The service's producer options (app/kafka/clients.py), for R1 and R2.
 SERVICE_PRODUCER = {"enable_idempotence": True, "linger_ms": 5, "max_batch_size": 256 * 1024}
 
 
@@ -63,7 +63,7 @@ def count_retries() -> None:
 
 
 def out_records(src: Source, link: str, values: list[bytes]) -> list[tuple]:
-    """(key, value, headers) as the service writes them (app/prepare.py)."""
+    """(key, value, headers) as the service writes them (app/files/prepare.py)."""
     base, count = source_headers(src, link), str(len(values)).encode()  # type: ignore[arg-type]
     key = link.encode()
     return [(key, v, [*base, ("index", str(i).encode()), ("count", count)])

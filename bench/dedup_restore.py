@@ -26,9 +26,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import TopicPartition
 
-from app.clients import make_restore_consumer
 from app.config import load_settings
-from app.dedup import DIGEST_BYTES, Deduplicator, DedupStore, entry_value
+from app.dedup.store import DIGEST_BYTES, Deduplicator, DedupStore, entry_value
+from app.kafka.clients import make_restore_consumer
 from tools.kafka_io import unique
 
 GOAL_SECONDS, GOAL_MB = 10.0, 150.0

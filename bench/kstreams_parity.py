@@ -2,7 +2,7 @@
 
 Serves a set of files (NDJSON and arrays; exact numbers, whitespace, nesting at and past
 the limit, gzip as a file and as Content-Encoding, HTTP errors) and puts the same input
-record values through the service's own code (app/parse.py, app/fetch.py: one attempt)
+record values through the service's own code (app/files/parse.py, app/files/fetch.py: one attempt)
 and through the peer's ``--check`` mode (bench/kstreams/, one attempt). Each case must
 give the same output values byte for byte, or the same reason to dead-letter or retry.
 Needs the jar (``make kstreams-peer``) but no broker. Not a test and not in CI: the
@@ -18,9 +18,9 @@ import sys
 import zlib
 
 from app.errors import IngestError, PoisonError
-from app.fetch import Downloader, DownloadLimits
-from app.input_url import parse_input_url
-from app.parse import parse_transactions
+from app.files.fetch import Downloader, DownloadLimits
+from app.files.input_url import parse_input_url
+from app.files.parse import parse_transactions
 from bench.kstreams_peer import JAR
 from bench.workload import large_file, small_file
 from tools.fileserver import FileServer, Route

@@ -9,7 +9,7 @@ import os
 import runpy
 from collections.abc import Callable
 
-from app import fetch
+from app.files import fetch
 from bench.workload import Spec, make_files
 
 

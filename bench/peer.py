@@ -2,7 +2,7 @@
 
 It reads the same input topic, downloads each file (requests, one at a time, as a
 Quix Streams app does in its processing function), parses it with the project's own
-parser (app/parse.py) and writes one output record per transaction with the same
+parser (app/files/parse.py) and writes one output record per transaction with the same
 key and headers as the service. Quix Streams commits a checkpoint (outputs and
 offsets in one Kafka transaction) every ``commit_interval`` (its default, 5 s), not
 per input record: that is its design.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".cache" / "peer-venv"
-# The peer and what it needs to import app/parse.py (which imports aiokafka's errors).
+# The peer and what it needs to import app/files/parse.py (which imports aiokafka's errors).
 PACKAGES = ["quixstreams==3.28.1", "aiokafka==0.14.0", "orjson==3.13.0"]
 
 
@@ -50,7 +50,7 @@ def run(cfg: dict) -> None:
     from quixstreams import Application, message_context
     from quixstreams.models.serializers import Serializer
 
-    from app.parse import parse_transactions  # from the repository root (the cwd)
+    from app.files.parse import parse_transactions  # from the repository root (the cwd)
 
     class FirstOfTuple(Serializer):
         """Output values travel as (value, headers, key) until serialised."""

@@ -3,8 +3,8 @@
     python -m bench.per_record [--files 8] [--repeat 5]
 
 S2's files (bench/workload.py large_file, 2-5 MB of NDJSON) go through the service's
-own code with no Kafka and no HTTP: parse (app/parse.py), outputs (Preparer.outputs)
-and record batches (app/commit.py's appending, into aiokafka batch builders of a
+own code with no Kafka and no HTTP: parse (app/files/parse.py), outputs (Preparer.outputs)
+and record batches (app/kafka/committer.py's appending, into aiokafka batch builders of a
 producer that is never started). Each stage is timed with process CPU time, best of
 ``--repeat``; the figures are microseconds per output record. What the broker, the
 event loop and the network cost comes on top (S2 in ``make bench``).
@@ -23,12 +23,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
-from app.budget import MemoryBudget
-from app.commit import send_batches
 from app.config import load_settings
-from app.parse import parse_transactions
-from app.prepare import Preparer
-from app.stats import Stats
+from app.files.budget import MemoryBudget
+from app.files.parse import parse_transactions
+from app.files.prepare import Preparer
+from app.kafka.committer import send_batches
+from app.ops.stats import Stats
 from bench.workload import large_file
 
 
@@ -61,7 +61,8 @@ class _Unsent:
 
 
 def batches(producer: AIOKafkaProducer, prepared: list[Any]) -> int:
-    """Every record appended to batch builders by app/commit.py's own code; how many batches."""
+    """Every record appended to batch builders by the committer's own code
+    (app/kafka/committer.py); how many batches."""
     unsent = _Unsent(producer)
     for one in prepared:
         coroutine = send_batches(unsent, one.records, [])  # type: ignore[arg-type]

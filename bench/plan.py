@@ -25,7 +25,7 @@ def r2(backoff_ms: int = 20, name: str = "r2", offsets_first: bool = False,
                                           "committer": committer})
 
 
-# R2 through the service's own committer (app/commit.py: closed batches, the offsets
+# R2 through the service's own committer (app/kafka/committer.py: closed batches, the offsets
 # sent while the records are in flight): the ceiling of today's commit path.
 R2_COMMITTER = r2(name="r2_committer", committer=True)
 

@@ -24,7 +24,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from app import __main__ as service_main
-from app import clients, commit
+from app.kafka import clients
+from app.kafka import committer as commit
 from bench.baselines import RETRIES, count_retries
 
 PHASES: dict[str, list[float]] = collections.defaultdict(list)

@@ -1,7 +1,7 @@
 """A deliberately broken copier, to prove the chaos checker can fail. Never a model.
 
 ``python -m chaos.broken`` takes the service's settings from the same environment
-variables and builds the same records (``app.prepare``: downloads with retries,
+variables and builds the same records (``app.files.prepare``: downloads with retries,
 parsing, output headers, dead letters), so the chaos workload and checker apply
 unchanged. Only its Kafka loop is wrong, on purpose, as ``BROKEN_MODE`` says:
 
@@ -33,12 +33,12 @@ import sys
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
 from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 
-from app import log as app_log
-from app.budget import MemoryBudget
 from app.config import Settings, load_settings
-from app.fetch import Downloader, DownloadLimits
-from app.prepare import Preparer
-from app.stats import Stats
+from app.files.budget import MemoryBudget
+from app.files.fetch import Downloader, DownloadLimits
+from app.files.prepare import Preparer
+from app.ops import log as app_log
+from app.ops.stats import Stats
 from chaos.copier import abort_rate
 
 log = logging.getLogger("chaos.broken")

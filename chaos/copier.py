@@ -17,9 +17,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from app import __main__ as service
-from app.commit import Committer, Offsets, Result
 from app.errors import TransientError
-from app.records import Output
+from app.files.records import Output
+from app.kafka.committer import Committer, Offsets, Result
 
 
 class AbortInjecting:

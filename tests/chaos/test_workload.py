@@ -7,9 +7,9 @@ from __future__ import annotations
 import collections
 
 from app.errors import IngestError, Kind
-from app.fetch import Downloader, DownloadLimits
-from app.input_url import parse_input_url
-from app.parse import parse_transactions
+from app.files.fetch import Downloader, DownloadLimits
+from app.files.input_url import parse_input_url
+from app.files.parse import parse_transactions
 from chaos.faultyserver import FaultyServer
 from chaos.workload import FORMATS, MAX_FILE_FAULTS, POISON, Workload
 

@@ -1,4 +1,4 @@
-"""What the commit rule past transaction markers (app/partition.py) relies on, pinned
+"""What the commit rule past transaction markers (app/task/partition.py) relies on, pinned
 against the real broker with the aiokafka version in use: a read_committed consumer's
 ``position`` moves past a commit marker and past an aborted transaction's records,
 never past a data record it has not returned, and it moves past a marker even in a

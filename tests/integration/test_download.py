@@ -1,4 +1,4 @@
-"""app.fetch against real HTTP servers on 127.0.0.1 (and ::1 where the host has it).
+"""app.files.fetch against real HTTP servers on 127.0.0.1 (and ::1 where the host has it).
 
 The project's file server (tools/fileserver.py) serves well-formed responses; its raw
 TCP server serves the broken ones (lying Content-Length, reset mid-body, drip feed)
@@ -22,7 +22,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from app.errors import IngestError, PoisonError, TransientError
-from app.fetch import (
+from app.files.fetch import (
     Downloader,
     DownloadLimits,
     GuardedResolver,

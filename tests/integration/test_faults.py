@@ -140,7 +140,7 @@ async def test_fenced_task_is_dropped_and_replaced(kafka_bootstrap, file_server,
     assert service.events("fenced")
     assert service.proc is not None and service.starts == 1, "fencing is not a crash"
     # The fenced producer's failure is reported once, as "fenced": no asyncio error about
-    # what aiokafka left behind that nobody awaits (app/log.py, loop_exceptions).
+    # what aiokafka left behind that nobody awaits (app/ops/log.py, loop_exceptions).
     assert "never retrieved" not in service.log_text()
 
 

@@ -21,8 +21,8 @@ import orjson
 import pytest
 from aiokafka.helpers import create_ssl_context
 
-from app.clients import FatalStartupError, check_connection
 from app.config import Settings
+from app.kafka.clients import FatalStartupError, check_connection
 from tests.integration.harness import (
     ChildProcess,
     FileServer,

@@ -48,5 +48,5 @@ async def test_a_transaction_that_always_times_out_is_dead_lettered(
     timed_out = [e for e in service.events("task_failed") if "transaction timed out" in e["msg"]]
     assert len(timed_out) == 2, "dead-lettered after MAX_ATTEMPTS timed-out transactions"
     # Each timeout is reported once, as a failed task: no asyncio error about what the
-    # fenced producer left behind that nobody awaits (app/log.py, loop_exceptions).
+    # fenced producer left behind that nobody awaits (app/ops/log.py, loop_exceptions).
     assert "never retrieved" not in service.log_text()

@@ -17,12 +17,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
-from app.budget import MemoryBudget
 from app.config import load_settings
 from app.errors import PoisonError
-from app.input_url import parse_input_url
-from app.prepare import Preparer
-from app.stats import Stats
+from app.files.budget import MemoryBudget
+from app.files.input_url import parse_input_url
+from app.files.prepare import Preparer
+from app.ops.stats import Stats
 from tests.integration.harness import (
     ROOT,
     Route,

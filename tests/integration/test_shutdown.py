@@ -22,7 +22,7 @@ from tests.integration.harness import (
 from tools.proc import ChildProcess, handles_signal
 
 # From inside the imports (the first ~0.4 s) through start-up, joining and processing,
-# counted from the service's first SIGTERM handler (app/signals.py), not from the fork:
+# counted from the service's first SIGTERM handler (app/ops/signals.py), not from the fork:
 # a signal before any code of ours has run ends the interpreter (the default action),
 # and under load that first moment stretches.
 DELAYS_S = (0.05, 0.1, 0.2, 0.35, 0.5, 1.0, 2.0, 3.5, 5.0)

@@ -1,6 +1,6 @@
 """Input written in transactions (``txingest redrive``, a transactional upstream): the
 group's committed offset reaches the partition's end, past the commit markers and an
-aborted transaction's records, and ``txingest_consumer_lag`` reads 0 (app/partition.py,
+aborted transaction's records, and ``txingest_consumer_lag`` reads 0 (app/task/partition.py,
 rules (a) and (b)); the outputs stay exactly once and the aborted inputs are not read.
 """
 

@@ -10,13 +10,13 @@ from collections.abc import Callable
 from aiokafka import errors as kafka
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from app.budget import MemoryBudget
-from app.commit import make_committer
 from app.config import Settings, load_settings
 from app.errors import TransientError
-from app.partition import TaskContext
-from app.prepare import Preparer
-from app.stats import Stats
+from app.files.budget import MemoryBudget
+from app.files.prepare import Preparer
+from app.kafka.committer import make_committer
+from app.ops.stats import Stats
+from app.task.partition import TaskContext
 
 
 class ScriptedBatch:

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from app.budget import MemoryBudget, NoRoom
+from app.files.budget import MemoryBudget, NoRoom
 
 
 async def test_admission_waits_for_room_and_release_gives_it_back_once():

@@ -12,7 +12,7 @@ import pytest
 from aiokafka import errors as kafka
 from aiokafka.producer.sender import Sender
 
-from app.log import ClientErrors, loop_exceptions
+from app.ops.log import ClientErrors, loop_exceptions
 
 
 class Clock:
@@ -47,7 +47,7 @@ def test_a_burst_shows_one_line_a_minute_summary_and_a_recovery(caplog):
 
 def test_other_loggers_and_info_lines_pass_untouched():
     errors = ClientErrors()
-    assert errors.filter(record("app.partition", "transaction aborted"))
+    assert errors.filter(record("app.task.partition", "transaction aborted"))
     assert errors.filter(record("aiokafka.consumer", "joined group", logging.INFO))
     assert errors.total == 0
 

@@ -8,9 +8,15 @@ import ssl
 import pytest
 from aiokafka import errors as kafka
 
-from app import clients
-from app.clients import FatalStartupError, check_connection, connection, redact, startup_failure
 from app.config import Settings
+from app.kafka import clients
+from app.kafka.clients import (
+    FatalStartupError,
+    check_connection,
+    connection,
+    redact,
+    startup_failure,
+)
 from tools.local_kafka import free_port
 
 PASSWORD = "s3cret-Pa55word"

@@ -10,8 +10,8 @@ import pytest
 from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
-from app.commit import AtLeastOnceCommitter, ExactlyOnceCommitter, Outcome
-from app.records import FileOutputs, OutRecord, index_headers
+from app.files.records import FileOutputs, OutRecord, index_headers
+from app.kafka.committer import AtLeastOnceCommitter, ExactlyOnceCommitter, Outcome
 from chaos.copier import AbortInjecting
 from tests.unit.fakes import MemoryConsumer, ScriptedProducer
 
@@ -135,7 +135,7 @@ async def test_injected_aborts_come_after_the_sends_and_offsets():
 
 
 async def test_batches_waiting_in_the_client_stay_within_the_send_window(monkeypatch):
-    monkeypatch.setattr("app.commit.SEND_WINDOW_BYTES", 10)
+    monkeypatch.setattr("app.kafka.committer.SEND_WINDOW_BYTES", 10)
     unacked: list[asyncio.Future] = []
     most = 0
 
@@ -170,11 +170,11 @@ async def test_a_file_s_compact_outputs_are_sent_as_the_records_they_stand_for()
 
 
 def test_index_headers_past_the_shared_ones_are_made_for_the_file(monkeypatch):
-    monkeypatch.setattr("app.records._INDEX_CACHED", 3)
-    monkeypatch.setattr("app.records._index_cache", [])
+    monkeypatch.setattr("app.files.records._INDEX_CACHED", 3)
+    monkeypatch.setattr("app.files.records._index_cache", [])
     assert index_headers(5) == [("index", str(n).encode()) for n in range(5)]
     assert index_headers(2) == [("index", b"0"), ("index", b"1")]
-    from app import records
+    from app.files import records
     assert len(records._index_cache) == 3
 
 

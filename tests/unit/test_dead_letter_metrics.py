@@ -10,8 +10,8 @@ from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
 from app.errors import PoisonError
-from app.partition import PartitionTask
-from app.stats import DEAD_LETTER_REASONS, Stats
+from app.ops.stats import DEAD_LETTER_REASONS, Stats
+from app.task.partition import PartitionTask
 from tests.unit.fakes import (
     FileDownloader,
     ScriptedProducer,
@@ -73,7 +73,7 @@ def test_every_reason_code_in_the_code_is_pre_created():
     """The codes given to PoisonError / TransientError (each ends as a dead letter, the
     transient ones after MAX_ATTEMPTS) and to RecordCommitter._dead_letter."""
     raised: set[str] = set()
-    for source in APP.glob("*.py"):
+    for source in APP.rglob("*.py"):
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Call):
                 continue

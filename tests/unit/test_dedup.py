@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from aiokafka.structs import TopicPartition
 
-from app.dedup import (
+from app.dedup.store import (
     DIGEST_BYTES,
     Deduplicator,
     DedupStore,
@@ -14,7 +14,7 @@ from app.dedup import (
     normalise_url,
     url_key,
 )
-from app.records import OutRecord, Prepared
+from app.files.records import OutRecord, Prepared
 from tests.unit.fakes import record
 
 CHANGELOG = TopicPartition("group-dedup", 3)

@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from app import signals
+from app.ops import signals
 from tools.local_kafka import free_port
 from tools.proc import handles_signal
 
 
-# Measured from the moment our first handler is in place (app/signals.py, the first line
+# Measured from the moment our first handler is in place (app/ops/signals.py, the first line
 # of app/__main__.py), not from the fork nor the interpreter's own SIGINT handler: under a
 # loaded machine the interpreter's start-up stretched past 100 ms, and a signal before any
 # code of ours runs can't be handled by it. The imports after that line take far longer,

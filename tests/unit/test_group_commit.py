@@ -7,7 +7,7 @@ import asyncio
 
 from aiokafka.structs import TopicPartition
 
-from app.partition import PartitionTask
+from app.task.partition import PartitionTask
 from tests.unit.fakes import (
     FileDownloader,
     ScriptedProducer,
@@ -90,7 +90,7 @@ async def test_one_record_ready_commits_alone_without_waiting():
 async def test_a_group_is_cut_before_a_repeat_of_a_record_in_it():
     import dataclasses
 
-    from app.dedup import dedup_factory
+    from app.dedup.store import dedup_factory
     from tests.unit.fakes import EmptyChangelog
 
     producer = ScriptedProducer()

@@ -8,9 +8,9 @@ import asyncio
 
 from aiokafka.structs import TopicPartition
 
-from app.budget import MemoryBudget
-from app.partition import PartitionTask
-from app.prepare import BODY_COST, OBJECT_COST
+from app.files.budget import MemoryBudget
+from app.files.prepare import BODY_COST, OBJECT_COST
+from app.task.partition import PartitionTask
 from tests.unit.fakes import (
     FileDownloader,
     ScriptedProducer,

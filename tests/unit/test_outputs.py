@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from app.budget import MemoryBudget
 from app.config import load_settings
 from app.errors import PoisonError
-from app.parse import parse_transactions
-from app.prepare import HELD_RECORD_OVERHEAD, RECORD_OVERHEAD, Preparer
-from app.stats import Stats
+from app.files.budget import MemoryBudget
+from app.files.parse import parse_transactions
+from app.files.prepare import HELD_RECORD_OVERHEAD, RECORD_OVERHEAD, Preparer
+from app.ops.stats import Stats
 
 URL = "http://files.example/ledger.ndjson"
 MSG = ConsumerRecord("in", 3, 1234, 0, 0, b"k", URL.encode(), None, 1, 10, [])

@@ -1,4 +1,4 @@
-"""Tests for app.parse: input URLs, file parsing (exactness, poison reasons), output keys."""
+"""Tests for app.files.parse: input URLs, file parsing (exactness, poison reasons), output keys."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app import input_url, parse
 from app.errors import PoisonError
-from app.input_url import parse_input_url
-from app.parse import Item, output_key, parse_transactions
+from app.files import input_url, parse
+from app.files.input_url import parse_input_url
+from app.files.parse import Item, output_key, parse_transactions
 
 
 def values(body: bytes, max_items: int = 1000, max_depth: int = 64) -> list[bytes]:

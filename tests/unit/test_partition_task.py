@@ -10,10 +10,10 @@ import pytest
 from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
-from app.budget import MemoryBudget
-from app.dedup import dedup_factory
+from app.dedup.store import dedup_factory
 from app.errors import TaskFailed, TaskFenced
-from app.partition import PartitionTask, TaskState
+from app.files.budget import MemoryBudget
+from app.task.partition import PartitionTask, TaskState
 from tests.unit.fakes import (
     EmptyChangelog,
     FileDownloader,
@@ -152,7 +152,7 @@ async def test_close_does_not_wait_for_downloads_in_flight():
 async def test_committed_records_are_freed_while_the_task_waits_for_more():
     import gc
 
-    from app.records import Prepared
+    from app.files.records import Prepared
 
     producer = ScriptedProducer()
     task, _, _ = await started(producer, {"http://files/big": b'{"only":"this file"}\n'})
@@ -204,7 +204,7 @@ class StuckProducer(ScriptedProducer):
 
 
 async def test_close_keeps_to_one_budget_for_the_commit_in_flight_and_the_stop():
-    # The rebalance timeout is SHUTDOWN_TIMEOUT_S + 10 s (app/clients.py): a revoke that
+    # The rebalance timeout is SHUTDOWN_TIMEOUT_S + 10 s (app/kafka/clients.py): a revoke that
     # took the budget twice (wait for the commit, then for the stop) overran it.
     producer = StuckProducer()
     task, _, _ = await started(producer, urls(1), "--shutdown-timeout-s", "1")

@@ -1,4 +1,4 @@
-"""The committed offset past transaction markers (app/partition.py, rules (a) and (b)), on
+"""The committed offset past transaction markers (app/task/partition.py, rules (a) and (b)), on
 fakes: the consumer's position is committed only when every record below it has been
 committed by the task, with a record's transaction or alone when the task is idle.
 The fake consumer's position is wherever a test puts it; what aiokafka does is pinned
@@ -13,10 +13,10 @@ import pytest
 from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
-from app import partition
 from app.errors import TaskFenced
-from app.partition import PartitionTask
-from app.supervisor import Supervisor
+from app.task import partition
+from app.task.partition import PartitionTask
+from app.task.supervisor import Supervisor
 from tests.unit.fakes import (
     FileDownloader,
     MemoryConsumer,

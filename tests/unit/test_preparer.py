@@ -3,10 +3,10 @@ MAX_ATTEMPTS, then dead-lettered; a poison failure is dead-lettered at once."""
 
 from __future__ import annotations
 
-from app.budget import MemoryBudget
 from app.errors import PoisonError, TransientError
-from app.prepare import Preparer
-from app.stats import Stats
+from app.files.budget import MemoryBudget
+from app.files.prepare import Preparer
+from app.ops.stats import Stats
 from tests.unit.fakes import FileDownloader, Sleeps, record, settings
 
 URL = "http://files/a"

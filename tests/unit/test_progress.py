@@ -3,7 +3,7 @@ per-partition alert (deploy/observability), zero while idle, growing while stuck
 
 from __future__ import annotations
 
-from app.progress import PartitionProgress
+from app.task.progress import PartitionProgress
 
 
 def test_an_idle_partition_is_never_stalled():

@@ -10,11 +10,11 @@ import sys
 
 import pytest
 
-from app import redrive
 from app.__main__ import main as app_main
-from app.redrive import Options, Selection, Tally, UsageError, Verdict, judge, parse_args
-from app.redrive_progress import Progress, render
-from app.redrive_record import DeadLetter
+from app.redrive import command as redrive
+from app.redrive.command import Options, Selection, Tally, UsageError, Verdict, judge, parse_args
+from app.redrive.progress import Progress, render
+from app.redrive.record import DeadLetter
 
 T = 1_764_410_400_000  # 2025-11-29T10:00:00Z
 
@@ -86,7 +86,7 @@ def test_the_job_is_the_selection_whatever_the_order_or_the_other_options() -> N
 def test_the_job_name_is_the_same_in_another_process() -> None:
     """A rerun is a new process, with other string hashes: it must find the same job."""
     argv = ["--reason", "a,b,c,d,e,f,g,h", "--partition", "3,1,2"]
-    code = f"from app.redrive import parse_args; print(parse_args({argv!r})[0].job)"
+    code = f"from app.redrive.command import parse_args; print(parse_args({argv!r})[0].job)"
     jobs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                            check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout
             for seed in ("1", "2", "3")}
@@ -193,8 +193,9 @@ def test_the_redrive_loop_hands_the_kafka_clients_leftovers_to_the_service_handl
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Its producer dies as the service's can (a lost coordinator connection): what the
     client leaves behind must not print asyncio tracebacks over the job's report."""
-    from app import log, redrive_mover
-    from app.clients import FatalStartupError
+    from app.kafka.clients import FatalStartupError
+    from app.ops import log
+    from app.redrive import mover as redrive_mover
     handlers = []
 
     async def unreachable(settings: object) -> None:

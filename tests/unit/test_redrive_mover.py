@@ -12,8 +12,8 @@ from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.config import load_settings
-from app.redrive import Options, Selection, Tally
-from app.redrive_mover import Mover, RedriveFailed, Span
+from app.redrive.command import Options, Selection, Tally
+from app.redrive.mover import Mover, RedriveFailed, Span
 
 TP = TopicPartition("dlq", 0)
 SETTINGS = load_settings(["--dlq-topic", "dlq", "--input-topic", "in", "--group-id", "g"], {})
@@ -60,7 +60,7 @@ class Batch:
 
 
 class Producer:
-    """Speaks what the service's committer (app/commit.py) asks of a producer."""
+    """Speaks what the service's committer (app/kafka/committer.py) asks of a producer."""
 
     def __init__(self, fail_send_at: bytes | None = None) -> None:
         self.calls: list[tuple] = []

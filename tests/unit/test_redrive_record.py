@@ -6,18 +6,18 @@ import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from app.budget import MemoryBudget
 from app.config import load_settings
 from app.errors import PoisonError
-from app.prepare import Preparer
-from app.redrive_record import (
+from app.files.budget import MemoryBudget
+from app.files.prepare import Preparer
+from app.ops.stats import Stats
+from app.redrive.record import (
     INPUT_VALUE_LIMIT,
     carried_headers,
     read_dead_letter,
     redrive_count,
     redriven_headers,
 )
-from app.stats import Stats
 
 URL = "http://files.example/a.ndjson"
 

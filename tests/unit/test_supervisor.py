@@ -8,8 +8,8 @@ import asyncio
 from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
-from app.partition import TaskState
-from app.supervisor import Supervisor
+from app.task.partition import TaskState
+from app.task.supervisor import Supervisor
 from tests.unit.fakes import (
     FileDownloader,
     ScriptedProducer,

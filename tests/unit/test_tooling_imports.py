@@ -34,6 +34,6 @@ def test_tooling_imports_no_private_name_of_the_service(folder):
 
 
 def test_the_check_sees_private_names_and_lets_public_ones_and_main_through():
-    source = ("from app.commit import send_all, _send\nimport app._hidden\n"
+    source = ("from app.kafka.committer import send_all, _send\nimport app._hidden\n"
               "from app import __main__ as service\nfrom other import _x\n")
-    assert private_app_imports(source) == ["app.commit._send", "app._hidden"]
+    assert private_app_imports(source) == ["app.kafka.committer._send", "app._hidden"]

@@ -6,12 +6,12 @@ import time
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from app import web
 from app.config import load_settings
-from app.partition import TaskContext
+from app.ops import web
+from app.ops.stats import Stats
 from app.service import Service
-from app.stats import Stats
-from app.supervisor import Supervisor
+from app.task.partition import TaskContext
+from app.task.supervisor import Supervisor
 
 
 def joined_service() -> Service:

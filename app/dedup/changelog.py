@@ -6,9 +6,9 @@ from __future__ import annotations
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from app.clients import connection
 from app.config import Settings
 from app.errors import ConfigError
+from app.kafka.clients import connection
 
 
 class InputTopicMissing(Exception):

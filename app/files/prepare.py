@@ -16,16 +16,16 @@ from typing import TypeVar
 import orjson
 from aiokafka.structs import ConsumerRecord
 
-from app.budget import UNCOUNTED, MemoryBudget, NoRoom, Reservation
 from app.config import Settings
-from app.dedup import content_key, url_key
+from app.dedup.store import content_key, url_key
 from app.errors import IngestError, PoisonError, TransientError, backoff
-from app.fetch import Downloader, redact_url
-from app.input_url import parse_input_url
-from app.parse import Item, output_key, parse_transactions
-from app.records import FileOutputs, Headers, Output, OutRecord, Prepared, index_headers
-from app.redrive_record import carried_headers, input_field
-from app.stats import Stats
+from app.files.budget import UNCOUNTED, MemoryBudget, NoRoom, Reservation
+from app.files.fetch import Downloader, redact_url
+from app.files.input_url import parse_input_url
+from app.files.parse import Item, output_key, parse_transactions
+from app.files.records import FileOutputs, Headers, Output, OutRecord, Prepared, index_headers
+from app.ops.stats import Stats
+from app.redrive.record import carried_headers, input_field
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,7 +1,7 @@
 """``python -m app redrive``: dead letters back to the input topic, exactly once.
 
 This module is the command line and the selection rules, pure and unit-tested;
-app/redrive_mover.py reads the DLQ and moves records in transactions. See
+app/redrive/mover.py reads the DLQ and moves records in transactions. See
 docs/redrive.md for the contract and an example session.
 
 A re-drive *job* is its selection (reasons, times, partitions, offsets) or the name
@@ -30,8 +30,8 @@ import orjson
 
 from app.config import Settings, load_settings
 from app.errors import ConfigError
-from app.fetch import redact_url
-from app.redrive_record import DeadLetter
+from app.files.fetch import redact_url
+from app.redrive.record import DeadLetter
 
 PROG = "python -m app redrive"
 DEFAULT_MAX_REDRIVES = 3
@@ -266,7 +266,7 @@ def summary(tally: Tally, options: Options) -> str:
 
 def main(argv: Sequence[str]) -> int:
     """Exit 0: done; 1: a failure (run the same command again to resume); 2: bad arguments."""
-    from app.redrive_mover import RedriveFailed, run  # aiokafka only when it runs
+    from app.redrive.mover import RedriveFailed, run  # aiokafka only when it runs
 
     try:
         options, rest = parse_args(argv)

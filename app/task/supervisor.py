@@ -23,8 +23,8 @@ from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.errors import Kind, TaskFailed, TaskFenced, TaskUnauthorized, backoff, classify
-from app.partition import PartitionTask, TaskContext, TaskState
-from app.progress import PartitionProgress
+from app.task.partition import PartitionTask, TaskContext, TaskState
+from app.task.progress import PartitionProgress
 
 log = logging.getLogger(__name__)
 THRASH_REBALANCES = 5
@@ -76,7 +76,7 @@ class Supervisor:
     def observe(self) -> None:
         """Refresh the gauges that describe the held partitions; wake an idle task whose
         committed offset is short of the last stable offset: the consumer may have
-        passed transaction markers or aborted records it never returns (app/partition.py)."""
+        passed transaction markers or aborted records it never returns (app/task/partition.py)."""
         self.stats.assigned.set(len(self.slots))
         self.stats.inflight.set(sum(slot.task.pending for slot in self.slots.values()))
         budget = self.context.preparer.budget

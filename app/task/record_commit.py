@@ -5,7 +5,7 @@ whose transaction keeps timing out, into a dead letter; end the task on fencing,
 unknown outcome or a broken producer; with deduplication, write the store's changelog
 entry in the same transaction, or for a repeat only the offset. The offset a
 transaction commits is the task's to choose (``offset_after``: past transaction
-markers when nothing follows, see app/partition.py); ``commit_position`` commits an
+markers when nothing follows, see app/task/partition.py); ``commit_position`` commits an
 offset alone.
 """
 
@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from app.commit import Outcome, Result
-from app.dedup import Deduplicator
+from app.dedup.store import Deduplicator
 from app.errors import PoisonError, TaskFailed, TaskFenced, TaskUnauthorized, backoff
-from app.records import Output, Prepared
+from app.files.records import Output, Prepared
+from app.kafka.committer import Outcome, Result
 
 if TYPE_CHECKING:
-    from app.partition import TaskContext
+    from app.task.partition import TaskContext
 
 log = logging.getLogger(__name__)
 

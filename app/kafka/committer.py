@@ -40,7 +40,7 @@ from aiokafka.structs import TopicPartition
 
 from app.config import Settings
 from app.errors import Kind, classify
-from app.records import FileOutputs, Headers, Output, index_headers
+from app.files.records import FileOutputs, Headers, Output, index_headers
 
 _PARTITIONER = DefaultPartitioner()
 SEND_WINDOW_BYTES = 8 * 1024 * 1024

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.config import Settings
-from app.records import Output, OutRecord, Prepared
+from app.files.records import Output, OutRecord, Prepared
 
 log = logging.getLogger(__name__)
 DIGEST_BYTES = 16

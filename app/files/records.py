@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from app.budget import UNCOUNTED, Reservation
+from app.files.budget import UNCOUNTED, Reservation
 
 Headers = list[tuple[str, bytes]]
 
@@ -21,7 +21,7 @@ class OutRecord(NamedTuple):
 
 class FileOutputs:
     """A file's output records, held compactly: one value per transaction, and what they
-    all share (topic, key, the source headers and the count). app/commit.py appends them
+    all share (topic, key, the source headers and the count). app/kafka/committer.py appends them
     straight into record batches; iterating gives each as an OutRecord.
 
     Each record's headers are ``[*shared, ("index", "<n>"), count]``."""

@@ -23,14 +23,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.clients import FatalStartupError, check_connection, connection
-from app.commit import ExactlyOnceCommitter, Outcome
 from app.config import Settings
-from app.log import loop_exceptions
-from app.records import OutRecord
-from app.redrive import Options, Tally, UsageError, Verdict, judge
-from app.redrive_progress import Progress
-from app.redrive_record import DeadLetter, read_dead_letter, redriven_headers
+from app.files.records import OutRecord
+from app.kafka.clients import FatalStartupError, check_connection, connection
+from app.kafka.committer import ExactlyOnceCommitter, Outcome
+from app.ops.log import loop_exceptions
+from app.redrive.command import Options, Tally, UsageError, Verdict, judge
+from app.redrive.progress import Progress
+from app.redrive.record import DeadLetter, read_dead_letter, redriven_headers
 
 STALL_S = 60.0  # no DLQ progress for this long while records remain: give up
 POLL_MS = 500
@@ -204,7 +204,7 @@ class Mover:
     async def _transaction(self, producer: AIOKafkaProducer, letters: Sequence[DeadLetter],
                            offsets: dict[TopicPartition, int]) -> None:
         """The letters' input records and the job's DLQ offsets, in one transaction of the
-        service's own exactly-once committer (app/commit.py)."""
+        service's own exactly-once committer (app/kafka/committer.py)."""
         records = [OutRecord(self.settings.input_topic, letter.key, letter.value,  # type: ignore[arg-type]
                              redriven_headers(letter, self.settings.dlq_topic),
                              self._partition(letter)) for letter in letters]

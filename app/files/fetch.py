@@ -20,8 +20,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 from yarl import URL
 
-from app.decode import BodyDecoder, content_decoder, take
 from app.errors import PoisonError, TransientError
+from app.files.decode import BodyDecoder, content_decoder, take
 
 if TYPE_CHECKING:
     from app.config import Settings

@@ -17,8 +17,8 @@ from typing import Any, NamedTuple
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from app.budget import MemoryBudget, Reservation
-from app.records import Prepared
+from app.files.budget import MemoryBudget, Reservation
+from app.files.records import Prepared
 
 Prepare = Callable[[ConsumerRecord, Reservation], Coroutine[Any, Any, Prepared]]
 
@@ -62,7 +62,7 @@ class PrefetchWindow:
 
     def wake(self) -> None:
         """Let a waiting ``head`` return None while the window is empty (to look at the
-        consumer's position: app/partition.py)."""
+        consumer's position: app/task/partition.py)."""
         self._wake.set()
 
     @property

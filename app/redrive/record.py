@@ -28,7 +28,7 @@ REDRIVE_FROM = "redrive-from"
 INPUT_VALUE_LIMIT = 64 * 1024
 
 
-# -- written by the service (app/prepare.py Preparer.dead_letter) ----------------------------
+# -- written by the service (app/files/prepare.py Preparer.dead_letter) ----------------------------
 
 def input_field(value: bytes | None) -> dict[str, object]:
     """The original input value as the dead letter's ``input`` field."""

@@ -8,7 +8,7 @@ from typing import Protocol
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.stats import Stats
+from app.ops.stats import Stats
 
 
 class Watched(Protocol):

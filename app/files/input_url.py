@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from app.errors import PoisonError
-from app.parse import kind_of
+from app.files.parse import kind_of
 
 _BAD_URL_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _JSON_START = frozenset('"{[-0123456789tfn')

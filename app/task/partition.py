@@ -1,6 +1,6 @@
 """One input partition: its producer, its prefetch window, its commits in offset order.
 
-Lifecycle, driven by the supervisor (app/supervisor.py): ``start`` inits the producer
+Lifecycle, driven by the supervisor (app/task/supervisor.py): ``start`` inits the producer
 (this fences and settles any previous owner's transaction), reads the committed offset,
 seeks and runs; ``deliver`` takes records from the poll loop; ``close(t)`` stops taking
 records, lets the commit in flight finish (or gives up at t) and stops the producer;
@@ -9,7 +9,7 @@ records, lets the commit in flight finish (or gives up at t) and stops the produ
 A task lives once. When it ends on its own (fenced, or its producer failed) the
 supervisor decides whether to start a new one; the new one resumes from the
 committed offset, so nothing the old one held in memory matters. How a commit is
-made (transactions or not) is the committer's business (app/commit.py).
+made (transactions or not) is the committer's business (app/kafka/committer.py).
 
 The committed offset and transaction markers: after a transaction on the input topic
 (``txingest redrive``, any transactional upstream) the consumer's position is past the
@@ -50,14 +50,14 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from app.commit import Committer
 from app.config import Settings
-from app.dedup import Deduplicator
+from app.dedup.store import Deduplicator
 from app.errors import TaskFailed, TaskFenced
-from app.prepare import Preparer
-from app.record_commit import RecordCommitter
-from app.stats import Stats
-from app.window import PrefetchWindow
+from app.files.prepare import Preparer
+from app.kafka.committer import Committer
+from app.ops.stats import Stats
+from app.task.record_commit import RecordCommitter
+from app.task.window import PrefetchWindow
 
 log = logging.getLogger(__name__)
 # How long a commit waits for the consumer's position (rule (a)) before it commits

@@ -1,0 +1,1 @@
+"""DEDUP: the store of committed keys and its changelog topic."""

@@ -1,0 +1,1 @@
+"""Files: input URLs, downloads, decoding, parsing, the memory budget, dead letters."""

@@ -1,0 +1,1 @@
+"""Kafka: the clients, the committer, and the transaction protocol aiokafka lacks."""

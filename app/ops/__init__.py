@@ -1,0 +1,1 @@
+"""The service's own operations: HTTP probes and metrics, counts, logs, signals."""

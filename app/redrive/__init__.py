@@ -1,0 +1,1 @@
+"""``txingest redrive``: dead letters back to the input topic, exactly once."""
