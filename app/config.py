@@ -16,6 +16,8 @@ from typing import Any
 
 from app.errors import ConfigError
 
+DEFAULT_MAX_URL_BYTES = 8 * 1024  # what common HTTP servers accept in a request line
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -153,6 +155,9 @@ class Settings:
     max_transactions_per_file: int = _setting(1_000_000, _positive_int, "largest file, in items")
     max_record_bytes: int = _setting(
         1_000_000, _positive_int, "largest output record; larger ones are dead-lettered")
+    max_url_bytes: int = _setting(
+        DEFAULT_MAX_URL_BYTES, _positive_int,
+        "longest input URL; a longer one is dead-lettered (url_too_long), never downloaded")
     max_attempts: int = _setting(5, _positive_int, "download attempts before dead-lettering")
     retry_backoff_s: float = _setting(0.5, _positive_float, "first retry delay (doubles, jitter)")
     retry_backoff_max_s: float = _setting(30.0, _positive_float, "longest retry delay")

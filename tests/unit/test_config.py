@@ -104,3 +104,10 @@ def test_an_explicit_window_smaller_than_a_group_is_still_refused(argv, env):
     assert str(err.value) == ("invalid setting PREFETCH_PER_PARTITION: must be at least "
                               "TRANSACTION_MAX_RECORDS, or groups could never fill")
 
+
+def test_a_url_limit_of_8_kib_by_default_and_a_bad_one_named():
+    assert load_settings([], {}).max_url_bytes == 8192
+    assert load_settings([], {"MAX_URL_BYTES": "100000"}).max_url_bytes == 100_000
+    with pytest.raises(ConfigError) as err:
+        load_settings([], {"MAX_URL_BYTES": "0"})
+    assert str(err.value) == "invalid setting MAX_URL_BYTES='0': must be a positive integer"
