@@ -50,11 +50,11 @@ def parse_input_url(value: bytes | None, max_bytes: int = DEFAULT_MAX_URL_BYTES)
             raise _bad_input("JSON object has no string 'url' field")
     elif not isinstance(doc, str):
         raise _bad_input(f"record value is a JSON {kind_of(doc)}, expected a URL")
+    _check_url(doc)
     size = len(doc.encode())
     if size > max_bytes:
         raise PoisonError("url_too_long", f"the URL is {size} bytes; MAX_URL_BYTES is "
                           f"{max_bytes}")
-    _check_url(doc)
     return doc
 
 

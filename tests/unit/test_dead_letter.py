@@ -9,6 +9,7 @@ from aiokafka.structs import ConsumerRecord
 
 from app.budget import MemoryBudget
 from app.errors import PoisonError
+from app.input_url import parse_input_url
 from app.prepare import RECORD_OVERHEAD, Preparer
 from app.redrive import Options, Selection, Tally, Verdict, judge, report
 from app.redrive_record import INPUT_VALUE_LIMIT, carried_headers, read_dead_letter
@@ -149,3 +150,12 @@ async def test_a_url_of_max_url_bytes_is_downloaded() -> None:
                         sleep=Sleeps())
     assert not (await preparer.prepare(record(0, url))).dead_lettered
     assert downloader.requests == [url]
+
+
+def test_a_long_value_that_is_no_url_is_an_invalid_input_record() -> None:
+    with pytest.raises(PoisonError) as caught:
+        parse_input_url(b"not a url " * 1000)
+    assert caught.value.reason == "invalid_input_record"
+    with pytest.raises(PoisonError) as caught:
+        parse_input_url(b"http://files/" + b"a" * 100, max_bytes=100)
+    assert caught.value.reason == "url_too_long"
