@@ -8,7 +8,7 @@ limit (MAX_RECORD_BYTES, what the service knows of the DLQ topic's max.message.b
 gives up what it must, in this order: the copy of the input value (re-drive falls back
 to the URL), the ``source-url`` header (a copy of the URL), then the longest of the
 error message, the URL and the key, cut by what is over, until it fits. The reason, the
-attempts and the source are never cut. The value's ``truncated`` field names each field that was
+attempts and the source are never cut. The value's ``truncated`` field names each field
 cut or left out, with its size in bytes before (docs/redrive.md: what re-drive does
 with such a letter).
 """
