@@ -16,6 +16,8 @@ from typing import Any
 
 from app.errors import ConfigError
 
+DEFAULT_MAX_URL_BYTES = 8 * 1024  # what common HTTP servers accept in a request line
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -138,7 +140,8 @@ class Settings:
     output_key_field: str | None = _setting(
         None, _optional_name, "transaction field to key output records by (default: the URL)")
     prefetch_per_partition: int = _setting(
-        8, _positive_int, "records downloaded ahead per partition while one commits")
+        8, _positive_int, "records downloaded ahead per partition while one commits; at "
+        "least TRANSACTION_MAX_RECORDS (raised to it when not set)")
     transaction_max_records: int = _setting(
         1, _positive_int, "input records per transaction at most (1: one transaction a file)")
     max_concurrent_downloads: int = _setting(32, _positive_int, "downloads at once, all partitions")
@@ -152,6 +155,9 @@ class Settings:
     max_transactions_per_file: int = _setting(1_000_000, _positive_int, "largest file, in items")
     max_record_bytes: int = _setting(
         1_000_000, _positive_int, "largest output record; larger ones are dead-lettered")
+    max_url_bytes: int = _setting(
+        DEFAULT_MAX_URL_BYTES, _positive_int,
+        "longest input URL; a longer one is dead-lettered (url_too_long), never downloaded")
     max_attempts: int = _setting(5, _positive_int, "download attempts before dead-lettering")
     retry_backoff_s: float = _setting(0.5, _positive_float, "first retry delay (doubles, jitter)")
     retry_backoff_max_s: float = _setting(30.0, _positive_float, "longest retry delay")
@@ -230,7 +236,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
             reason = str(exc) if "must" in str(exc) else f"not a valid {field.type}"
             raise ConfigError(f"invalid setting {env_name(field)}={raw!r}: {reason}") from None
     settings = Settings(**values)
-    return _derive(settings)
+    return _derive(settings, given=frozenset(values))
 
 
 def _read_secret_file(path: str | None, name: str) -> str | None:
@@ -258,8 +264,12 @@ def _check_security(settings: Settings) -> None:
                           "give both or neither")
 
 
-def _derive(settings: Settings) -> Settings:
+def _derive(settings: Settings, given: frozenset[str]) -> Settings:
+    """Defaults that depend on other settings, then the checks across settings."""
     derived: dict[str, Any] = {}
+    if "prefetch_per_partition" not in given:  # one knob alone must work
+        derived["prefetch_per_partition"] = max(settings.prefetch_per_partition,
+                                                settings.transaction_max_records)
     if settings.transactional_id_prefix is None:
         derived["transactional_id_prefix"] = settings.group_id
     if settings.dedup_topic is None:

@@ -35,7 +35,8 @@ class Topics:
 
 
 async def create_topics(bootstrap: str, partitions: int, output_config: dict | None = None,
-                        name: str = "t", **client_options: Any) -> Topics:
+                        name: str = "t", dlq_config: dict | None = None,
+                        **client_options: Any) -> Topics:
     topics = Topics(unique(f"{name}-in"), unique(f"{name}-out"), unique(f"{name}-dlq"),
                     unique(f"{name}-group"), partitions)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_options)
@@ -44,7 +45,7 @@ async def create_topics(bootstrap: str, partitions: int, output_config: dict | N
         await admin.create_topics([
             NewTopic(topics.input, partitions, 1),
             NewTopic(topics.output, partitions, 1, topic_configs=output_config or {}),
-            NewTopic(topics.dlq, 1, 1),
+            NewTopic(topics.dlq, 1, 1, topic_configs=dlq_config or {}),
         ])
     finally:
         await admin.close()

@@ -1,7 +1,8 @@
 """Input records to file URLs. Pure: no I/O, logging or env.
 
 An input record's value is the URL as plain text, a JSON string, or a JSON object with
-a string ``url``; anything else is a PoisonError (``invalid_input_record``).
+a string ``url``; anything else is a PoisonError (``invalid_input_record``), and a URL
+longer than MAX_URL_BYTES is one too (``url_too_long``): it is never downloaded.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from app.config import DEFAULT_MAX_URL_BYTES
 from app.errors import PoisonError
 from app.files.parse import kind_of
 
@@ -22,8 +24,9 @@ def _bad_input(message: str) -> PoisonError:
     return PoisonError("invalid_input_record", message)
 
 
-def parse_input_url(value: bytes | None) -> str:
-    """The file URL carried by an input record (plain text, JSON string or {"url": ...})."""
+def parse_input_url(value: bytes | None, max_bytes: int = DEFAULT_MAX_URL_BYTES) -> str:
+    """The file URL carried by an input record (plain text, JSON string or {"url": ...}),
+    at most ``max_bytes`` long in UTF-8."""
     if not value:
         raise _bad_input("record value is empty")
     try:
@@ -48,6 +51,10 @@ def parse_input_url(value: bytes | None) -> str:
     elif not isinstance(doc, str):
         raise _bad_input(f"record value is a JSON {kind_of(doc)}, expected a URL")
     _check_url(doc)
+    size = len(doc.encode())
+    if size > max_bytes:
+        raise PoisonError("url_too_long", f"the URL is {size} bytes; MAX_URL_BYTES is "
+                          f"{max_bytes}")
     return doc
 
 

@@ -13,19 +13,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import orjson
 from aiokafka.structs import ConsumerRecord
 
 from app.config import Settings
 from app.dedup.store import content_key, url_key
 from app.errors import IngestError, PoisonError, TransientError, backoff
 from app.files.budget import UNCOUNTED, MemoryBudget, NoRoom, Reservation
+from app.files.dead_letter import dead_letter_record
 from app.files.fetch import Downloader, redact_url
 from app.files.input_url import parse_input_url
 from app.files.parse import Item, output_key, parse_transactions
 from app.files.records import FileOutputs, Headers, Output, OutRecord, Prepared, index_headers
 from app.ops.stats import Stats
-from app.redrive.record import carried_headers, input_field
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,7 +103,7 @@ class Preparer:
         With DEDUP=url, a record whose key ``known`` says was committed is not
         downloaded (the task decides again at commit time)."""
         try:
-            url = parse_input_url(msg.value)
+            url = parse_input_url(msg.value, self.settings.max_url_bytes)
         except PoisonError as exc:
             return self.dead_letter(msg, None, exc, attempts=1)
         key = url_key(url) if self.settings.dedup == "url" else None
@@ -217,15 +216,8 @@ class Preparer:
             "event": "dead_lettered", "partition": msg.partition, "offset": msg.offset,
             "reason": exc.reason,
             "url": redact_url(url) if url else None, "attempts": attempts})
-        value = orjson.dumps({
-            "url": url,
-            "reason": exc.reason,
-            "error": exc.message[:2000],
-            "attempts": attempts,
-            "source": {"topic": msg.topic, "partition": msg.partition, "offset": msg.offset},
-            "input": input_field(msg.value),  # what re-drive sends back (docs/redrive.md)
-        })
-        headers = source_headers(msg, url) + carried_headers(msg.headers)
-        record = OutRecord(self.settings.dlq_topic, msg.key, value, headers)
+        record = dead_letter_record(self.settings.dlq_topic, msg, url, exc, attempts,
+                                    source_headers(msg, url),
+                                    self.settings.max_record_bytes - RECORD_OVERHEAD)
         return Prepared([record], attempts=attempts, dedup_key=dedup_key,
                         reason=exc.reason)

@@ -20,7 +20,7 @@ LOOP_LAG_TICK_S = 0.1
 # Every reason a dead letter can carry (README, "Reasons are stable codes"): created at
 # start so each series exists at 0 and a rate over it works from the first scrape.
 DEAD_LETTER_REASONS = (
-    "invalid_input_record", "http_error", "http_transient", "connection_error",
+    "invalid_input_record", "url_too_long", "http_error", "http_transient", "connection_error",
     "download_timeout", "truncated_body", "blocked_destination", "unsupported_url",
     "too_many_redirects", "file_too_large", "bad_gzip", "invalid_utf8", "invalid_json",
     "not_an_object", "nesting_too_deep", "too_many_transactions", "missing_key_field",

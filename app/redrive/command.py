@@ -231,8 +231,9 @@ def _time(text: str | None, flag: str) -> int | None:
 def describe(letter: DeadLetter, dlq_topic: str) -> str:
     """One line per listed dead letter; the URL without secrets."""
     url = redact_url(letter.url) if letter.url else "-"
+    cut = f"  truncated={','.join(letter.truncated)}" if letter.truncated else ""
     return (f"  {dlq_topic}:{letter.partition}:{letter.offset}  {letter.reason}  "
-            f"redrives={letter.redrives}  url={url}")
+            f"redrives={letter.redrives}  url={url}{cut}")
 
 
 def report(tally: Tally, options: Options, dlq_topic: str) -> list[str]:
@@ -243,7 +244,8 @@ def report(tally: Tally, options: Options, dlq_topic: str) -> list[str]:
                      f"not sent): {len(tally.parked)}")
         lines += [describe(letter, dlq_topic) for letter in tally.parked]
     if tally.unrecoverable:
-        lines.append(f"cannot re-drive (the dead letter kept no input value or URL): "
+        lines.append(f"cannot re-drive (the dead letter kept no whole input value or URL, "
+                     f"or its key was truncated): "
                      f"{len(tally.unrecoverable)}")
         lines += [describe(letter, dlq_topic) for letter in tally.unrecoverable]
     lines.append(summary(tally, options))

@@ -3,11 +3,14 @@
 The service adds to each dead letter (additively, see docs/redrive.md):
 
 - ``"input": {"value": <the input record's value>, "encoding": "utf-8" | "base64"}``
-  (``value`` null for a null value; ``{"omitted": <size>}`` instead over INPUT_VALUE_LIMIT);
-- the input record's ``redrive-count`` header, if it had one.
+  (``value`` null for a null value; ``{"omitted": <size>}`` instead over INPUT_VALUE_LIMIT
+  or when the dead letter had to be cut to fit, app/files/dead_letter.py);
+- the input record's ``redrive-count`` header, if it had one, as its number.
 
 Re-drive reads every generation of dead letters: one without ``input`` is rebuilt
-from its ``url`` (the URL as plain text); one without either cannot be re-driven.
+from its ``url`` (the URL as plain text); one without either cannot be re-driven, nor
+can one whose key, or whose URL with no input kept, was cut (its ``truncated`` field):
+re-sending part of an input would send another input.
 Pure: no I/O.
 """
 
@@ -43,8 +46,11 @@ def input_field(value: bytes | None) -> dict[str, object]:
 
 
 def carried_headers(input_headers: Sequence[tuple[str, bytes]] | None) -> Headers:
-    """The input headers a dead letter keeps: its redrive count."""
-    return [(k, v) for k, v in input_headers or () if k == REDRIVE_COUNT][:1]
+    """The input headers a dead letter keeps: its redrive count, as a number (the header
+    as it came could be anything, of any size)."""
+    if not any(k == REDRIVE_COUNT for k, _ in input_headers or ()):
+        return []
+    return [(REDRIVE_COUNT, str(redrive_count(input_headers)).encode())]
 
 
 # -- read by re-drive ---------------------------------------------------------------------
@@ -57,11 +63,12 @@ class DeadLetter:
     key: bytes | None     # the input record's key
     reason: str           # "unreadable" when the value is not a dead letter
     url: str | None
-    rebuildable: bool     # False: neither the input value nor the URL was kept
+    rebuildable: bool     # False: neither the input value nor the URL was kept whole
     value: bytes | None   # the input record's value, as it was (or rebuilt from url)
     redrives: int         # times the input had been re-driven before it failed
     source_topic: str | None
     source_partition: int | None
+    truncated: tuple[str, ...] = ()  # the dead letter's fields cut to fit the size limit
 
 
 def read_dead_letter(partition: int, offset: int, timestamp_ms: int, key: bytes | None,
@@ -72,14 +79,17 @@ def read_dead_letter(partition: int, offset: int, timestamp_ms: int, key: bytes 
     source = source if isinstance(source, dict) else {}
     url = doc.get("url") if isinstance(doc.get("url"), str) else None
     reason = doc.get("reason")
-    rebuildable, original = _original_value(doc.get("input"), url)
+    truncated = doc.get("truncated")
+    cut = tuple(sorted(truncated)) if isinstance(truncated, dict) else ()
+    rebuildable, original = _original_value(doc.get("input"), None if "url" in cut else url)
     topic, source_partition = source.get("topic"), source.get("partition")
     return DeadLetter(
         partition=partition, offset=offset, timestamp_ms=timestamp_ms, key=key,
         reason=reason if isinstance(reason, str) else "unreadable", url=url,
-        rebuildable=rebuildable, value=original, redrives=redrive_count(headers),
-        source_topic=topic if isinstance(topic, str) else None,
-        source_partition=source_partition if type(source_partition) is int else None)
+        rebuildable=rebuildable and "key" not in cut, value=original,
+        redrives=redrive_count(headers), source_topic=topic if isinstance(topic, str) else None,
+        source_partition=source_partition if type(source_partition) is int else None,
+        truncated=cut)
 
 
 def redrive_count(headers: Sequence[tuple[str, bytes]] | None) -> int:

@@ -79,3 +79,35 @@ def test_readme_documents_every_setting():
     for field in dataclasses.fields(Settings):
         assert f"| `{env_name(field)}` | `--{field.name.replace('_', '-')}` |" in readme
 
+
+
+@pytest.mark.parametrize("argv, env, window", [
+    ([], {}, 8),
+    ([], {"TRANSACTION_MAX_RECORDS": "32"}, 32),
+    (["--transaction-max-records", "128"], {}, 128),
+    ([], {"TRANSACTION_MAX_RECORDS": "4"}, 8),
+    ([], {"TRANSACTION_MAX_RECORDS": "32", "PREFETCH_PER_PARTITION": "64"}, 64),
+    ([], {"TRANSACTION_MAX_RECORDS": "32", "PREFETCH_PER_PARTITION": "32"}, 32),
+])
+def test_the_window_is_sized_from_transaction_max_records_unless_set(argv, env, window):
+    assert load_settings(argv, env).prefetch_per_partition == window
+
+
+@pytest.mark.parametrize("argv, env", [
+    ([], {"TRANSACTION_MAX_RECORDS": "32", "PREFETCH_PER_PARTITION": "8"}),
+    (["--prefetch-per-partition", "8"], {"TRANSACTION_MAX_RECORDS": "32"}),
+    (["--transaction-max-records", "9", "--prefetch-per-partition", "8"], {}),
+])
+def test_an_explicit_window_smaller_than_a_group_is_still_refused(argv, env):
+    with pytest.raises(ConfigError) as err:
+        load_settings(argv, env)
+    assert str(err.value) == ("invalid setting PREFETCH_PER_PARTITION: must be at least "
+                              "TRANSACTION_MAX_RECORDS, or groups could never fill")
+
+
+def test_a_url_limit_of_8_kib_by_default_and_a_bad_one_named():
+    assert load_settings([], {}).max_url_bytes == 8192
+    assert load_settings([], {"MAX_URL_BYTES": "100000"}).max_url_bytes == 100_000
+    with pytest.raises(ConfigError) as err:
+        load_settings([], {"MAX_URL_BYTES": "0"})
+    assert str(err.value) == "invalid setting MAX_URL_BYTES='0': must be a positive integer"
