@@ -22,7 +22,8 @@ DEAD_LETTER_REASONS = (
     "invalid_input_record", "http_error", "http_transient", "connection_error",
     "download_timeout", "truncated_body", "blocked_destination", "unsupported_url",
     "too_many_redirects", "file_too_large", "bad_gzip", "invalid_utf8", "invalid_json",
-    "not_an_object", "nesting_too_deep", "too_many_transactions", "missing_key_field",
+    "not_an_object", "nesting_too_deep", "invalid_csv", "missing_value", "invalid_number",
+    "too_many_transactions", "missing_key_field",
     "record_too_large", "transaction_timeout", "internal_error")
 
 
