@@ -54,8 +54,9 @@ def parse_columns(text: str) -> tuple[Column, ...] | None:
 def _column(entry: str) -> Column:
     spec, optional = (entry[:-1], True) if entry.endswith("?") else (entry, False)
     spec, _, kind = spec.partition(":")
-    name, _, field = spec.partition("=")
-    name, field, kind = name.strip(), (field or name).strip(), kind.strip() or "string"
+    name, renamed, field = spec.partition("=")
+    name, field, kind = name.strip(), (field if renamed else name).strip(), kind.strip()
+    kind = kind or "string"
     if not name or not field:
         raise ValueError(f"entry {entry!r}: must be column[=field][:type][?] with names")
     if kind not in _TYPES:
@@ -71,10 +72,12 @@ def is_csv(content_type: str | None, *paths: str) -> bool:
 
 
 def parse_csv(body: bytes, *, columns: tuple[Column, ...] | None, max_items: int,
-              keep_objects: bool = True) -> list[Item]:
-    """A decompressed CSV file's transactions; the whole file is poison if one row is."""
-    return csv_items(_lines(body), columns=columns, max_items=max_items,
-                     keep_objects=keep_objects)
+              key_field: str | None = None) -> list[Item]:
+    """A decompressed CSV file's transactions; the whole file is poison if one row is.
+
+    An item's ``obj`` holds only ``key_field`` (what ``output_key`` reads), or is None
+    without one: a wide row's whole dict would take several times its bytes."""
+    return csv_items(_lines(body), columns=columns, max_items=max_items, key_field=key_field)
 
 
 def _lines(body: bytes) -> Iterator[str]:
@@ -91,7 +94,7 @@ def _lines(body: bytes) -> Iterator[str]:
 
 
 def csv_items(lines: Iterable[str], *, columns: tuple[Column, ...] | None, max_items: int,
-              keep_objects: bool = True) -> list[Item]:
+              key_field: str | None = None) -> list[Item]:
     """Transactions from a CSV file's lines (line endings kept), header first."""
     rows = _Rows(lines)
     header = next(rows, None)
@@ -107,7 +110,7 @@ def csv_items(lines: Iterable[str], *, columns: tuple[Column, ...] | None, max_i
         if len(items) >= max_items:
             raise PoisonError("too_many_transactions",
                               f"file has more than {max_items} transactions")
-        items.append(_item(row, plan, where, keep_objects))
+        items.append(_item(row, plan, where, key_field))
     return items
 
 
@@ -168,7 +171,8 @@ def _plan(header: list[str], columns: tuple[Column, ...] | None) -> list[tuple[i
     return plan
 
 
-def _item(row: list[str], plan: list[tuple[int, Column]], where: str, keep: bool) -> Item:
+def _item(row: list[str], plan: list[tuple[int, Column]], where: str,
+          key_field: str | None) -> Item:
     obj: dict[str, object] = {}
     for index, column in plan:
         text = row[index]
@@ -184,4 +188,7 @@ def _item(row: list[str], plan: list[tuple[int, Column]], where: str, keep: bool
         else:
             obj[column.field] = text
     # A copy: orjson's result keeps its whole write buffer (parse.py's _owned says why).
-    return Item(memoryview(orjson.dumps(obj)).tobytes(), obj if keep else None)
+    value = memoryview(orjson.dumps(obj)).tobytes()
+    if key_field is None:
+        return Item(value, None)
+    return Item(value, {key_field: obj[key_field]} if key_field in obj else {})

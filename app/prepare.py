@@ -190,7 +190,7 @@ class Preparer:
         most, keep = self.settings.max_transactions_per_file, self.settings.output_key_field
         if csv:
             return parse_csv(body, columns=self.settings.csv_columns, max_items=most,
-                             keep_objects=keep is not None)
+                             key_field=keep)
         return parse_transactions(body, max_items=most, keep_objects=keep is not None)
 
     def outputs(self, msg: ConsumerRecord, url: str, items: list[Item], attempts: int,
