@@ -187,11 +187,11 @@ class Preparer:
             return body, meter.csv
 
     def _parse(self, body: bytes, csv: bool) -> list[Item]:
-        most, keep = self.settings.max_transactions_per_file, self.settings.output_key_field
+        most, key_field = self.settings.max_transactions_per_file, self.settings.output_key_field
         if csv:
             return parse_csv(body, columns=self.settings.csv_columns, max_items=most,
-                             key_field=keep)
-        return parse_transactions(body, max_items=most, keep_objects=keep is not None)
+                             key_field=key_field)
+        return parse_transactions(body, max_items=most, keep_objects=key_field is not None)
 
     def outputs(self, msg: ConsumerRecord, url: str, items: list[Item], attempts: int,
                 reservation: Reservation = UNCOUNTED, dedup_key: bytes | None = None
