@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import ConfigError
+from app.files.parse_csv import Column, parse_columns
 
 DEFAULT_MAX_URL_BYTES = 8 * 1024  # what common HTTP servers accept in a request line
 
@@ -139,6 +140,9 @@ class Settings:
         3, _non_negative_int, "redirects followed, each re-checked (0: none)")
     output_key_field: str | None = _setting(
         None, _optional_name, "transaction field to key output records by (default: the URL)")
+    csv_columns: tuple[Column, ...] | None = _setting(
+        None, parse_columns, "CSV columns to transaction fields, column[=field][:number][?],..."
+        " (default: every column, a string field named by the header)")
     prefetch_per_partition: int = _setting(
         8, _positive_int, "records downloaded ahead per partition while one commits; at "
         "least TRANSACTION_MAX_RECORDS (raised to it when not set)")
@@ -264,6 +268,13 @@ def _check_security(settings: Settings) -> None:
                           "give both or neither")
 
 
+def _check_csv_columns(settings: Settings) -> None:
+    key, columns = settings.output_key_field, settings.csv_columns
+    if columns is not None and key is not None and key not in {c.field for c in columns}:
+        raise ConfigError(f"invalid setting CSV_COLUMNS: has no field {key!r} "
+                          "(OUTPUT_KEY_FIELD), so every CSV file would be dead-lettered")
+
+
 def _derive(settings: Settings, given: frozenset[str]) -> Settings:
     """Defaults that depend on other settings, then the checks across settings."""
     derived: dict[str, Any] = {}
@@ -286,6 +297,7 @@ def _derive(settings: Settings, given: frozenset[str]) -> Settings:
         raise ConfigError("invalid setting OUTPUT_TOPIC/DLQ_TOPIC/DEDUP_TOPIC: "
                           "must differ from INPUT_TOPIC and from each other")
     _check_security(settings)
+    _check_csv_columns(settings)
     if settings.prefetch_per_partition < settings.transaction_max_records:
         raise ConfigError("invalid setting PREFETCH_PER_PARTITION: must be at least "
                           "TRANSACTION_MAX_RECORDS, or groups could never fill")

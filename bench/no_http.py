@@ -18,7 +18,8 @@ def main() -> None:
     bodies = make_files(Spec(files=count, partitions=1, latency_ms=0)).bodies
 
     async def download(self: fetch.Downloader, url: str,
-                       count: Callable[[bytes], None] | None = None) -> bytes:
+                       count: Callable[[bytes], None] | None = None,
+                       on_response: fetch.OnResponse | None = None) -> bytes:
         body = bodies[int(url.rsplit("/", 1)[1])]  # bench.workload.url: <base>/f/<n>
         if count is not None:
             count(body)

@@ -19,6 +19,7 @@ from chaos import logread
 from chaos.faults import Copier, Plan
 from chaos.netfaults import KINDS as NET_KINDS
 from chaos.workload import Workload
+from chaos.workload_csv import CSV_COLUMNS
 from tools import kafka_io, local_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,6 +262,7 @@ def copier_env(bootstrap: str, names: dict[str, str], tier: Tier, mode: str) -> 
         "DEDUP": tier.dedup,
         "DEDUP_TOPIC": names["dedup"],
         "DEDUP_REPLICATION_FACTOR": str(tier.brokers),
+        "CSV_COLUMNS": CSV_COLUMNS,
     }
 
 

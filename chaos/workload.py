@@ -24,9 +24,12 @@ from dataclasses import dataclass
 
 import orjson
 
-FORMATS = ("ndjson", "array", "gzip-file", "gzip-encoding")
+from chaos import workload_csv
+from chaos.workload_csv import CSV_FORMATS
+
+FORMATS = ("ndjson", "array", "gzip-file", "gzip-encoding", "csv", "csv-gzip")
 EXTENSIONS = {"ndjson": ".ndjson", "array": ".json", "gzip-file": ".ndjson.gz",
-              "gzip-encoding": ".ndjson"}
+              "gzip-encoding": ".ndjson", "csv": ".csv", "csv-gzip": ".csv.gz"}
 # Poison kinds and the dead-letter reason each must get.
 POISON = {
     "invalid_json": "invalid_json",
@@ -34,6 +37,7 @@ POISON = {
     "http_404": "http_error",
     "bad_gzip": "bad_gzip",
     "bad_input": "invalid_input_record",
+    "bad_csv": "invalid_csv",
 }
 # Per-request faults; "stall" answers only after the client's read timeout.
 FAULTS = ("503", "500", "502", "429", "reset", "truncated", "stall")
@@ -96,7 +100,7 @@ class Workload:
             faults = tuple(rng.choices(FAULTS, FAULT_WEIGHTS, k=rng.randint(1, MAX_FILE_FAULTS)))
         return FileSpec(
             n=n,
-            fmt="gzip-encoding" if poison == "bad_gzip" else rng.choice(FORMATS),
+            fmt=_format(poison, rng),
             count=0 if poison else rng.randint(1, MAX_ITEMS),
             poison=poison,
             spelling=rng.choices(("text", "json", "object"), (6, 2, 2))[0],
@@ -118,6 +122,8 @@ class Workload:
     def items(self, n: int) -> list[bytes]:
         """The file's transactions as the service must write them: compact JSON."""
         spec = self.spec(n)
+        if spec.fmt in CSV_FORMATS:
+            return [workload_csv.item(row) for row in self.csv_rows(n)]
         rng = random.Random(f"{self.seed}:items:{n}")
         out = []
         for i in range(spec.count):
@@ -139,6 +145,11 @@ class Workload:
             out.append(item)
         return out
 
+    def csv_rows(self, n: int) -> list[tuple[str, ...]]:
+        spec = self.spec(n)
+        return workload_csv.rows(random.Random(f"{self.seed}:items:{n}"), f"s{self.seed}-f{n}",
+                                 n, spec.count, spec.exact_numbers)
+
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one Workload per run
     def body(self, n: int) -> tuple[bytes, tuple[tuple[str, str], ...]]:
         """The file as served: body and response headers."""
@@ -150,6 +161,11 @@ class Workload:
         if spec.poison == "bad_gzip":  # a gzip stream cut short, with a matching length
             return gzip.compress(b'{"id":"cut"}\n' * 50, mtime=0)[:-12], (
                 ("Content-Encoding", "gzip"),)
+        if spec.poison == "bad_csv":
+            return workload_csv.broken(n), ()
+        if spec.fmt in CSV_FORMATS:
+            return workload_csv.body(self.csv_rows(n), random.Random(f"{self.seed}:csv:{n}"),
+                                     gzipped=spec.fmt == "csv-gzip")
         items = self.items(n)
         ndjson = b"".join(item + (b"\n\n" if i % 7 == 3 else b"\n") for i, item in enumerate(items))
         if spec.fmt == "array":
@@ -192,6 +208,18 @@ class Workload:
         if spec.poison:
             return Expected(n, url, None, spec.dlq_reason)
         return Expected(n, url, tuple(self.items(n)), None)
+
+
+def _format(poison: str | None, rng: random.Random) -> str:
+    """A file's format; a poison file's must make it fail the way POISON says."""
+    fmt = rng.choice(FORMATS)
+    if poison == "bad_gzip":
+        return "gzip-encoding"
+    if poison == "bad_csv":
+        return "csv"
+    if poison in ("invalid_json", "not_an_object") and fmt in CSV_FORMATS:
+        return "ndjson"
+    return fmt
 
 
 def mark_repeats(inputs: dict[tuple[int, int], Expected]) -> dict[tuple[int, int], Expected]:

@@ -24,16 +24,26 @@ from tools.kafka_io import Topics, by_source, create_topics, lag, produce, read_
 from tools.local_kafka import free_port
 from tools.proc import ROOT, ChildProcess, python_module
 
+# The service's CSV_COLUMNS for the CSV samples: the amount is a number, exact.
+CSV_COLUMNS = "tx,account,amount:number,currency"
+
 
 def sample_files(count: int, seed: int = 42) -> dict[str, tuple[bytes, dict, list[bytes]]]:
     """name -> (body, response headers, the transactions it holds as compact JSON)."""
     rng = random.Random(seed)
     files: dict[str, tuple[bytes, dict, list[bytes]]] = {}
     for n in range(count):
-        items = [(f'{{"tx":"{n:03d}-{i:03d}","account":"acct-{rng.randrange(100):02d}",'
-                  f'"amount":{rng.randrange(10**30)}.{rng.randrange(10**12):012d},'
-                  f'"currency":"EUR"}}').encode() for i in range(rng.randint(1, 50))]
-        kind = n % 4
+        rows = [(f"{n:03d}-{i:03d}", f"acct-{rng.randrange(100):02d}",
+                 f"{rng.randrange(10**30)}.{rng.randrange(10**12):012d}")
+                for i in range(rng.randint(1, 50))]
+        items = [(f'{{"tx":"{tx}","account":"{account}","amount":{amount},'
+                  f'"currency":"EUR"}}').encode() for tx, account, amount in rows]
+        kind = n % 6
+        if kind >= 4:
+            body = ledger_csv(rows)
+            name = f"ledger-{n:03d}.csv" + (".gz" if kind == 5 else "")
+            files[name] = (gzip.compress(body) if kind == 5 else body, {}, items)
+            continue
         ndjson = b"".join(i + b"\n" for i in items)
         if kind == 0:
             files[f"ledger-{n:03d}.ndjson"] = (ndjson, {}, items)
@@ -44,8 +54,17 @@ def sample_files(count: int, seed: int = 42) -> dict[str, tuple[bytes, dict, lis
         else:
             files[f"ledger-{n:03d}.ndjson"] = (gzip.compress(ndjson),
                                                {"Content-Encoding": "gzip"}, items)
-    files["broken.json"] = (b'[{"tx": "half a file"', {}, [])  # goes to the DLQ
+    files["broken.json"] = (b'[{"tx": "half a file"', {}, [])  # these two go to the DLQ
+    files["broken.csv"] = (ledger_csv([("x-000", "acct-01", "12.50"), ("x-001", "acct-02", "1,5")]),
+                           {}, [])
     return files
+
+
+def ledger_csv(rows: list[tuple[str, str, str]]) -> bytes:
+    """A spreadsheet's export: a BOM, CRLF, the text fields quoted."""
+    lines = ["tx,account,amount,currency"]
+    lines += [f'"{tx}","{account}",{amount},"EUR"' for tx, account, amount in rows]
+    return ("\ufeff" + "\r\n".join(lines) + "\r\n").encode()
 
 
 async def serve(files: dict) -> FileServer:
@@ -59,7 +78,8 @@ def start_service(bootstrap: str, topics: Topics, http_port: int) -> ChildProces
     env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "INPUT_TOPIC": topics.input,
            "OUTPUT_TOPIC": topics.output, "DLQ_TOPIC": topics.dlq, "GROUP_ID": topics.group,
            "POD_NAME": "demo-0", "DOWNLOAD_ALLOW_PRIVATE_NETWORKS": "true",
-           "HTTP_PORT": str(http_port), "LOG_FORMAT": "text"}  # for a person to read
+           "HTTP_PORT": str(http_port), "LOG_FORMAT": "text",  # for a person to read
+           "CSV_COLUMNS": CSV_COLUMNS}
     log_path = ROOT / ".cache" / "demo-service.log"
     log_path.parent.mkdir(exist_ok=True)
     log_path.unlink(missing_ok=True)  # this run's log only
@@ -107,7 +127,7 @@ def report(files: dict, base: str, outputs: list, dead: list) -> bool:
         duplicates += max(0, len(values) - len(set(values)))
         missing += len(set(items) - set(values))
         wrong += len(set(values) - set(items))
-    ok = duplicates == missing == wrong == 0 and len(dead) == 1
+    ok = duplicates == missing == wrong == 0 and len(dead) == 2
     print(f"  input files           {len(files)}")
     print(f"  transactions expected {sum(len(v) for v in expected.values())}")
     print(f"  transactions produced {len(outputs)} (read_committed)")

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from app.config import Settings
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+OnResponse = Callable[[str, str | None], None]  # the final URL and its Content-Type
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 INFLATE_INLINE_BYTES = 1024 * 1024  # smaller bodies inflate on the event loop
@@ -221,10 +222,12 @@ class Downloader:
         if resolver is not None:
             await resolver.close()
 
-    async def download(self, url: str, count: Callable[[bytes], None] | None = None) -> bytes:
+    async def download(self, url: str, count: Callable[[bytes], None] | None = None,
+                       on_response: OnResponse | None = None) -> bytes:
         """The decompressed body of ``url``, after at most ``max_redirects`` redirects.
 
-        ``count`` sees each decoded piece before it is kept (and may raise to stop)."""
+        ``count`` sees each decoded piece before it is kept (and may raise to stop);
+        ``on_response`` the final URL and its Content-Type, before the body."""
         session = self._session
         if session is None:
             raise RuntimeError("Downloader.start() has not been awaited")
@@ -232,12 +235,13 @@ class Downloader:
             try:
                 # One deadline for the whole chain; aiohttp's total is per request.
                 async with asyncio.timeout(self._limits.total_timeout_s):
-                    return await self._follow(session, url, count)
+                    return await self._follow(session, url, count, on_response)
             except TimeoutError:
                 raise TransientError("download_timeout", f"timed out: {redact_url(url)}") from None
 
     async def _follow(self, session: aiohttp.ClientSession, start: str,
-                      count: Callable[[bytes], None] | None) -> bytes:
+                      count: Callable[[bytes], None] | None,
+                      on_response: OnResponse | None) -> bytes:
         try:
             url = URL(start)
         except (ValueError, TypeError):
@@ -248,6 +252,8 @@ class Downloader:
             try:
                 target = _redirect_target(resp, url)
                 if target is None:
+                    if on_response is not None:
+                        on_response(str(url), resp.headers.get(hdrs.CONTENT_TYPE))
                     return await self._read_body(resp, url, count)
             finally:
                 resp.release()  # closes the connection instead if the body is unread

@@ -11,7 +11,9 @@ import logging
 import operator
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from aiokafka.structs import ConsumerRecord
 
@@ -23,6 +25,7 @@ from app.files.dead_letter import dead_letter_record
 from app.files.fetch import Downloader, redact_url
 from app.files.input_url import parse_input_url
 from app.files.parse import Item, output_key, parse_transactions
+from app.files.parse_csv import is_csv, parse_csv
 from app.files.records import FileOutputs, Headers, Output, OutRecord, Prepared, index_headers
 from app.ops.stats import Stats
 
@@ -39,6 +42,9 @@ _value_of: Callable[[Item], bytes] = operator.itemgetter(0)  # an Item's value, 
 # lines; and for each "{" (at least one per transaction) the objects its record will take.
 BODY_COST = 2
 OBJECT_COST = 600
+# A CSV row's JSON repeats the field names that its header line spells once: counted per
+# "\n" (at least one per row) on top of OBJECT_COST, as this many times the header line.
+CSV_HEADER_COST = 3
 ADMISSION_BYTES = 256 * 1024  # what a download of unknown size is first admitted with
 
 
@@ -51,15 +57,34 @@ async def _off_loop(work: Callable[[bytes], T], body: bytes) -> T:
 
 
 class _Meter:
-    """Counts a download's decoded pieces against its reservation before they are kept."""
+    """Counts a download's decoded pieces against its reservation before they are kept,
+    and learns the file's format (``csv``) from its URLs and Content-Type."""
 
-    def __init__(self, reservation: Reservation) -> None:
+    def __init__(self, reservation: Reservation, url: str) -> None:
         self.reservation = reservation
         self.cost = 0
+        self.url = url
+        self.csv = False
+        self._row_mark, self._row_cost = b"{", OBJECT_COST
+
+    def described(self, final_url: str, content_type: str | None) -> None:
+        self.csv = is_csv(content_type, _path(self.url), _path(final_url))
+        if self.csv:
+            self._row_mark, self._row_cost = b"\n", -1  # sized by the first piece
 
     def count(self, piece: bytes) -> None:
-        self.cost += BODY_COST * len(piece) + OBJECT_COST * piece.count(b"{")
+        if self._row_cost < 0:
+            header = piece.partition(b"\n")[0]
+            self._row_cost = OBJECT_COST + CSV_HEADER_COST * (len(header) + 1)
+        self.cost += BODY_COST * len(piece) + self._row_cost * piece.count(self._row_mark)
         self.reservation.grow_to(self.cost)
+
+
+def _path(url: str) -> str:
+    try:
+        return urlsplit(url).path
+    except ValueError:
+        return ""
 
 
 def _digits_below(count: int) -> int:
@@ -128,10 +153,10 @@ class Preparer:
     async def _attempt(self, msg: ConsumerRecord, url: str, reservation: Reservation,
                        attempt: int, key: bytes | None) -> Prepared:
         try:
-            body = await self._download(url, reservation)
+            body, csv = await self._download(url, reservation)
             if self.settings.dedup == "content":
                 key = await _off_loop(content_key, body)
-            items = await _off_loop(self._parse, body)
+            items = await _off_loop(partial(self._parse, csv=csv), body)
             del body  # the items hold what they need of it
             return self.outputs(msg, url, items, attempt, reservation, key)
         except IngestError:
@@ -140,28 +165,32 @@ class Preparer:
             log.exception("unexpected error preparing a record")
             raise TransientError("internal_error", repr(exc)) from exc
 
-    async def _download(self, url: str, reservation: Reservation) -> bytes:
-        """The body, counted against the budget as it arrives. A download that outgrows
-        the room it was given stops, waits (holding no connection) until twice what it
-        had seen fits, and starts again: that is not a failed attempt."""
+    async def _download(self, url: str, reservation: Reservation) -> tuple[bytes, bool]:
+        """The body and whether it is CSV, counted against the budget as it arrives. A
+        download that outgrows the room it was given stops, waits (holding no
+        connection) until twice what it had seen fits, and starts again: that is not a
+        failed attempt."""
         need = ADMISSION_BYTES
         while True:
             await reservation.admit(need)
-            meter = _Meter(reservation)
+            meter = _Meter(reservation, url)
             started = time.monotonic()
             try:
-                body = await self.downloader.download(url, meter.count)
+                body = await self.downloader.download(url, meter.count, meter.described)
             except NoRoom:
                 need = 2 * meter.cost
                 reservation.settle(0)
                 self.stats.retried("memory_budget")
                 continue
             self.stats.downloaded(time.monotonic() - started, len(body))
-            return body
+            return body, meter.csv
 
-    def _parse(self, body: bytes) -> list[Item]:
-        return parse_transactions(body, max_items=self.settings.max_transactions_per_file,
-                                  keep_objects=self.settings.output_key_field is not None)
+    def _parse(self, body: bytes, csv: bool) -> list[Item]:
+        most, key_field = self.settings.max_transactions_per_file, self.settings.output_key_field
+        if csv:
+            return parse_csv(body, columns=self.settings.csv_columns, max_items=most,
+                             key_field=key_field)
+        return parse_transactions(body, max_items=most, keep_objects=key_field is not None)
 
     def outputs(self, msg: ConsumerRecord, url: str, items: list[Item], attempts: int,
                 reservation: Reservation = UNCOUNTED, dedup_key: bytes | None = None

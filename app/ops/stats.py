@@ -23,7 +23,8 @@ DEAD_LETTER_REASONS = (
     "invalid_input_record", "url_too_long", "http_error", "http_transient", "connection_error",
     "download_timeout", "truncated_body", "blocked_destination", "unsupported_url",
     "too_many_redirects", "file_too_large", "bad_gzip", "invalid_utf8", "invalid_json",
-    "not_an_object", "nesting_too_deep", "too_many_transactions", "missing_key_field",
+    "not_an_object", "nesting_too_deep", "invalid_csv", "missing_value", "invalid_number",
+    "too_many_transactions", "missing_key_field",
     "record_too_large", "transaction_timeout", "internal_error")
 # app/kafka/committer.py's outcomes other than done, and why a partition's task was replaced.
 COMMIT_FAILURES = ("retry", "fenced", "timed_out", "unknown", "fatal", "unauthorized")

@@ -173,8 +173,9 @@ class FileDownloader:
         self.gate: asyncio.Event | None = None
         self.gates: dict[str, asyncio.Event] = {}  # hold one URL's download until set
         self.piece = 64 * 1024
+        self.content_types: dict[str, str] = {}  # the Content-Type a URL is served with
 
-    async def download(self, url: str, count=None) -> bytes:
+    async def download(self, url: str, count=None, on_response=None) -> bytes:
         self.requests.append(url)
         if self.gate is not None:
             await self.gate.wait()
@@ -186,6 +187,8 @@ class FileDownloader:
         if url not in self.files:
             raise TransientError("connection_error", f"no such file {url}")
         body = self.files[url]
+        if on_response is not None:
+            on_response(url, self.content_types.get(url))
         for start in range(0, len(body), self.piece):  # counted as they "arrive"
             if count is not None:
                 count(body[start:start + self.piece])

@@ -12,6 +12,7 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
 INLINE_CODE = re.compile(r"`[^`]*`")
+HTML_ANCHOR = re.compile(r"<a\s+(?:id|name)=\"([^\"]+)\"")
 
 
 def prose(text: str) -> list[str]:
@@ -33,10 +34,12 @@ def slug(heading: str) -> str:
 
 
 def anchors(text: str) -> set[str]:
-    """Every heading's anchor; a repeated slug gets -1, -2, ... as on GitHub."""
+    """Every heading's anchor (a repeated slug gets -1, -2, ... as on GitHub), and every
+    HTML anchor (``<a id="...">``)."""
     seen: dict[str, int] = {}
     found = set()
     for line in prose(text):
+        found.update(HTML_ANCHOR.findall(INLINE_CODE.sub("", line)))
         match = HEADING.match(line)
         if match:
             base = slug(match.group(1))
