@@ -27,7 +27,7 @@ from app.config import load_settings
 from app.files.budget import MemoryBudget
 from app.files.parse import parse_transactions
 from app.files.prepare import Preparer
-from app.kafka.committer import send_batches
+from app.kafka.batches import send_batches
 from app.ops.stats import Stats
 from bench.workload import large_file
 
@@ -62,7 +62,7 @@ class _Unsent:
 
 def batches(producer: AIOKafkaProducer, prepared: list[Any]) -> int:
     """Every record appended to batch builders by the committer's own code
-    (app/kafka/committer.py); how many batches."""
+    (app/kafka/batches.py); how many batches."""
     unsent = _Unsent(producer)
     for one in prepared:
         coroutine = send_batches(unsent, one.records, [])  # type: ignore[arg-type]

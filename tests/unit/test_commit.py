@@ -135,7 +135,7 @@ async def test_injected_aborts_come_after_the_sends_and_offsets():
 
 
 async def test_batches_waiting_in_the_client_stay_within_the_send_window(monkeypatch):
-    monkeypatch.setattr("app.kafka.committer.SEND_WINDOW_BYTES", 10)
+    monkeypatch.setattr("app.kafka.batches.SEND_WINDOW_BYTES", 10)
     unacked: list[asyncio.Future] = []
     most = 0
 
