@@ -185,7 +185,7 @@ async def test_a_restore_consumer_that_failed_to_start_is_stopped():
     config = settings("--dedup", "url")
     ctx = dataclasses.replace(
         context(config, assigned_consumer(TP), FileDownloader({}), lambda p: ScriptedProducer()),
-        make_dedup=dedup_factory(config), make_restore_consumer=lambda: restore)
+        make_dedup=dedup_factory(config, 1), make_restore_consumer=lambda: restore)
     with pytest.raises(kafka.KafkaConnectionError):
         await PartitionTask(TP, ctx).start()
     assert restore.stopped, "its connections are closed, not left to the garbage collector"
