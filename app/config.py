@@ -172,6 +172,8 @@ class Settings:
     session_timeout_ms: int = _setting(10_000, _positive_int, "consumer group session timeout")
     kafka_retry_backoff_ms: int = _setting(
         20, _positive_int, "producer retry backoff (back-to-back transactions wait on it)")
+    kafka_metadata_max_age_ms: int = _setting(
+        300_000, _positive_int, "Kafka metadata refresh; new input partitions are seen within it")
     dedup: str = _setting("off", _choice("off", "url", "content"),
                           "skip inputs whose file URL (url) or body (content) was committed")
     dedup_topic: str | None = _setting(

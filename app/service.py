@@ -68,6 +68,7 @@ class Service:
         self.stats.transaction_timeout.set(settings.transaction_timeout_ms / 1000)
         self._signals = 0
         self._client_errors_seen = log_setup.client_errors.total
+        self._changelog_partitions = 0  # DEDUP_TOPIC's, as found or made at start
 
     @property
     def ready(self) -> bool:
@@ -169,8 +170,9 @@ class Service:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
                 continue
-            if ok:
-                log.info("dedup changelog: %s", done, extra={"event": "changelog_ready"})
+            if ok and done is not None:
+                self._changelog_partitions, what = done
+                log.info("dedup changelog: %s", what, extra={"event": "changelog_ready"})
             return ok
         return False
 
@@ -208,7 +210,8 @@ class Service:
             committer = self._wrap_committer(committer)
         supervisor = Supervisor(TaskContext(
             settings, consumer, preparer, self.stats, committer, producer_factory(settings),
-            make_dedup=dedup_factory(settings) if settings.dedup != "off" else None,
+            make_dedup=(dedup_factory(settings, self._changelog_partitions)
+                        if settings.dedup != "off" else None),
             make_restore_consumer=lambda: make_restore_consumer(settings)))
         consumer.subscribe([settings.input_topic],
                            listener=Rebalance(supervisor, settings.shutdown_timeout_s,

@@ -1,22 +1,34 @@
 """DEDUP_TOPIC at start: created if missing, checked if present, like Kafka Streams does
-with its changelog topics. A mismatch is a setting error: one line, exit 2."""
+with its changelog topics, and grown when the input topic gained partitions. A mismatch
+is a setting error: one line, exit 2.
+
+Input partition p's entries live in changelog partition p, written to that partition by
+number (never by a key's hash), so adding changelog partitions moves no entry: the new
+ones start empty, like the new input partitions."""
 
 from __future__ import annotations
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import InvalidPartitionsError
 
 from app.config import Settings
 from app.errors import ConfigError
 from app.kafka.clients import connection
+
+log = logging.getLogger(__name__)
 
 
 class InputTopicMissing(Exception):
     """The input topic does not exist yet: DEDUP_TOPIC cannot be sized; wait for it."""
 
 
-async def ensure_changelog(settings: Settings) -> str:
-    """Create or check DEDUP_TOPIC; what was done, for the log."""
+async def ensure_changelog(settings: Settings) -> tuple[int, str]:
+    """Create, grow or check DEDUP_TOPIC: its partitions then, and what was done (for
+    the log)."""
     admin = AIOKafkaAdminClient(**connection(settings),
                                 client_id=f"txingest-{settings.pod_name}-admin")
     await admin.start()
@@ -26,7 +38,27 @@ async def ensure_changelog(settings: Settings) -> str:
         await admin.close()
 
 
-async def _ensure(admin: AIOKafkaAdminClient, settings: Settings) -> str:
+class ChangelogPartitions:
+    """DEDUP_TOPIC's partitions as this process last saw them. A task given an input
+    partition past them (the input topic gained partitions while the service ran) grows
+    the changelog first: restoring a partition that does not exist would wait forever."""
+
+    def __init__(self, settings: Settings, count: int) -> None:
+        self.settings, self.count = settings, count
+        self._lock = asyncio.Lock()
+
+    async def include(self, partition: int) -> None:
+        async with self._lock:
+            if partition < self.count:
+                return
+            self.count, done = await ensure_changelog(self.settings)
+            if partition >= self.count:
+                raise InputTopicMissing(f"{self.settings.input_topic} partition {partition}")
+        log.info("dedup changelog: %s", done, extra={"event": "changelog_ready"})
+
+
+async def _ensure(admin: AIOKafkaAdminClient, settings: Settings) -> tuple[int, str]:
+    """DEDUP_TOPIC's partitions once created, grown or checked, and what was done."""
     topic, existing = str(settings.dedup_topic), set(await admin.list_topics())
     if settings.input_topic not in existing:
         raise InputTopicMissing(settings.input_topic)
@@ -35,16 +67,35 @@ async def _ensure(admin: AIOKafkaAdminClient, settings: Settings) -> str:
         replicas = settings.dedup_replication_factor or min(3, await _brokers(admin))
         await admin.create_topics([NewTopic(topic, partitions, replicas,
                                             topic_configs={"cleanup.policy": "compact"})])
-        return f"created {topic}: {partitions} partitions, {replicas} replicas, compacted"
-    found = await _partitions(admin, topic)
-    if found != partitions:
-        raise ConfigError(f"invalid setting DEDUP_TOPIC={topic}: it has {found} partitions, "
-                          f"INPUT_TOPIC {settings.input_topic} has {partitions}; they must match")
+        return partitions, (f"created {topic}: {partitions} partitions, {replicas} replicas, "
+                            "compacted")
     policy = await _cleanup_policy(admin, topic)
-    if "compact" not in policy.split(","):
+    check_cleanup_policy(topic, policy)
+    found = await _partitions(admin, topic)
+    if found > partitions:
+        raise ConfigError(f"invalid setting DEDUP_TOPIC={topic}: it has {found} partitions, "
+                          f"more than INPUT_TOPIC {settings.input_topic} ({partitions}): "
+                          "it belongs to another input topic")
+    if found < partitions:
+        await _grow(admin, topic, partitions)
+        return partitions, f"grew {topic} from {found} to {partitions} partitions, as the input"
+    return partitions, f"checked {topic}: {partitions} partitions, cleanup.policy={policy}"
+
+
+def check_cleanup_policy(topic: str, policy: str) -> None:
+    """Only compaction keeps every live key: ``delete`` (alone or with ``compact``) drops
+    old segments, so a restore could miss entries or find its start moved under it."""
+    if {part.strip() for part in policy.split(",")} != {"compact"}:
         raise ConfigError(f"invalid setting DEDUP_TOPIC={topic}: cleanup.policy is {policy!r}, "
-                          "it must include compact")
-    return f"checked {topic}: {partitions} partitions, cleanup.policy={policy}"
+                          "it must be compact alone (delete drops live keys)")
+
+
+async def _grow(admin: AIOKafkaAdminClient, topic: str, partitions: int) -> None:
+    try:
+        await admin.create_partitions({topic: NewPartitions(partitions)})
+    except InvalidPartitionsError:  # another replica grew it first
+        if await _partitions(admin, topic) < partitions:
+            raise
 
 
 async def _partitions(admin: AIOKafkaAdminClient, topic: str) -> int:

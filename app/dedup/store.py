@@ -15,13 +15,14 @@ import hashlib
 import logging
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.config import Settings
+from app.dedup.changelog import ChangelogPartitions
 from app.files.records import Output, OutRecord, Prepared
 
 log = logging.getLogger(__name__)
@@ -100,13 +101,18 @@ class Deduplicator:
     """The store's part in one partition task: restore, then decide at each commit."""
 
     def __init__(self, mode: str, store: DedupStore, changelog: TopicPartition,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 include: Callable[[int], Awaitable[None]] | None = None) -> None:
         self.mode, self.store, self.changelog, self._clock = mode, store, changelog, clock
+        self._include = include  # makes sure the changelog partition exists
         self._tombstoning: list[bytes] = []
 
     async def restore(self, consumer: AIOKafkaConsumer) -> int:
-        """Read the changelog partition to its end; the number of entries it holds."""
+        """Read the changelog partition from its log start to its end; the number of
+        entries it holds."""
         tp = self.changelog
+        if self._include is not None:
+            await self._include(tp.partition)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
         end = (await consumer.end_offsets([tp]))[tp]
@@ -155,10 +161,15 @@ class Deduplicator:
             self.store.expire(now)
 
 
-def dedup_factory(settings: Settings) -> Callable[[int], Deduplicator]:
-    """A task's deduplicator for input partition p: changelog partition p, an empty store."""
+def dedup_factory(settings: Settings, changelog_partitions: int
+                  ) -> Callable[[int], Deduplicator]:
+    """A task's deduplicator for input partition p: changelog partition p, an empty store.
+    ``changelog_partitions``: how many DEDUP_TOPIC had at start."""
+    changelog = ChangelogPartitions(settings, changelog_partitions)
+
     def make(partition: int) -> Deduplicator:
         store = DedupStore(settings.dedup_max_entries, settings.dedup_retention)
         return Deduplicator(settings.dedup, store,
-                            TopicPartition(str(settings.dedup_topic), partition))
+                            TopicPartition(str(settings.dedup_topic), partition),
+                            include=changelog.include)
     return make

@@ -67,17 +67,21 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
         rebalance_timeout_ms=rebalance_ms,
         request_timeout_ms=rebalance_ms + 5_000,
         max_poll_records=500,
+        metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
     )
 
 
 def make_restore_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """Reads a dedup changelog partition to its end: no group, committed data only."""
+    """Reads a dedup changelog partition to its end: no group, committed data only. A
+    position that falls out of range goes back to the log start: every live key is there
+    (the default, latest, would end a restore early with entries missing)."""
     return AIOKafkaConsumer(
         **connection(settings),
         group_id=None,
         client_id=f"txingest-{settings.pod_name}-restore",
         enable_auto_commit=False,
         isolation_level="read_committed",
+        auto_offset_reset="earliest",
         fetch_max_bytes=16 * 1024 * 1024,
         max_partition_fetch_bytes=16 * 1024 * 1024,
     )

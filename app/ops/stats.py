@@ -85,6 +85,10 @@ class Stats:
         self.dedup_restore_seconds = Histogram("txingest_dedup_restore_seconds",
                                                "Time to restore a partition's dedup store",
                                                buckets=LATENCY_BUCKETS, registry=r)
+        self.input_rewinds = Counter("txingest_input_rewinds", "Times an input partition's "
+                                     "log went back below the records received (truncated, "
+                                     "or the topic recreated): processed again from there",
+                                     registry=r)
         self.kafka_errors = Counter("txingest_kafka_client_errors", "Warnings and errors "
                                     "logged by the Kafka client (summarised in the log)",
                                     registry=r)
@@ -147,6 +151,9 @@ class Stats:
     def restored(self, partition: int, entries: int, seconds: float) -> None:
         self.dedup_entries.labels(str(partition)).set(entries)
         self.dedup_restore_seconds.observe(seconds)
+
+    def input_rewound(self) -> None:
+        self.input_rewinds.inc()
 
     def transaction_committed(self) -> None:
         """One per transaction: a group of records counts once (records count each)."""

@@ -52,7 +52,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.config import Settings
 from app.dedup.store import Deduplicator
-from app.errors import TaskFailed, TaskFenced
+from app.errors import TaskFailed, TaskFenced, backoff
 from app.files.prepare import Preparer
 from app.kafka.committer import Committer
 from app.ops.stats import Stats
@@ -235,6 +235,8 @@ class PartitionTask:
         are referenced only in here: once committed and released they are freed, not
         kept alive while the task waits for the next record."""
         group = await self.window.ready(self.settings.transaction_max_records)
+        if self.window.rewound is not None:  # received before the log went back: drop it
+            return await self._rewind(*self.window.rewound)
         if not group:  # closed, or woken while idle
             return await self._catch_up()
         done = await self._records.commit_group(group)
@@ -279,6 +281,29 @@ class PartitionTask:
                 and self.window.pending == 0 and self._nothing_after(self.committed_offset)
                 and await self._records.commit_position(position)):
             self.committed_offset = position
+        return self.state is TaskState.RUNNING
+
+    async def _rewind(self, expected: int, offset: int) -> bool:
+        """The input's log went back under the consumer (app/task/window.py): what was received
+        from the old log is dropped, the new position is committed alone, and records are
+        taken again from it. Reprocessed, never skipped: False once closing."""
+        log.warning("input partition went back from offset %d to %d (log truncated or topic "
+                    "recreated): processing again from %d", expected, offset, offset,
+                    extra=self._ctx(event="input_rewound", expected=expected, offset=offset,
+                                    committed=self.committed_offset))
+        self.stats.input_rewound()
+        self.window.clear()
+        attempt = 0
+        while not await self._records.commit_position(offset):
+            if self.state is not TaskState.RUNNING:
+                return False
+            attempt += 1
+            await self.context.sleep(backoff(attempt, self.settings.retry_backoff_s,
+                                             self.settings.retry_backoff_max_s))
+        self.committed_offset = offset
+        if self.state is TaskState.RUNNING:
+            self.consumer.seek(self.tp, offset)
+            self.window.open(offset)
         return self.state is TaskState.RUNNING
 
     def _ctx(self, **extra: Any) -> dict[str, Any]:

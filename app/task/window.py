@@ -4,6 +4,14 @@ Records enter in offset order; at most ``depth`` are prepared at once; the head 
 committed first. The consumer is paused for the partition while the window and
 the records waiting behind it reach ``depth``, and resumed when there is room.
 Each entry holds a reservation of the memory budget, released when it leaves.
+
+aiokafka returns no record from before the position (it drops a fetch made before a
+seek, and records below the offset it fetched from), and offsets only grow within a
+partition. So a record below the offset after the last one received means the
+partition's log went back under the consumer: an unclean leader election truncated
+it, or the topic was deleted and recreated, and the consumer's position, out of range,
+was reset to the log start. The window then takes nothing more and says where the log
+went (``rewound``); the task decides what follows (app/task/partition.py).
 """
 
 from __future__ import annotations
@@ -43,12 +51,14 @@ class PrefetchWindow:
         self._entries: collections.deque[Entry] = collections.deque()
         self._next_offset = -1   # the offset after the last record received
         self._open = False
+        self.rewound: tuple[int, int] | None = None  # (offset expected, offset received)
         self._wake = asyncio.Event()
 
     def open(self, offset: int) -> None:
         """Take records from ``offset`` on."""
         self._next_offset = offset
         self._open = True
+        self.rewound = None
         self._resume()
 
     def close(self) -> None:
@@ -82,10 +92,12 @@ class PrefetchWindow:
         if not self._open:
             return
         for record in records:
-            # Anything below the position we sought to is a leftover of an old fetch.
-            if record.offset >= self._next_offset:
-                self._inbox.append(record)
-                self._next_offset = record.offset + 1
+            if record.offset < self._next_offset:  # the log went back: see the docstring
+                self.rewound = (self._next_offset, record.offset)
+                self.close()
+                return
+            self._inbox.append(record)
+            self._next_offset = record.offset + 1
         self._fill()
 
     @property

@@ -101,7 +101,7 @@ async def test_a_group_is_cut_before_a_repeat_of_a_record_in_it():
     config = settings("--transaction-max-records", "4", "--dedup", "url")
     ctx = dataclasses.replace(
         context(config, consumer, downloader, lambda p: producer),
-        make_dedup=dedup_factory(config), make_restore_consumer=EmptyChangelog)
+        make_dedup=dedup_factory(config, 1), make_restore_consumer=EmptyChangelog)
     task = PartitionTask(TP, ctx)
     await task.start()
     task.deliver([record(i, url) for i, url in enumerate(urls)])

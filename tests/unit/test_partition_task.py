@@ -67,12 +67,21 @@ async def test_records_commit_one_transaction_each_in_offset_order():
     await task.close(1)
 
 
-async def test_records_below_the_sought_offset_are_ignored():
+async def test_a_log_that_went_back_is_committed_at_its_new_offset_and_processed_again():
     producer = ScriptedProducer()
-    task, _, downloader = await started(producer, urls(2))
-    task.deliver([record(3, "http://files/0"), record(5, "http://files/1")])
-    await until(lambda: task.committed_offset == 6, "one commit")
-    assert downloader.requests == ["http://files/1"]
+    task, consumer, downloader = await started(producer, urls(3))
+    downloader.gate = asyncio.Event()  # offset 5 is still being prepared when the log goes back
+    task.deliver([record(5, "http://files/0")])
+    task.deliver([record(2, "http://files/1"), record(3, "http://files/2")])
+    await until(lambda: task.committed_offset == 2, "the new offset committed alone")
+    assert producer.offset_log == [{TP: 2}] and producer.committed == []
+    assert consumer.positions[TP] == 2 and TP not in consumer.paused
+    assert task.stats.registry.get_sample_value("txingest_input_rewinds_total") == 1
+    downloader.gate.set()
+    task.deliver([record(2, "http://files/1"), record(3, "http://files/2")])
+    await until(lambda: task.committed_offset == 4, "both records of the new log")
+    assert producer.offset_log == [{TP: 2}, {TP: 3}, {TP: 4}]
+    assert task.stats.totals["committed"] == 2
     await task.close(1)
 
 
@@ -185,7 +194,7 @@ async def test_a_restore_consumer_that_failed_to_start_is_stopped():
     config = settings("--dedup", "url")
     ctx = dataclasses.replace(
         context(config, assigned_consumer(TP), FileDownloader({}), lambda p: ScriptedProducer()),
-        make_dedup=dedup_factory(config), make_restore_consumer=lambda: restore)
+        make_dedup=dedup_factory(config, 1), make_restore_consumer=lambda: restore)
     with pytest.raises(kafka.KafkaConnectionError):
         await PartitionTask(TP, ctx).start()
     assert restore.stopped, "its connections are closed, not left to the garbage collector"
