@@ -10,13 +10,11 @@ import asyncio  # noqa: E402
 import gc  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
-from collections.abc import Callable  # noqa: E402
 
 import uvloop  # noqa: E402
 
-from app.config import load_settings  # noqa: E402
+from app.config import Settings, load_settings  # noqa: E402
 from app.errors import ConfigError  # noqa: E402
-from app.kafka.committer import Committer  # noqa: E402
 from app.ops import log  # noqa: E402
 from app.service import Service  # noqa: E402
 
@@ -38,20 +36,30 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 10)
 
 
-def main(argv: list[str] | None = None,
-         wrap_committer: Callable[[Committer], Committer] | None = None) -> int:
-    if (sys.argv[1:] if argv is None else argv)[:1] == ["redrive"]:  # docs/redrive.md
-        from app.redrive.command import main as redrive
-        return redrive((sys.argv[1:] if argv is None else argv)[1:])
+def load(argv: list[str]) -> Settings | None:
+    """The settings, or None once the one line saying which is invalid is printed."""
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
+        return load_settings(argv, os.environ)
     except ConfigError as exc:
         print(f"txingest: {exc}", file=sys.stderr)
-        return 2
-    log.setup(settings.log_level, settings.log_format)
+        return None
+
+
+def run(service: Service) -> int:
+    """Run ``service`` on uvloop until it stops; its exit code."""
+    log.setup(service.settings.log_level, service.settings.log_format)
     tune_gc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(Service(settings, wrap_committer)))
+        return runner.run(serve(service))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["redrive"]:  # docs/redrive.md
+        from app.redrive.command import main as redrive
+        return redrive(argv[1:])
+    settings = load(argv)
+    return 2 if settings is None else run(Service(settings))
 
 
 if __name__ == "__main__":

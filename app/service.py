@@ -55,10 +55,14 @@ FATAL_CONSUMER_ERRORS = (
 
 
 class Service:
-    def __init__(self, settings: Settings,
-                 wrap_committer: Callable[[Committer], Committer] | None = None) -> None:
+    """The whole service for one process.
+
+    One extension point: ``committer`` makes the committer once, at start. A subclass
+    may wrap what it returns (chaos/copier.py injects aborts so); nothing else here is
+    meant to be overridden."""
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._wrap_committer = wrap_committer  # a testing aid: see chaos/copier.py
         self.stats = Stats()
         self.stopping = asyncio.Event()
         self.supervisor: Supervisor | None = None
@@ -205,11 +209,9 @@ class Service:
         settings = self.settings
         preparer = Preparer(settings, downloader, MemoryBudget(settings.max_buffered_bytes),
                             self.stats)
-        committer: Committer = make_committer(settings, consumer)
-        if self._wrap_committer is not None:
-            committer = self._wrap_committer(committer)
         supervisor = Supervisor(TaskContext(
-            settings, consumer, preparer, self.stats, committer, producer_factory(settings),
+            settings, consumer, preparer, self.stats, self.committer(consumer),
+            producer_factory(settings),
             make_dedup=(dedup_factory(settings, self._changelog_partitions)
                         if settings.dedup != "off" else None),
             make_restore_consumer=lambda: make_restore_consumer(settings)))
@@ -217,6 +219,10 @@ class Service:
                            listener=Rebalance(supervisor, settings.shutdown_timeout_s,
                                               str(settings.pod_name)))
         return supervisor
+
+    def committer(self, consumer: AIOKafkaConsumer) -> Committer:
+        """The committer of PROCESSING_GUARANTEE, made once at start (the extension point)."""
+        return make_committer(self.settings, consumer)
 
     def _observe_client_errors(self) -> None:
         errors = log_setup.client_errors

@@ -3,7 +3,8 @@
 ``TEST_ABORT_RATE`` (0 up to 1) of the exactly-once committer's transactions are
 aborted after their sends and offsets, just before the commit, so the checker can
 prove that aborted records never become visible. The service itself has no such
-setting: only this wrapper, installed here, does it.
+setting: a subclass of it wraps its committer here, through the service's one
+extension point (``Service.committer``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from app import __main__ as service
+from app.config import Settings
 from app.errors import TransientError
 from app.files.records import Output
 from app.kafka.committer import Committer, Offsets, Result
+from app.service import Service
 
 
 class AbortInjecting:
@@ -56,9 +59,19 @@ def abort_rate(environ: dict[str, str] | os._Environ[str]) -> float:
     return rate
 
 
+class AbortInjectingService(Service):
+    def __init__(self, settings: Settings, rate: float) -> None:
+        super().__init__(settings)
+        self.rate = rate
+
+    def committer(self, consumer: AIOKafkaConsumer) -> Committer:
+        return AbortInjecting(super().committer(consumer), self.rate)
+
+
 def main() -> int:
     rate = abort_rate(os.environ)
-    return service.main(wrap_committer=lambda committer: AbortInjecting(committer, rate))
+    settings = service.load(sys.argv[1:])
+    return 2 if settings is None else service.run(AbortInjectingService(settings, rate))
 
 
 if __name__ == "__main__":
