@@ -38,7 +38,7 @@ from app.ops import log as log_setup
 from app.ops import web
 from app.ops.signals import STOP_SIGNALS, received_early
 from app.ops.stats import Stats
-from app.task.partition import TaskContext
+from app.task.context import TaskContext
 from app.task.supervisor import Rebalance, Supervisor
 
 log = logging.getLogger(__name__)

@@ -11,58 +11,31 @@ supervisor decides whether to start a new one; the new one resumes from the
 committed offset, so nothing the old one held in memory matters. How a commit is
 made (transactions or not) is the committer's business (app/kafka/committer.py).
 
-The committed offset and transaction markers: after a transaction on the input topic
-(``txingest redrive``, any transactional upstream) the consumer's position is past the
-transaction's commit marker, and past an aborted transaction's records, which it never
-returns. Committing ``offset + 1`` of the last record would leave the committed offset
-short of the partition's end for good (lag 1 on an idle partition). So, as Kafka
-Streams does (KAFKA-6607), the task commits the consumer's position instead when every
-record below it has been committed by this task:
-
-(a) with a commit: when the window holds nothing after its last record, the
-    transaction commits the position if it is further (``_offset_after``);
-(b) when idle: the supervisor wakes an idle task whose committed offset is short of
-    the last stable offset (``nudge``); if the window is empty and the position is
-    past the committed offset, the task commits that offset alone, in a transaction
-    with no outputs through the same committer (``_catch_up``).
-
-Every record the consumer returns reaches the window in the same step of the event
-loop (the poll loop delivers right after getmany, while the task is RUNNING and its
-window open), and the position moves only in getmany. So the position is read first,
-then the window is checked without an await in between: if it holds nothing after the
-last record committed, whatever lies between that record and the position was never
-returned: markers, or an aborted transaction's records.
+The offsets it commits beyond ``offset + 1`` of its records (past the input's
+transaction markers; after the input's log went back) are app/task/position.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import enum
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from app.config import Settings
 from app.dedup.store import Deduplicator
-from app.errors import TaskFailed, TaskFenced, backoff
-from app.files.prepare import Preparer
-from app.kafka.committer import Committer
-from app.ops.stats import Stats
+from app.errors import TaskFailed, TaskFenced
+from app.task.context import TaskContext
+from app.task.position import Positions
 from app.task.record_commit import RecordCommitter
 from app.task.window import PrefetchWindow
 
 log = logging.getLogger(__name__)
-# How long a commit waits for the consumer's position (rule (a)) before it commits
-# offset + 1 instead.
-POSITION_WAIT_S = 1.0
 # Of a close's budget, what is kept for stopping the producer after the commit in flight.
 STOP_RESERVE_S = 5.0
 
@@ -72,26 +45,6 @@ class TaskState(enum.Enum):
     RUNNING = "running"    # taking records and committing them
     CLOSING = "closing"    # taking nothing new; the commit in flight may finish
     CLOSED = "closed"      # producer stopped
-
-
-@dataclass(frozen=True)
-class TaskContext:
-    """What every partition task of the service shares."""
-
-    settings: Settings
-    consumer: AIOKafkaConsumer
-    preparer: Preparer
-    stats: Stats
-    committer: Committer
-    make_producer: Callable[[int], AIOKafkaProducer]
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-    # Attempts of a record whose transaction timed out, kept across its partition's tasks.
-    timeouts: collections.Counter[tuple[TopicPartition, int]] = field(
-        default_factory=collections.Counter)
-    # After a failed group, each partition's records up to this offset commit one by one.
-    singles_until: dict[TopicPartition, int] = field(default_factory=dict)
-    make_dedup: Callable[[int], Deduplicator] | None = None  # with DEDUP on
-    make_restore_consumer: Callable[[], AIOKafkaConsumer] | None = None
 
 
 class PartitionTask:
@@ -110,9 +63,9 @@ class PartitionTask:
         self.started_offset = -1  # the committed offset read at start
         self._producer: AIOKafkaProducer | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._records = RecordCommitter(tp, context, self.dedup, lambda: self._producer,
-                                        lambda: self.state is TaskState.RUNNING, self._ctx(),
-                                        self._offset_after)
+        self.log_context = self._ctx()
+        self._records = RecordCommitter(self)
+        self._positions = Positions(self, self._records)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -153,6 +106,15 @@ class PartitionTask:
     @property
     def ready(self) -> bool:
         return self.state is TaskState.RUNNING
+
+    running = ready  # what the record committer asks (app/task/record_commit.py)
+
+    async def offset_after(self, record: ConsumerRecord) -> int:
+        return await self._positions.offset_after(record)
+
+    @property
+    def producer(self) -> AIOKafkaProducer | None:
+        return self._producer
 
     @property
     def progressed(self) -> bool:
@@ -236,75 +198,14 @@ class PartitionTask:
         kept alive while the task waits for the next record."""
         group = await self.window.ready(self.settings.transaction_max_records)
         if self.window.rewound is not None:  # received before the log went back: drop it
-            return await self._rewind(*self.window.rewound)
+            return await self._positions.rewind(*self.window.rewound)
         if not group:  # closed, or woken while idle
-            return await self._catch_up()
+            return await self._positions.catch_up()
         done = await self._records.commit_group(group)
         if done:
             self.committed_offset = self._records.committed_offset
             self.window.pop(done)
         return done > 0
-
-    async def _position(self) -> int | None:
-        """The consumer's position for the partition; None if it cannot tell at once (no
-        longer assigned, resetting, or failed): then the position is not used."""
-        try:
-            # A consumer resetting its position waits up to its request timeout: a
-            # commit must not wait on that.
-            return await asyncio.wait_for(self.consumer.position(self.tp), POSITION_WAIT_S)
-        except Exception:  # the rule is an improvement only; never fail a commit over it
-            return None
-
-    async def _offset_after(self, record: ConsumerRecord) -> int:
-        """The offset a transaction ending with ``record`` commits: the position if the
-        window holds nothing after the record (rule (a) above), else ``offset + 1``."""
-        following = record.offset + 1
-        if not self._nothing_after(following):
-            return following  # the usual case under load: no position read
-        position = await self._position()  # first: see the module's docstring
-        if position is not None and position > following and self._nothing_after(following):
-            return position
-        return following
-
-    def _nothing_after(self, offset: int) -> bool:
-        """Running, and the window received nothing from ``offset`` on."""
-        return (self.state is TaskState.RUNNING and self.window.is_open
-                and self.window.next_offset <= offset)
-
-    async def _catch_up(self) -> bool:
-        """Woken while idle: commit the position alone if it is past the committed offset
-        and nothing was received meanwhile (rule (b) above); False once closing."""
-        if self.state is not TaskState.RUNNING:
-            return False
-        position = await self._position()  # first: see the module's docstring
-        if (position is not None and position > self.committed_offset
-                and self.window.pending == 0 and self._nothing_after(self.committed_offset)
-                and await self._records.commit_position(position)):
-            self.committed_offset = position
-        return self.state is TaskState.RUNNING
-
-    async def _rewind(self, expected: int, offset: int) -> bool:
-        """The input's log went back under the consumer (app/task/window.py): what was received
-        from the old log is dropped, the new position is committed alone, and records are
-        taken again from it. Reprocessed, never skipped: False once closing."""
-        log.warning("input partition went back from offset %d to %d (log truncated or topic "
-                    "recreated): processing again from %d", expected, offset, offset,
-                    extra=self._ctx(event="input_rewound", expected=expected, offset=offset,
-                                    committed=self.committed_offset))
-        self.stats.input_rewound()
-        self.window.clear()
-        attempt = 0
-        while not await self._records.commit_position(offset):
-            if self.state is not TaskState.RUNNING:
-                return False
-            attempt += 1
-            await self.context.sleep(backoff(attempt, self.settings.retry_backoff_s,
-                                             self.settings.retry_backoff_max_s))
-        self.committed_offset = offset
-        if self.state is TaskState.RUNNING:
-            self.consumer.seek(self.tp, offset)
-            self.window.open(offset)
-        return self.state is TaskState.RUNNING
 
     def _ctx(self, **extra: Any) -> dict[str, Any]:
         return {"partition": self.tp.partition, "transactional_id": self.transactional_id,

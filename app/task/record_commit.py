@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -23,22 +22,33 @@ from app.dedup.store import Deduplicator
 from app.errors import PoisonError, TaskFailed, TaskFenced, TaskUnauthorized, backoff
 from app.files.records import Output, Prepared
 from app.kafka.committer import Outcome, Result
-
-if TYPE_CHECKING:
-    from app.task.partition import TaskContext
+from app.task.context import TaskContext
 
 log = logging.getLogger(__name__)
 
 
+class Owner(Protocol):
+    """What a record committer needs of the partition task that owns it."""
+
+    tp: TopicPartition
+    context: TaskContext
+    dedup: Deduplicator | None
+    log_context: dict[str, Any]
+
+    @property
+    def producer(self) -> AIOKafkaProducer | None: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    async def offset_after(self, record: ConsumerRecord) -> int: ...
+
+
 class RecordCommitter:
-    def __init__(self, tp: TopicPartition, context: TaskContext, dedup: Deduplicator | None,
-                 producer: Callable[[], AIOKafkaProducer | None],
-                 running: Callable[[], bool], log_context: dict[str, Any],
-                 offset_after: Callable[[ConsumerRecord], Awaitable[int]]) -> None:
-        self.tp, self.context, self.dedup = tp, context, dedup
-        self.settings, self.stats = context.settings, context.stats
-        self._producer, self._running, self._log_context = producer, running, log_context
-        self._offset_after = offset_after
+    def __init__(self, owner: Owner) -> None:
+        self.owner, self.tp, self.context, self.dedup = owner, owner.tp, owner.context, owner.dedup
+        self.settings, self.stats = self.context.settings, self.context.stats
+        self._log_context = owner.log_context
         self.committed_offset = -1  # the input offset the last successful commit wrote
         self.open_since: float | None = None  # when the commit in progress began
 
@@ -66,7 +76,7 @@ class RecordCommitter:
                                              f"the broker refused an output record: "
                                              f"{result.cause!r}")
                 continue
-            if not self._running():
+            if not self.owner.running:
                 return False
             self.stats.retried("transaction")
             await self.context.sleep(backoff(attempt, self.settings.retry_backoff_s,
@@ -138,12 +148,12 @@ class RecordCommitter:
         records: list[Output] = [*self.dedup.tombstones()] if self.dedup else []
         for record, prepared in group:
             records += self.dedup.records(record, prepared) if self.dedup else prepared.records
-        return await self._commit_offset(await self._offset_after(group[-1][0]), records)
+        return await self._commit_offset(await self.owner.offset_after(group[-1][0]), records)
 
     async def _commit_offset(self, offset: int, records: list[Output]) -> Result:
         self.open_since = time.monotonic()
         try:
-            result = await self.context.committer.commit(self._producer(),  # type: ignore[arg-type]
+            result = await self.context.committer.commit(self.owner.producer,  # type: ignore[arg-type]
                                                          {self.tp: offset}, records)
         finally:
             self.open_since = None

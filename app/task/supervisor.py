@@ -23,7 +23,8 @@ from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.errors import Kind, TaskFailed, TaskFenced, TaskUnauthorized, backoff, classify
-from app.task.partition import PartitionTask, TaskContext, TaskState
+from app.task.context import TaskContext
+from app.task.partition import PartitionTask, TaskState
 from app.task.progress import PartitionProgress
 
 log = logging.getLogger(__name__)

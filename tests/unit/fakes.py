@@ -16,7 +16,7 @@ from app.files.budget import MemoryBudget
 from app.files.prepare import Preparer
 from app.kafka.committer import make_committer
 from app.ops.stats import Stats
-from app.task.partition import TaskContext
+from app.task.context import TaskContext
 
 
 class ScriptedBatch:

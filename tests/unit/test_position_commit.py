@@ -1,4 +1,4 @@
-"""The committed offset past transaction markers (app/task/partition.py, rules (a) and (b)), on
+"""The committed offset past transaction markers (app/task/position.py, rules (a) and (b)), on
 fakes: the consumer's position is committed only when every record below it has been
 committed by the task, with a record's transaction or alone when the task is idle.
 The fake consumer's position is wherever a test puts it; what aiokafka does is pinned
@@ -14,7 +14,7 @@ from aiokafka import errors as kafka
 from aiokafka.structs import TopicPartition
 
 from app.errors import TaskFenced
-from app.task import partition
+from app.task import position
 from app.task.partition import PartitionTask
 from app.task.supervisor import Supervisor
 from tests.unit.fakes import (
@@ -110,7 +110,7 @@ async def test_a_record_delivered_while_the_position_is_read_keeps_offset_plus_o
 
 
 async def test_a_position_that_does_not_come_is_not_waited_for(monkeypatch):
-    monkeypatch.setattr(partition, "POSITION_WAIT_S", 0.05)
+    monkeypatch.setattr(position, "POSITION_WAIT_S", 0.05)
     producer = ScriptedProducer()
     consumer = SteppingConsumer()
     task, _, _ = await started(producer, consumer=consumer)

@@ -10,7 +10,7 @@ from app.config import load_settings
 from app.ops import web
 from app.ops.stats import Stats
 from app.service import Service
-from app.task.partition import TaskContext
+from app.task.context import TaskContext
 from app.task.supervisor import Supervisor
 
 
