@@ -10,185 +10,104 @@ import argparse
 import dataclasses
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app import values as v  # the parsers, short in the table below
 from app.errors import ConfigError
 from app.files.parse_csv import Column, parse_columns
 
 DEFAULT_MAX_URL_BYTES = 8 * 1024  # what common HTTP servers accept in a request line
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be a positive integer")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0 or value == float("inf"):
-        raise ValueError("must be a positive number")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
-
-
-def _ports(text: str) -> str:
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        if not part.isdigit() or not 0 < int(part) <= 65535:
-            raise ValueError("must be comma-separated port numbers 1-65535")
-    return text
-
-
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("must be true or false")
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise ValueError("must be a port number 0-65535 (0 disables the HTTP server)")
-    return value
-
-
-def _name(text: str) -> str:
-    if not text or any(c.isspace() for c in text):
-        raise ValueError("must be non-empty without whitespace")
-    return text
-
-
-def _optional_name(text: str) -> str | None:
-    return _name(text) if text else None
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    """Case-insensitive; the value takes the options' own case."""
-    by_folded = {option.casefold(): option for option in options}
-
-    def parse(text: str) -> str:
-        if text.casefold() not in by_folded:
-            raise ValueError(f"must be one of {', '.join(options)}")
-        return by_folded[text.casefold()]
-    return parse
-
-
-def _duration(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
-    value = float(number) * unit
-    if not value > 0 or value == float("inf"):
-        raise ValueError("must be a positive duration: seconds, or a number with s, m, h or d")
-    return value
-
-
-def _secret(help: str) -> Any:
-    """Never shown in repr or logs; may also come from a file (``NAME_FILE``)."""
-    return dataclasses.field(default=None, repr=False, metadata={
-        "parse": str, "help": help + " (or a file: VARIABLE_FILE)", "env": "", "secret": True})
-
-
-def _setting(default: Any, parse: Callable[[str], Any], help: str, env: str = "") -> Any:
-    return dataclasses.field(default=default, metadata={"parse": parse, "help": help, "env": env})
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
-    kafka_bootstrap_servers: str = _setting("localhost:9092", _name, "Kafka brokers, host:port,...")
-    kafka_security_protocol: str = _setting(
-        "PLAINTEXT", _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+    kafka_bootstrap_servers: str = v.setting(
+        "localhost:9092", v.kafka_name, "Kafka brokers, host:port,...")
+    kafka_security_protocol: str = v.setting(
+        "PLAINTEXT", v.choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
         "how to reach Kafka")
-    kafka_sasl_mechanism: str = _setting(
-        "SCRAM-SHA-512", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "SASL mechanism")
-    kafka_sasl_username: str | None = _setting(None, _optional_name, "SASL user name")
-    kafka_sasl_password: str | None = _secret("SASL password")
-    kafka_ssl_cafile: str | None = _setting(None, _optional_name, "CA bundle to trust (PEM)")
-    kafka_ssl_certfile: str | None = _setting(None, _optional_name, "client certificate (PEM)")
-    kafka_ssl_keyfile: str | None = _setting(None, _optional_name, "client private key (PEM)")
-    input_topic: str = _setting("files-with-transactions", _name, "topic of file URLs")
-    output_topic: str = _setting("transactions", _name, "topic the transactions go to")
-    dlq_topic: str = _setting("files-with-transactions.dlq", _name, "dead-letter topic")
-    group_id: str = _setting("files-with-transactions-group-1", _name, "consumer group")
-    transactional_id_prefix: str | None = _setting(
-        None, _optional_name, "prefix of per-partition transactional ids (default: GROUP_ID)")
-    pod_name: str | None = _setting(
-        None, _optional_name, "this replica's identity (default: the host name)")
-    static_membership: bool = _setting(
-        True, _bool, "use POD_NAME as group.instance.id (no rebalance on a quick restart)")
-    http_port: int = _setting(8080, _port, "health and metrics port (0: off)")
-    health_stall_s: float = _setting(
-        60.0, _positive_float, "/healthz fails after the poll loop is stuck this long")
-    download_allow_private_networks: bool = _setting(
-        False, _bool, "allow downloads from loopback and private addresses (demos, tests)")
-    download_allowed_hosts: str = _setting(
+    kafka_sasl_mechanism: str = v.setting(
+        "SCRAM-SHA-512", v.choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "SASL mechanism")
+    kafka_sasl_username: str | None = v.setting(None, v.optional_name, "SASL user name")
+    kafka_sasl_password: str | None = v.secret("SASL password")
+    kafka_ssl_cafile: str | None = v.setting(None, v.optional_name, "CA bundle to trust (PEM)")
+    kafka_ssl_certfile: str | None = v.setting(None, v.optional_name, "client certificate (PEM)")
+    kafka_ssl_keyfile: str | None = v.setting(None, v.optional_name, "client private key (PEM)")
+    input_topic: str = v.setting("files-with-transactions", v.kafka_name, "topic of file URLs")
+    output_topic: str = v.setting("transactions", v.kafka_name, "topic the transactions go to")
+    dlq_topic: str = v.setting("files-with-transactions.dlq", v.kafka_name, "dead-letter topic")
+    group_id: str = v.setting("files-with-transactions-group-1", v.kafka_name, "consumer group")
+    transactional_id_prefix: str | None = v.setting(
+        None, v.optional_name, "prefix of per-partition transactional ids (default: GROUP_ID)")
+    pod_name: str | None = v.setting(
+        None, v.optional_name, "this replica's identity (default: the host name)")
+    static_membership: bool = v.setting(
+        True, v.boolean, "use POD_NAME as group.instance.id (no rebalance on a quick restart)")
+    http_port: int = v.setting(8080, v.port, "health and metrics port (0: off)")
+    health_stall_s: float = v.setting(
+        60.0, v.positive_float, "/healthz fails after the poll loop is stuck this long")
+    download_allow_private_networks: bool = v.setting(
+        False, v.boolean, "allow downloads from loopback and private addresses (demos, tests)")
+    download_allowed_hosts: str = v.setting(
         "", str, "comma-separated host or host:port exempt from the private-network block")
-    download_allowed_ports: str = _setting(
-        "", _ports, "comma-separated ports downloads may use (default: any)")
-    download_max_redirects: int = _setting(
-        3, _non_negative_int, "redirects followed, each re-checked (0: none)")
-    output_key_field: str | None = _setting(
-        None, _optional_name, "transaction field to key output records by (default: the URL)")
-    csv_columns: tuple[Column, ...] | None = _setting(
+    download_allowed_ports: str = v.setting(
+        "", v.ports, "comma-separated ports downloads may use (default: any)")
+    download_max_redirects: int = v.setting(
+        3, v.non_negative_int, "redirects followed, each re-checked (0: none)")
+    output_key_field: str | None = v.setting(
+        None, v.optional_name, "transaction field to key output records by (default: the URL)")
+    csv_columns: tuple[Column, ...] | None = v.setting(
         None, parse_columns, "CSV columns to transaction fields, column[=field][:number][?],..."
         " (default: every column, a string field named by the header)")
-    prefetch_per_partition: int = _setting(
-        8, _positive_int, "records downloaded ahead per partition while one commits; at "
+    prefetch_per_partition: int = v.setting(
+        8, v.positive_int, "records downloaded ahead per partition while one commits; at "
         "least TRANSACTION_MAX_RECORDS (raised to it when not set)")
-    transaction_max_records: int = _setting(
-        1, _positive_int, "input records per transaction at most (1: one transaction a file)")
-    max_concurrent_downloads: int = _setting(32, _positive_int, "downloads at once, all partitions")
-    max_buffered_bytes: int = _setting(
-        256 * 1024 * 1024, _positive_int, "no new download starts while this much is buffered")
-    download_connect_timeout_s: float = _setting(10.0, _positive_float, "connect timeout")
-    download_read_timeout_s: float = _setting(30.0, _positive_float, "timeout between reads")
-    download_total_timeout_s: float = _setting(120.0, _positive_float, "timeout per download")
-    max_file_bytes: int = _setting(
-        64 * 1024 * 1024, _positive_int, "largest file, after decompression")
-    max_transactions_per_file: int = _setting(1_000_000, _positive_int, "largest file, in items")
-    max_record_bytes: int = _setting(
-        1_000_000, _positive_int, "largest output record; larger ones are dead-lettered")
-    max_url_bytes: int = _setting(
-        DEFAULT_MAX_URL_BYTES, _positive_int,
+    transaction_max_records: int = v.setting(
+        1, v.positive_int, "input records per transaction at most (1: one transaction a file)")
+    max_concurrent_downloads: int = v.setting(
+        32, v.positive_int, "downloads at once, all partitions")
+    max_buffered_bytes: int = v.setting(
+        256 * 1024 * 1024, v.positive_int, "no new download starts while this much is buffered")
+    download_connect_timeout_s: float = v.setting(10.0, v.positive_float, "connect timeout")
+    download_read_timeout_s: float = v.setting(30.0, v.positive_float, "timeout between reads")
+    download_total_timeout_s: float = v.setting(120.0, v.positive_float, "timeout per download")
+    max_file_bytes: int = v.setting(
+        64 * 1024 * 1024, v.positive_int, "largest file, after decompression")
+    max_transactions_per_file: int = v.setting(1_000_000, v.positive_int, "largest file, in items")
+    max_record_bytes: int = v.setting(
+        1_000_000, v.positive_int, "largest output record; larger ones are dead-lettered")
+    max_url_bytes: int = v.setting(
+        DEFAULT_MAX_URL_BYTES, v.positive_int,
         "longest input URL; a longer one is dead-lettered (url_too_long), never downloaded")
-    max_attempts: int = _setting(5, _positive_int, "download attempts before dead-lettering")
-    retry_backoff_s: float = _setting(0.5, _positive_float, "first retry delay (doubles, jitter)")
-    retry_backoff_max_s: float = _setting(30.0, _positive_float, "longest retry delay")
-    shutdown_timeout_s: float = _setting(
-        30.0, _positive_float, "time to finish in-flight transactions on stop or revoke")
-    transaction_timeout_ms: int = _setting(
-        120_000, _positive_int, "Kafka transaction.timeout.ms; a file must commit within it")
-    session_timeout_ms: int = _setting(10_000, _positive_int, "consumer group session timeout")
-    kafka_retry_backoff_ms: int = _setting(
-        20, _positive_int, "producer retry backoff (back-to-back transactions wait on it)")
-    kafka_metadata_max_age_ms: int = _setting(
-        300_000, _positive_int, "Kafka metadata refresh; new input partitions are seen within it")
-    dedup: str = _setting("off", _choice("off", "url", "content"),
+    max_attempts: int = v.setting(5, v.positive_int, "download attempts before dead-lettering")
+    retry_backoff_s: float = v.setting(0.5, v.positive_float, "first retry delay (doubles, jitter)")
+    retry_backoff_max_s: float = v.setting(30.0, v.positive_float, "longest retry delay")
+    shutdown_timeout_s: float = v.setting(
+        30.0, v.positive_float, "time to finish in-flight transactions on stop or revoke")
+    transaction_timeout_ms: int = v.setting(
+        120_000, v.positive_int, "Kafka transaction.timeout.ms; a file must commit within it")
+    session_timeout_ms: int = v.setting(10_000, v.positive_int, "consumer group session timeout")
+    kafka_retry_backoff_ms: int = v.setting(
+        20, v.positive_int, "producer retry backoff (back-to-back transactions wait on it)")
+    kafka_metadata_max_age_ms: int = v.setting(
+        300_000, v.positive_int, "Kafka metadata refresh; new input partitions are seen within it")
+    dedup: str = v.setting("off", v.choice("off", "url", "content"),
                           "skip inputs whose file URL (url) or body (content) was committed")
-    dedup_topic: str | None = _setting(
-        None, _optional_name, "compacted changelog of the dedup store (default: GROUP_ID-dedup)")
-    dedup_retention: float = _setting(
-        7 * 86400.0, _duration, "how long a key is remembered (s, or with m, h, d)")
-    dedup_max_entries: int = _setting(
-        1_000_000, _positive_int, "keys remembered per input partition (oldest go first)")
-    dedup_replication_factor: int = _setting(
-        0, _non_negative_int, "replicas of a created DEDUP_TOPIC (0: min(3, brokers))")
-    processing_guarantee: str = _setting(
-        "exactly_once", _choice("exactly_once", "at_least_once"),
+    dedup_topic: str | None = v.setting(
+        None, v.optional_name, "compacted changelog of the dedup store (default: GROUP_ID-dedup)")
+    dedup_retention: float = v.setting(
+        7 * 86400.0, v.duration, "how long a key is remembered (s, or with m, h, d)")
+    dedup_max_entries: int = v.setting(
+        1_000_000, v.positive_int, "keys remembered per input partition (oldest go first)")
+    dedup_replication_factor: int = v.setting(
+        0, v.non_negative_int, "replicas of a created DEDUP_TOPIC (0: min(3, brokers))")
+    processing_guarantee: str = v.setting(
+        "exactly_once", v.choice("exactly_once", "at_least_once"),
         "at_least_once: no transactions (a baseline for benchmarks)")
-    log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
-    log_format: str = _setting("json", _choice("json", "text"), "log line format")
+    log_level: str = v.setting("info", v.choice("debug", "info", "warning", "error"), "log level")
+    log_format: str = v.setting("json", v.choice("json", "text"), "log line format")
 
     def transactional_id(self, partition: int) -> str:
         """Scoped to the input partition, never the pod: see docs/design.md."""
