@@ -13,8 +13,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka
@@ -38,6 +37,7 @@ from app.ops import log as log_setup
 from app.ops import web
 from app.ops.signals import STOP_SIGNALS, received_early
 from app.ops.stats import Stats
+from app.ops.steps import Every, quietly, unless_stopped
 from app.task.context import TaskContext
 from app.task.supervisor import Rebalance, Supervisor
 
@@ -96,7 +96,7 @@ class Service:
 
     async def run(self) -> int:
         try:
-            await self._unless_stopped(check_connection(self.settings))
+            await unless_stopped(self.stopping, check_connection(self.settings))
         except FatalStartupError as exc:
             log.error("cannot start: %s", exc)
             return 1
@@ -107,7 +107,7 @@ class Service:
             return await self._serve()
         finally:
             if web_runner is not None:
-                await _quietly("stopping the HTTP server", web_runner.cleanup(), 5)
+                await quietly("stopping the HTTP server", web_runner.cleanup(), 5)
 
     async def _serve(self) -> int:
         settings = self.settings
@@ -139,31 +139,17 @@ class Service:
         timeout, held = self.settings.shutdown_timeout_s, 0
         if supervisor is not None:
             held = len(supervisor.slots)
-            await _quietly("closing partition tasks", supervisor.close(timeout), timeout + 5)
-            await _quietly("stopping the consumer", supervisor.consumer.stop(), 10)
-        await _quietly("closing downloads", downloader.close(), 5)
+            await quietly("closing partition tasks", supervisor.close(timeout), timeout + 5)
+            await quietly("stopping the consumer", supervisor.consumer.stop(), 10)
+        await quietly("closing downloads", downloader.close(), 5)
         return held
-
-    async def _unless_stopped(self, work: Awaitable[T]) -> tuple[bool, T | None]:
-        """(True, its result), or (False, None) if a stop was asked for first (then
-        ``work`` is cancelled): start-up steps never hold up a SIGTERM."""
-        running = asyncio.ensure_future(work)
-        stop = asyncio.ensure_future(self.stopping.wait())
-        await asyncio.wait({running, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if running.done():
-            return True, running.result()
-        running.cancel()
-        with contextlib.suppress(BaseException):
-            await running
-        return False, None
 
     async def _ensure_changelog(self) -> bool:
         """DEDUP_TOPIC created or checked; False if it is wrong (logged) or a stop came."""
         attempt = 0
         while not self.stopping.is_set():
             try:
-                ok, done = await self._unless_stopped(ensure_changelog(self.settings))
+                ok, done = await unless_stopped(self.stopping, ensure_changelog(self.settings))
             except ConfigError as exc:
                 log.error("cannot start: %s", exc, extra={"event": "bad_changelog"})
                 return False
@@ -171,8 +157,7 @@ class Service:
                 attempt += 1
                 log.warning("waiting to set up DEDUP_TOPIC: %r", exc,
                             extra={"event": "waiting_for_kafka", "attempt": attempt})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
+                await self._back_off(attempt)
                 continue
             if ok and done is not None:
                 self._changelog_partitions, what = done
@@ -188,11 +173,11 @@ class Service:
             consumer = make_consumer(self.settings)
             self.supervisor = self._supervisor(consumer, downloader)
             try:
-                started, _ = await self._unless_stopped(consumer.start())
+                started, _ = await unless_stopped(self.stopping, consumer.start())
                 if started:
                     return consumer, self.supervisor
             except FATAL_CONSUMER_ERRORS:
-                await _quietly("stopping the consumer", consumer.stop(), 10)
+                await quietly("stopping the consumer", consumer.stop(), 10)
                 raise
             except kafka.KafkaError as exc:
                 # Down, restarting, or a coordinator still loading (seen as SyncGroup
@@ -200,10 +185,14 @@ class Service:
                 attempt += 1
                 log.warning("waiting for Kafka at %s: %r", self.settings.kafka_bootstrap_servers,
                             exc, extra={"event": "waiting_for_kafka", "attempt": attempt})
-            await _quietly("stopping the consumer", consumer.stop(), 10)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
+            await quietly("stopping the consumer", consumer.stop(), 10)
+            await self._back_off(attempt)
         return None
+
+    async def _back_off(self, attempt: int) -> None:
+        """Wait before trying Kafka again (up to 30 s), or less if a stop comes."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
 
     def _supervisor(self, consumer: AIOKafkaConsumer, downloader: Downloader) -> Supervisor:
         settings = self.settings
@@ -231,7 +220,7 @@ class Service:
         self._client_errors_seen = errors.total
 
     async def _poll(self, consumer: AIOKafkaConsumer, supervisor: Supervisor) -> int:
-        self.polling, listing = True, _Every(LIST_OFFSETS_EVERY_S)
+        self.polling, listing = True, Every(LIST_OFFSETS_EVERY_S)
         observed = 0.0
         try:
             while not self.stopping.is_set():
@@ -254,36 +243,3 @@ class Service:
             return 0
         finally:
             listing.cancel()
-
-
-class _Every:
-    """A background job started at most every ``period`` seconds, one at a time."""
-
-    def __init__(self, period: float) -> None:
-        self.period, self.last = period, 0.0
-        self.running: asyncio.Task[None] | None = None
-
-    def start_due(self, job: Callable[[], Coroutine[Any, Any, None]], now: float) -> None:
-        if now - self.last > self.period and (self.running is None or self.running.done()):
-            self.running, self.last = asyncio.create_task(job()), now
-
-    def cancel(self) -> None:
-        if self.running is not None:
-            self.running.cancel()
-
-
-async def _quietly(what: str, work: Awaitable[object], timeout: float) -> None:
-    """Await a shutdown step; a failure or a hang is logged, never raised.
-
-    aiokafka's consumer.stop() can raise CancelledError out of its fetcher while the
-    broker is unreachable; that must not cost the summary or the exit code."""
-    try:
-        await asyncio.wait_for(work, timeout)
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise  # we are being cancelled ourselves
-        log.warning("%s was cancelled inside a client library", what,
-                    extra={"event": "shutdown_step_failed"})
-    except Exception as exc:
-        log.warning("%s failed: %r", what, exc, extra={"event": "shutdown_step_failed"})
