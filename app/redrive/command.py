@@ -30,7 +30,7 @@ import orjson
 
 from app.config import Settings, load_settings
 from app.errors import ConfigError
-from app.files.fetch import redact_url
+from app.redaction import redact_url
 from app.redrive.record import DeadLetter
 
 PROG = "python -m app redrive"
