@@ -24,7 +24,8 @@ from app.files.budget import UNCOUNTED, MemoryBudget, NoRoom, Reservation
 from app.files.dead_letter import dead_letter_record
 from app.files.fetch import Downloader
 from app.files.input_url import parse_input_url
-from app.files.parse import Item, output_key, parse_transactions
+from app.files.item import Item, output_key
+from app.files.parse import parse_transactions
 from app.files.parse_csv import is_csv, parse_csv
 from app.files.records import FileOutputs, Headers, Output, OutRecord, Prepared, index_headers
 from app.ops.stats import Stats
