@@ -14,7 +14,7 @@ import orjson
 
 from app.config import DEFAULT_MAX_URL_BYTES
 from app.errors import PoisonError
-from app.files.parse import kind_of
+from app.files.exact_json import kind_of
 
 _BAD_URL_CHAR = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 _JSON_START = frozenset('"{[-0123456789tfn')

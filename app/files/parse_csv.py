@@ -20,7 +20,7 @@ from typing import NamedTuple
 import orjson
 
 from app.errors import PoisonError
-from app.files.parse import Item
+from app.files.item import Item
 
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")  # RFC 8259
 _TYPES = ("string", "number")
@@ -187,7 +187,7 @@ def _item(row: list[str], plan: list[tuple[int, Column]], where: str,
             obj[column.field] = orjson.Fragment(text)  # re-emitted verbatim: exact
         else:
             obj[column.field] = text
-    # A copy: orjson's result keeps its whole write buffer (parse.py's _owned says why).
+    # A copy: orjson's result keeps its whole write buffer (item.py's owned says why).
     value = memoryview(orjson.dumps(obj)).tobytes()
     if key_field is None:
         return Item(value, None)

@@ -22,12 +22,14 @@ from app.dedup.store import content_key, url_key
 from app.errors import IngestError, PoisonError, TransientError, backoff
 from app.files.budget import UNCOUNTED, MemoryBudget, NoRoom, Reservation
 from app.files.dead_letter import dead_letter_record
-from app.files.fetch import Downloader, redact_url
+from app.files.fetch import Downloader
 from app.files.input_url import parse_input_url
-from app.files.parse import Item, output_key, parse_transactions
+from app.files.item import Item, output_key
+from app.files.parse import parse_transactions
 from app.files.parse_csv import is_csv, parse_csv
 from app.files.records import FileOutputs, Headers, Output, OutRecord, Prepared, index_headers
 from app.ops.stats import Stats
+from app.redaction import redact_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,4 +1,5 @@
-"""The Kafka side of re-drive: read the job's DLQ range, move letters in transactions.
+"""The Kafka side of re-drive: read the job's DLQ range (app/redrive/span.py), move
+letters in transactions.
 
 Exactly once, as the service itself does it: the job's transactional producer starts
 first (``init_transactions`` fences an older run of the job and settles the
@@ -17,35 +18,22 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka import errors as kafka
-from aiokafka.admin import AIOKafkaAdminClient
 
 from app.config import Settings
 from app.files.records import OutRecord
 from app.kafka.clients import FatalStartupError, check_connection, connection
 from app.kafka.committer import ExactlyOnceCommitter, Outcome
 from app.ops.log import loop_exceptions
-from app.redrive.command import Options, Tally, UsageError, Verdict, judge
+from app.redrive.job import Options, RedriveFailed, Tally, Verdict, judge
 from app.redrive.progress import Progress
 from app.redrive.record import DeadLetter, read_dead_letter, redriven_headers
+from app.redrive.span import Span, plan, topic_partitions
 
 STALL_S = 60.0  # no DLQ progress for this long while records remain: give up
 POLL_MS = 500
-
-
-class RedriveFailed(Exception):
-    """The run stopped early; what it committed stays moved, the rest is resumable."""
-
-
-@dataclass
-class Span:
-    """The DLQ offsets a run reads on one partition: [start, stop)."""
-
-    start: int
-    stop: int
 
 
 async def run(settings: Settings, options: Options, tally: Tally, progress: bool) -> None:
@@ -69,7 +57,7 @@ async def run(settings: Settings, options: Options, tally: Tally, progress: bool
         spans = await plan(settings, consumer, options)
         mover = Mover(settings, options, tally, consumer, producer, spans)
         if producer is not None:
-            mover.input_partitions = await _partitions(settings, settings.input_topic)
+            mover.input_partitions = await topic_partitions(settings, settings.input_topic)
             if not mover.input_partitions:
                 raise RedriveFailed(f"INPUT_TOPIC {settings.input_topic!r} does not exist")
         with Progress.to(sys.stderr, sum(s.stop - s.start for s in spans.values()),
@@ -87,49 +75,6 @@ async def run(settings: Settings, options: Options, tally: Tally, progress: bool
         if producer is not None:
             with contextlib.suppress(Exception):
                 await producer.stop()
-
-
-async def plan(settings: Settings, consumer: AIOKafkaConsumer, options: Options
-               ) -> dict[TopicPartition, Span]:
-    """Per DLQ partition: from the job's committed offset (or the selection's start)
-    to the end as of now (the last stable offset, as the consumer reads committed)."""
-    topic = settings.dlq_topic
-    partitions = await _partitions(settings, topic)
-    if not partitions:
-        raise RedriveFailed(f"DLQ_TOPIC {topic!r} does not exist")
-    selection = options.selection
-    missing = selection.partitions - partitions
-    if missing:
-        raise UsageError(f"--partition {min(missing)}: {topic!r} has partitions "
-                         f"0-{max(partitions)}")
-    tps = [TopicPartition(topic, p) for p in sorted(selection.partitions or partitions)]
-    consumer.assign(tps)
-    first = await consumer.beginning_offsets(tps)
-    end = await consumer.end_offsets(tps)
-    by_time = {}
-    if selection.since_ms is not None:
-        by_time = await consumer.offsets_for_times({tp: selection.since_ms for tp in tps})
-    spans = {}
-    for tp in tps:
-        start = max(first[tp], await consumer.committed(tp) or 0, selection.from_offset or 0)
-        if selection.since_ms is not None:
-            found = by_time.get(tp)
-            start = max(start, found.offset if found is not None else end[tp])
-        stop = end[tp] if selection.to_offset is None else min(end[tp], selection.to_offset + 1)
-        spans[tp] = Span(start, max(start, stop))
-    return spans
-
-
-async def _partitions(settings: Settings, topic: str) -> set[int]:
-    """The topic's partitions; empty if it does not exist (asking for every topic's
-    metadata, so a broker that auto-creates topics does not create it)."""
-    admin = AIOKafkaAdminClient(**connection(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics()
-    finally:
-        await admin.close()
-    return {p["partition"] for t in described if t["topic"] == topic for p in t["partitions"]}
 
 
 class Mover:

@@ -1,4 +1,5 @@
-"""app.files.fetch against real HTTP servers on 127.0.0.1 (and ::1 where the host has it).
+"""app.files.fetch and its guard (app.files.guard) against real HTTP servers on 127.0.0.1
+(and ::1 where the host has it).
 
 The project's file server (tools/fileserver.py) serves well-formed responses; its raw
 TCP server serves the broken ones (lying Content-Length, reset mid-body, drip feed)
@@ -22,14 +23,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from app.errors import IngestError, PoisonError, TransientError
-from app.files.fetch import (
-    Downloader,
-    DownloadLimits,
-    GuardedResolver,
-    Redacted,
-    _Guard,
-    redact_url,
-)
+from app.files.fetch import Downloader, DownloadLimits
+from app.files.guard import DestinationGuard, GuardedResolver
+from app.redaction import Redacted, redact_url
 from tools.fileserver import (
     FileServer,
     RawHandler,
@@ -337,7 +333,7 @@ NEVER_DIALLED = [
 @pytest.mark.parametrize("url", NEVER_DIALLED)
 def test_off_machine_private_destinations_fail_the_url_check(url: str) -> None:
     with pytest.raises(PoisonError) as info:
-        _Guard(DownloadLimits()).check_url(URL(url))
+        DestinationGuard(DownloadLimits()).check_url(URL(url))
     assert info.value.reason == "blocked_destination"
 
 

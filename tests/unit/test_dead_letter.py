@@ -12,7 +12,8 @@ from app.files.budget import MemoryBudget
 from app.files.input_url import parse_input_url
 from app.files.prepare import RECORD_OVERHEAD, Preparer
 from app.ops.stats import Stats
-from app.redrive.command import Options, Selection, Tally, Verdict, judge, report
+from app.redrive.command import report
+from app.redrive.job import Options, Selection, Tally, Verdict, judge
 from app.redrive.record import INPUT_VALUE_LIMIT, carried_headers, read_dead_letter
 from tests.unit.fakes import FileDownloader, Sleeps, record, settings
 

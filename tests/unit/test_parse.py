@@ -1,4 +1,5 @@
-"""Tests for app.files.parse: input URLs, file parsing (exactness, poison reasons), output keys."""
+"""Tests for app.files.parse (and its exact_json and item): input URLs, file parsing
+(exactness, poison reasons), output keys."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 from app.errors import PoisonError
 from app.files import input_url, parse
 from app.files.input_url import parse_input_url
-from app.files.parse import Item, output_key, parse_transactions
+from app.files.item import Item, output_key
+from app.files.parse import parse_transactions
 
 
 def values(body: bytes, max_items: int = 1000, max_depth: int = 64) -> list[bytes]:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from app.config import load_settings
 from app.errors import ConfigError, PoisonError
 from app.files.budget import MemoryBudget
-from app.files.parse import output_key
+from app.files.item import output_key
 from app.files.parse_csv import csv_items, is_csv, parse_columns, parse_csv
 from app.files.prepare import Preparer
 from app.ops.stats import Stats

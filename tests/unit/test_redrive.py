@@ -12,7 +12,8 @@ import pytest
 
 from app.__main__ import main as app_main
 from app.redrive import command as redrive
-from app.redrive.command import Options, Selection, Tally, UsageError, Verdict, judge, parse_args
+from app.redrive.command import parse_args
+from app.redrive.job import Options, Selection, Tally, UsageError, Verdict, judge
 from app.redrive.progress import Progress, render
 from app.redrive.record import DeadLetter
 

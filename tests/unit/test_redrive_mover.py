@@ -12,8 +12,9 @@ from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.config import load_settings
-from app.redrive.command import Options, Selection, Tally
-from app.redrive.mover import Mover, RedriveFailed, Span
+from app.redrive.job import Options, RedriveFailed, Selection, Tally
+from app.redrive.mover import Mover
+from app.redrive.span import Span
 
 TP = TopicPartition("dlq", 0)
 SETTINGS = load_settings(["--dlq-topic", "dlq", "--input-topic", "in", "--group-id", "g"], {})

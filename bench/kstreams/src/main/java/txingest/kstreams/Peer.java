@@ -47,7 +47,7 @@ import org.apache.kafka.streams.processor.api.RecordMetadata;
 public final class Peer {
     static final int MAX_ATTEMPTS = 5;        // the service's MAX_ATTEMPTS
     static final long MAX_RECORD_BYTES = 1_000_000;
-    static final int RECORD_OVERHEAD = 64;   // framing the broker counts (app/prepare.py)
+    static final int RECORD_OVERHEAD = 64;   // framing the broker counts (app/files/prepare.py)
 
     private Peer() {
     }

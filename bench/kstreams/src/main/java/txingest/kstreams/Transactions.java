@@ -40,8 +40,9 @@ import java.util.zip.ZipException;
 
 /**
  * What the service does to one input record outside its transaction, with the service's
- * default limits: the URL the record names (app/parse.py, parse_input_url), the file's
- * decoded body (app/fetch.py, app/decode.py) and its transactions (parse_transactions).
+ * default limits: the URL the record names (app/files/input_url.py, parse_input_url), the
+ * file's decoded body (app/files/fetch.py, app/files/decode.py) and its transactions
+ * (app/files/parse.py, parse_transactions).
  */
 final class Transactions {
     static final int MAX_DEPTH = 64;               // the item object counts as 1
