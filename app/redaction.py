@@ -1,4 +1,5 @@
-"""Secrets kept out of logs and error messages: URLs without their userinfo or query.
+"""Secrets kept out of logs and error messages: URLs without their userinfo or query,
+and a password masked wherever a message quotes it.
 
 Signed URLs carry their credentials in the query, and aiohttp's exception texts hold
 the full URL, so a message names a URL only in its redacted form.
@@ -31,3 +32,8 @@ class Redacted:
 
     def __str__(self) -> str:
         return redact_url(str(self._url))
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` masked."""
+    return text.replace(secret, "***") if secret else text

@@ -13,6 +13,7 @@ from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.helpers import create_ssl_context
 
 from app.config import Settings
+from app.redaction import redact
 
 CHECK_TIMEOUT_MS = 15_000
 # The broker refused the login: the same settings will be refused every time.
@@ -149,8 +150,3 @@ def startup_failure(exc: BaseException, settings: Settings, address: str) -> str
     else:
         return None
     return redact(text, settings.kafka_sasl_password)
-
-
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` masked."""
-    return text.replace(secret, "***") if secret else text

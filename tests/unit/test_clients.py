@@ -14,9 +14,9 @@ from app.kafka.clients import (
     FatalStartupError,
     check_connection,
     connection,
-    redact,
     startup_failure,
 )
+from app.redaction import redact
 from tools.local_kafka import free_port
 
 PASSWORD = "s3cret-Pa55word"
