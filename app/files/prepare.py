@@ -13,7 +13,6 @@ import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 from aiokafka.structs import ConsumerRecord
 
@@ -25,8 +24,9 @@ from app.files.dead_letter import dead_letter_record
 from app.files.fetch import Downloader
 from app.files.input_url import parse_input_url
 from app.files.item import Item, output_key
+from app.files.meter import Meter
 from app.files.parse import parse_transactions
-from app.files.parse_csv import is_csv, parse_csv
+from app.files.parse_csv import parse_csv
 from app.files.records import FileOutputs, Headers, Output, OutRecord, Prepared, index_headers
 from app.ops.stats import Stats
 from app.redaction import redact_url
@@ -37,16 +37,9 @@ T = TypeVar("T")
 RECORD_OVERHEAD = 64
 PARSE_INLINE_BYTES = 256 * 1024
 # What a prepared record's Python objects take beyond its bytes, so MAX_BUFFERED_BYTES
-# bounds memory (docs/benchmarks-memory.md has the measurements).
+# bounds memory (docs/benchmarks.md, "Memory", has the measurements).
 HELD_RECORD_OVERHEAD = 350
 _value_of: Callable[[Item], bytes] = operator.itemgetter(0)  # an Item's value, in C
-# Counted for each decoded byte while a file downloads and parses: the body, then its
-# lines; and for each "{" (at least one per transaction) the objects its record will take.
-BODY_COST = 2
-OBJECT_COST = 600
-# A CSV row's JSON repeats the field names that its header line spells once: counted per
-# "\n" (at least one per row) on top of OBJECT_COST, as this many times the header line.
-CSV_HEADER_COST = 3
 ADMISSION_BYTES = 256 * 1024  # what a download of unknown size is first admitted with
 
 
@@ -56,37 +49,6 @@ async def _off_loop(work: Callable[[bytes], T], body: bytes) -> T:
     if len(body) < PARSE_INLINE_BYTES:
         return work(body)
     return await asyncio.to_thread(work, body)
-
-
-class _Meter:
-    """Counts a download's decoded pieces against its reservation before they are kept,
-    and learns the file's format (``csv``) from its URLs and Content-Type."""
-
-    def __init__(self, reservation: Reservation, url: str) -> None:
-        self.reservation = reservation
-        self.cost = 0
-        self.url = url
-        self.csv = False
-        self._row_mark, self._row_cost = b"{", OBJECT_COST
-
-    def described(self, final_url: str, content_type: str | None) -> None:
-        self.csv = is_csv(content_type, _path(self.url), _path(final_url))
-        if self.csv:
-            self._row_mark, self._row_cost = b"\n", -1  # sized by the first piece
-
-    def count(self, piece: bytes) -> None:
-        if self._row_cost < 0:
-            header = piece.partition(b"\n")[0]
-            self._row_cost = OBJECT_COST + CSV_HEADER_COST * (len(header) + 1)
-        self.cost += BODY_COST * len(piece) + self._row_cost * piece.count(self._row_mark)
-        self.reservation.grow_to(self.cost)
-
-
-def _path(url: str) -> str:
-    try:
-        return urlsplit(url).path
-    except ValueError:
-        return ""
 
 
 def _digits_below(count: int) -> int:
@@ -175,7 +137,7 @@ class Preparer:
         need = ADMISSION_BYTES
         while True:
             await reservation.admit(need)
-            meter = _Meter(reservation, url)
+            meter = Meter(reservation, url)
             started = time.monotonic()
             try:
                 body = await self.downloader.download(url, meter.count, meter.described)

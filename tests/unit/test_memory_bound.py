@@ -9,7 +9,7 @@ import asyncio
 from aiokafka.structs import TopicPartition
 
 from app.files.budget import MemoryBudget
-from app.files.prepare import BODY_COST, OBJECT_COST
+from app.files.meter import BODY_COST, OBJECT_COST
 from app.task.partition import PartitionTask
 from tests.unit.fakes import (
     FileDownloader,
