@@ -175,6 +175,10 @@ class Settings:
     processing_guarantee: str = _setting(
         "exactly_once", _choice("exactly_once", "at_least_once"),
         "at_least_once: no transactions (a baseline for benchmarks)")
+    transaction_protocol: str = _setting(
+        "auto", _choice("auto", "v2", "v1"),
+        "Kafka transaction protocol: auto (the best the cluster offers), v2 (KIP-890), "
+        "v1 (older, with KIP-447)")
     log_level: str = _setting("info", _choice("debug", "info", "warning", "error"), "log level")
     log_format: str = _setting("json", _choice("json", "text"), "log line format")
 

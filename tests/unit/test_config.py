@@ -79,3 +79,12 @@ def test_readme_documents_every_setting():
     for field in dataclasses.fields(Settings):
         assert f"| `{env_name(field)}` | `--{field.name.replace('_', '-')}` |" in readme
 
+
+
+def test_transaction_protocol_is_auto_unless_chosen():
+    assert load_settings([], {}).transaction_protocol == "auto"
+    assert load_settings([], {"TRANSACTION_PROTOCOL": "V1"}).transaction_protocol == "v1"
+    with pytest.raises(ConfigError) as err:
+        load_settings([], {"TRANSACTION_PROTOCOL": "v3"})
+    assert str(err.value) == ("invalid setting TRANSACTION_PROTOCOL='v3': "
+                              "must be one of auto, v2, v1")

@@ -1,0 +1,1 @@
+"""The Kafka side of the service: what it adds to aiokafka (``protocol``)."""
