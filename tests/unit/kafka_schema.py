@@ -80,6 +80,19 @@ class Message:
         assert buffer.read() == b"", "bytes left over after the message"
         return value
 
+    def plain(self, value: dict, fields: list[dict] | None = None) -> dict:
+        """``value`` with snake_case names, as the layer's structs name fields, and
+        without tagged fields (a struct holds those as raw ``tags``)."""
+        out = {}
+        for f in self._present(self.definition["fields"] if fields is None else fields):
+            if self._tagged(f):
+                continue
+            item, kind = value[f["name"]], f["type"]
+            if kind.startswith("[]") and kind[2:] not in _FIXED and item is not None:
+                item = [self.plain(x, self._fields(f, kind[2:])) for x in item]
+            out[snake(f["name"])] = item
+        return out
+
     def _present(self, fields: list[dict]) -> list[dict]:
         return [f for f in fields if in_range(f["versions"], self.version)]
 

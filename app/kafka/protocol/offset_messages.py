@@ -64,7 +64,7 @@ class TxnOffsetCommitRequest_v3(RequestStruct):
         ("group_id", COMPACT_STRING),
         ("producer_id", Int64),
         ("producer_epoch", Int16),
-        ("generation_id", Int32),
+        ("generation_id_or_member_epoch", Int32),
         ("member_id", COMPACT_STRING),
         ("group_instance_id", COMPACT_STRING),
         ("topics", compact_array(
