@@ -8,6 +8,11 @@ UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID) and its transaction can only abort.
 
 Every error the handler meets ends the transaction (abortable) or is retried; none
 ends the sender task, as aiokafka's own handler does for a code it does not know.
+
+An abortable error must keep the transaction's partitions and group: aiokafka's own
+``error_transaction`` forgets them, its abort then finds the transaction empty and
+sends no EndTxn, and the broker's transaction stays open to be committed, zombie's
+records included, by the producer's next transaction (seen on 4.4.0).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import errors as kafka
 from aiokafka.client import CoordinationType
 from aiokafka.producer.sender import BACKOFF_OVERRIDE, Sender, TxnOffsetCommitHandler
+from aiokafka.producer.transaction_manager import TransactionManager, TransactionState
 from aiokafka.structs import TopicPartition
 
 from app.kafka.protocol.errors import NotAGroupMemberError, for_code
@@ -42,6 +48,17 @@ def consumer_group_metadata(consumer: AIOKafkaConsumer) -> GroupMetadata:
                          coordinator._group_instance_id)
 
 
+def abort_only(txn: TransactionManager, exc: BaseException) -> None:
+    """The transaction can only abort now; its abort still ends it on the broker."""
+    txn._transition_to(TransactionState.ABORTABLE_ERROR)
+    txn._pending_txn_partitions.clear()  # never added: nothing of them to abort
+    for _, _, waiter in txn._pending_txn_offsets:
+        waiter.set_exception(exc)
+    txn._pending_txn_offsets.clear()
+    txn._transaction_waiter.set_exception(exc)
+    txn._transaction_waiter.exception()  # raised again by a commit; the abort replaces it
+
+
 class GroupFencedOffsetCommitHandler(TxnOffsetCommitHandler):
     """aiokafka's TxnOffsetCommit handler with v3+ requests and KIP-447's errors."""
 
@@ -53,7 +70,7 @@ class GroupFencedOffsetCommitHandler(TxnOffsetCommitHandler):
     async def do(self, node_id: int) -> bool:
         if self._group.generation_id < 0 or not self._group.member_id:
             # The broker checks nothing for generation -1 and no member id: never send it.
-            self._sender._txn_manager.error_transaction(NotAGroupMemberError(
+            abort_only(self._sender._txn_manager, NotAGroupMemberError(
                 f"group {self._group.group_id}: no generation, the member left or was removed"))
             return True
         result: bool = await super().do(node_id)
@@ -95,7 +112,7 @@ class GroupFencedOffsetCommitHandler(TxnOffsetCommitHandler):
         # KIP-447's fencing, TRANSACTION_ABORTABLE and anything unknown: abort, never
         # kill the sender.
         log.debug("TxnOffsetCommit for %s refused: %s", tp, error.__name__)
-        txn.error_transaction(error(f"group {self._group_id}, {tp}"))
+        abort_only(txn, error(f"group {self._group_id}, {tp}"))
         return None
 
 
@@ -112,7 +129,7 @@ class GroupFencedSender(Sender):
             group = self.group_metadata()
             node_id = await self._find_coordinator(CoordinationType.GROUP, group_id)
         except (kafka.GroupAuthorizationFailedError, NotAGroupMemberError) as exc:
-            self._txn_manager.error_transaction(exc)
+            abort_only(self._txn_manager, exc)
             return
         await GroupFencedOffsetCommitHandler(self, offsets, group_id, group).do(node_id)
 
