@@ -106,6 +106,10 @@ class Settings:
     processing_guarantee: str = v.setting(
         "exactly_once", v.choice("exactly_once", "at_least_once"),
         "at_least_once: no transactions (a baseline for benchmarks)")
+    transaction_protocol: str = v.setting(
+        "auto", v.choice("auto", "v2", "v1"),
+        "Kafka transaction protocol: auto (the best the cluster offers), v2 (KIP-890), "
+        "v1 (older, with KIP-447)")
     log_level: str = v.setting("info", v.choice("debug", "info", "warning", "error"), "log level")
     log_format: str = v.setting("json", v.choice("json", "text"), "log line format")
 

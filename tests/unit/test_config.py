@@ -111,3 +111,12 @@ def test_a_url_limit_of_8_kib_by_default_and_a_bad_one_named():
     with pytest.raises(ConfigError) as err:
         load_settings([], {"MAX_URL_BYTES": "0"})
     assert str(err.value) == "invalid setting MAX_URL_BYTES='0': must be a positive integer"
+
+
+def test_transaction_protocol_is_auto_unless_chosen():
+    assert load_settings([], {}).transaction_protocol == "auto"
+    assert load_settings([], {"TRANSACTION_PROTOCOL": "V1"}).transaction_protocol == "v1"
+    with pytest.raises(ConfigError) as err:
+        load_settings([], {"TRANSACTION_PROTOCOL": "v3"})
+    assert str(err.value) == ("invalid setting TRANSACTION_PROTOCOL='v3': "
+                              "must be one of auto, v2, v1")

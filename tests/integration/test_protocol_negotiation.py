@@ -1,0 +1,39 @@
+"""The transaction protocol read from the real broker's ApiVersions (v3+, with the
+finalized features): Kafka 4.4.0 finalizes transaction.version 2 on a new cluster and
+offers transactions v2; 3.9.1 offers KIP-447 on the older protocol. Run with
+KAFKA_VERSION unset and with KAFKA_VERSION=3.9.1."""
+
+from __future__ import annotations
+
+import pytest
+from aiokafka.client import AIOKafkaClient
+
+from app.kafka.protocol.negotiate import (
+    TRANSACTION_VERSION,
+    ProtocolUnavailable,
+    TransactionProtocol,
+    choose,
+    cluster_features,
+)
+from tools import local_kafka
+
+
+async def test_the_broker_s_answer_decides_the_protocol(kafka_bootstrap):
+    client = AIOKafkaClient(bootstrap_servers=kafka_bootstrap)
+    await client.bootstrap()
+    try:
+        features = await cluster_features(client)
+    finally:
+        await client.close()
+    assert features.offers(28, 3) and features.offers(9, 7)  # KIP-447, both versions
+    assert choose("v1", features) is TransactionProtocol.V1
+    if local_kafka.major(local_kafka.kafka_version()) >= 4:
+        assert features.finalized_epoch >= 0
+        assert features.level(TRANSACTION_VERSION) == 2
+        assert features.supported[TRANSACTION_VERSION][1] >= 2
+        assert choose("auto", features) is TransactionProtocol.V2
+    else:
+        assert features.level(TRANSACTION_VERSION) == 0
+        assert choose("auto", features) is TransactionProtocol.V1
+        with pytest.raises(ProtocolUnavailable, match="lacks transaction.version 2"):
+            choose("v2", features)
