@@ -6,11 +6,24 @@ at the transaction timeout instead of hanging."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 from pathlib import Path
 
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from app.config import Settings, load_settings
+from app.files.budget import MemoryBudget
+from app.files.fetch import Downloader, DownloadLimits
+from app.files.prepare import Preparer
+from app.kafka.clients import producer_factory
+from app.kafka.committer import make_committer
+from app.ops.stats import Stats
+from app.task.context import TaskContext
+from app.task.partition import PartitionTask
 from tests.integration.harness import (
     Route,
     assert_exactly_once,
@@ -188,3 +201,57 @@ async def test_the_lag_of_a_paused_partition_keeps_counting(
     await wait_committed(kafka_bootstrap, topics, timeout=90)
     assert_exactly_once(await read_all(kafka_bootstrap, topics.output), {**slow, **behind})
     assert await service.stop(timeout=30) == 0
+
+
+async def test_a_task_closes_within_one_budget_when_its_broker_stops_answering(
+        file_server, tmp_path: Path):
+    # A revoke closes its tasks within SHUTDOWN_TIMEOUT_S; the rebalance timeout is that
+    # plus 10 s. The close once waited the budget for the commit in flight, then again
+    # for the producer's stop: twice the budget with a broker that stopped answering.
+    data = tmp_path / "kafka"
+    broker = await asyncio.to_thread(local_kafka.start, data=data)
+    try:
+        topics = await create_topics(broker.bootstrap, partitions=1, name="revoke")
+        expected = add_files(file_server, "revoke", 30)
+        await produce(broker.bootstrap, topics.input, [u.encode() for u in expected], 1)
+        settings = load_settings([], service_env(broker.bootstrap, topics,
+                                                 SHUTDOWN_TIMEOUT_S="4"))
+        async with running_task(settings, TopicPartition(topics.input, 0)) as (task, feed):
+            await wait_until(feed, 60, "a first commit")
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                await feed()  # what is left in the window: its next commit hangs
+                await asyncio.wait_for(task.close(4), 5)  # TimeoutError past the budget
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+    finally:
+        await asyncio.to_thread(local_kafka.stop, data)
+
+
+@contextlib.asynccontextmanager
+async def running_task(settings: Settings, tp: TopicPartition):
+    """One partition task of the service's own parts, on a consumer assigned ``tp``;
+    ``feed()`` hands it what the consumer has and says whether it has committed."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                group_id=settings.group_id, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest")
+    downloader = Downloader(DownloadLimits.from_settings(settings))
+    await consumer.start()
+    await downloader.start()
+    consumer.assign([tp])
+    stats = Stats()
+    task = PartitionTask(tp, TaskContext(
+        settings, consumer, Preparer(settings, downloader, MemoryBudget(1 << 28), stats),
+        stats, make_committer(settings, consumer), producer_factory(settings)))
+    await task.start()
+
+    async def feed() -> bool:
+        task.deliver((await consumer.getmany(tp, timeout_ms=100)).get(tp, []))
+        return task.progressed
+
+    try:
+        yield task, feed
+    finally:
+        await task.terminate(5)
+        await consumer.stop()
+        await downloader.close()
