@@ -6,7 +6,8 @@ never retries, logs or counts. What to do next is the partition task's decision:
     DONE     outputs and offset are committed
     RETRY    nothing of it is visible (the transaction was aborted, or at least once:
              the offset was not committed): the same records may be tried again
-    FENCED   another producer owns this partition's transactional id: drop the task
+    FENCED   another producer owns this partition's transactional id, or the group
+             refused the offsets (KIP-447: this consumer lost its membership): drop the task
     TIMED_OUT  fenced after the transaction outlived TRANSACTION_TIMEOUT_MS: the
              coordinator aborted it (a record too big to commit in time, or a stall)
     UNKNOWN  the commit was sent and its answer lost: it may have been applied, so
@@ -33,6 +34,7 @@ from aiokafka.structs import TopicPartition
 
 from app.config import Settings
 from app.errors import Kind, classify
+from app.kafka.protocol.errors import GROUP_FENCING, TransactionAbortableError
 from app.records import FileOutputs, Headers, Output, index_headers
 
 _PARTITIONER = DefaultPartitioner()
@@ -107,16 +109,19 @@ class ExactlyOnceCommitter:
 
 async def _abort(producer: AIOKafkaProducer, cause: BaseException) -> Result:
     kind = classify(cause)
+    # KIP-447: the group refused the offsets of a consumer that lost its membership.
+    # The producer still works: abort, so nothing of it waits for the timeout.
+    group_fenced = isinstance(cause, GROUP_FENCING)
     if kind is Kind.FENCED:
         return Result(Outcome.FENCED, cause)
-    if kind is Kind.FATAL:
+    if kind is Kind.FATAL and not (group_fenced or isinstance(cause, TransactionAbortableError)):
         return Result(Outcome.FATAL, cause)
     try:
         await producer.abort_transaction()
     except Exception as exc:
         fenced = classify(exc) is Kind.FENCED
         return Result(Outcome.FENCED if fenced else Outcome.FATAL, exc)
-    return Result(Outcome.RETRY, cause, aborted=True)
+    return Result(Outcome.FENCED if group_fenced else Outcome.RETRY, cause, aborted=True)
 
 
 class AtLeastOnceCommitter:

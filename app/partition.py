@@ -54,6 +54,7 @@ from app.commit import Committer
 from app.config import Settings
 from app.dedup import Deduplicator
 from app.errors import TaskFailed, TaskFenced
+from app.kafka.protocol.stable_offsets import fetch_stable_offsets
 from app.prepare import Preparer
 from app.record_commit import RecordCommitter
 from app.stats import Stats
@@ -90,6 +91,8 @@ class TaskContext:
     singles_until: dict[TopicPartition, int] = field(default_factory=dict)
     make_dedup: Callable[[int], Deduplicator] | None = None  # with DEDUP on
     make_restore_consumer: Callable[[], AIOKafkaConsumer] | None = None
+    # KIP-447: the committed offset is read with require_stable (no pending transaction).
+    stable_offsets: bool = False
 
 
 class PartitionTask:
@@ -121,7 +124,7 @@ class PartitionTask:
         await self._producer.start()
         if self.dedup is not None:
             await self._restore(self.dedup)
-        committed = await self.consumer.committed(self.tp)
+        committed = await self._committed()
         if committed is None:
             committed = (await self.consumer.beginning_offsets([self.tp]))[self.tp]
         if self.state is not TaskState.STARTING:
@@ -133,6 +136,16 @@ class PartitionTask:
         self._runner = asyncio.create_task(self._run(), name=f"partition-{self.tp.partition}")
         log.info("partition task started",
                  extra=self._ctx(event="task_started", offset=committed))
+
+    async def _committed(self) -> int | None:
+        """The group's committed offset; with KIP-447, once no pending transaction (an
+        old owner's, or on 3.x one whose markers are still being written) can change it."""
+        if not self.context.stable_offsets:
+            return await self.consumer.committed(self.tp)
+        offsets = await fetch_stable_offsets(
+            self.consumer._client, self.settings.group_id, [self.tp],
+            timeout_s=self.settings.transaction_timeout_ms / 1000)
+        return offsets[self.tp]
 
     async def _restore(self, dedup: Deduplicator) -> None:
         """The dedup store as committed: after init_transactions settled any open one."""

@@ -30,12 +30,14 @@ from app.clients import (
     make_consumer,
     make_restore_consumer,
     producer_factory,
+    transaction_protocol,
 )
 from app.commit import Committer, make_committer
 from app.config import Settings
 from app.dedup import dedup_factory
 from app.errors import ConfigError
 from app.fetch import Downloader, DownloadLimits
+from app.kafka.protocol.negotiate import TransactionProtocol
 from app.partition import TaskContext
 from app.prepare import Preparer
 from app.signals import STOP_SIGNALS, received_early
@@ -103,7 +105,11 @@ class Service:
         code, supervisor = 0, None
         lag_watch = asyncio.create_task(self.stats.watch_loop_lag())
         try:
-            started = await self._connect(downloader)
+            try:
+                started = await self._connect(downloader)
+            except FatalStartupError as exc:
+                log.error("cannot start: %s", exc)
+                started, code = None, 1
             if started is not None:
                 consumer, supervisor = started
                 log.info("consuming", extra={"event": "consuming", "topic": settings.input_topic,
@@ -171,10 +177,9 @@ class Service:
         attempt = 0
         while not self.stopping.is_set():
             consumer = make_consumer(self.settings)
-            self.supervisor = self._supervisor(consumer, downloader)
             try:
-                started, _ = await self._unless_stopped(consumer.start())
-                if started:
+                started, _ = await self._unless_stopped(self._start(consumer, downloader))
+                if started and self.supervisor is not None:
                     return consumer, self.supervisor
             except FATAL_CONSUMER_ERRORS:
                 await _quietly("stopping the consumer", consumer.stop(), 10)
@@ -190,7 +195,20 @@ class Service:
                 await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
         return None
 
-    def _supervisor(self, consumer: AIOKafkaConsumer, downloader: Downloader) -> Supervisor:
+    async def _start(self, consumer: AIOKafkaConsumer, downloader: Downloader) -> None:
+        """The transaction protocol the cluster offers, the supervisor, then the group."""
+        kip447 = False
+        if self.settings.processing_guarantee == "exactly_once":
+            speaking, offered = await transaction_protocol(self.settings)
+            kip447 = speaking is not TransactionProtocol.LEGACY
+            log.info("transaction protocol %s (the cluster offers %s)", speaking.value, offered,
+                     extra={"event": "transaction_protocol", "protocol": speaking.value,
+                            "offered": offered})
+        self.supervisor = self._supervisor(consumer, downloader, kip447)
+        await consumer.start()
+
+    def _supervisor(self, consumer: AIOKafkaConsumer, downloader: Downloader,
+                    kip447: bool = False) -> Supervisor:
         settings = self.settings
         preparer = Preparer(settings, downloader, MemoryBudget(settings.max_buffered_bytes),
                             self.stats)
@@ -198,9 +216,11 @@ class Service:
         if self._wrap_committer is not None:
             committer = self._wrap_committer(committer)
         supervisor = Supervisor(TaskContext(
-            settings, consumer, preparer, self.stats, committer, producer_factory(settings),
+            settings, consumer, preparer, self.stats, committer,
+            producer_factory(settings, consumer if kip447 else None),
             make_dedup=dedup_factory(settings) if settings.dedup != "off" else None,
-            make_restore_consumer=lambda: make_restore_consumer(settings)))
+            make_restore_consumer=lambda: make_restore_consumer(settings),
+            stable_offsets=kip447))
         consumer.subscribe([settings.input_topic],
                            listener=Rebalance(supervisor, settings.shutdown_timeout_s,
                                               str(settings.pod_name)))
