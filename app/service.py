@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import time
 from typing import TypeVar
 
@@ -31,11 +29,13 @@ from app.kafka.clients import (
     make_consumer,
     make_restore_consumer,
     producer_factory,
+    transaction_protocol,
 )
 from app.kafka.committer import Committer, make_committer
+from app.kafka.protocol.negotiate import TransactionProtocol
 from app.ops import log as log_setup
 from app.ops import web
-from app.ops.signals import STOP_SIGNALS, received_early
+from app.ops.signals import StopOnSignals
 from app.ops.stats import Stats
 from app.ops.steps import Every, quietly, unless_stopped
 from app.task.context import TaskContext
@@ -70,7 +70,7 @@ class Service:
         self.polling = False  # the poll loop runs: only then can it stall
         self.stall_after = settings.health_stall_s
         self.stats.transaction_timeout.set(settings.transaction_timeout_ms / 1000)
-        self._signals = 0
+        self.signals = StopOnSignals(self.stopping)
         self._client_errors_seen = log_setup.client_errors.total
         self._changelog_partitions = 0  # DEDUP_TOPIC's, as found or made at start
 
@@ -80,19 +80,7 @@ class Service:
                 and self.supervisor.ready)
 
     def install_signal_handlers(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, self._on_signal, sig)
-        for sig in received_early():
-            self._on_signal(sig)
-
-    def _on_signal(self, sig: signal.Signals) -> None:
-        self._signals += 1
-        if self._signals > 1:
-            log.warning("second %s: exiting now", sig.name)
-            os._exit(1)
-        log.info("%s received: finishing in-flight transactions", sig.name)
-        self.stopping.set()
+        self.signals.install()
 
     async def run(self) -> int:
         try:
@@ -120,7 +108,11 @@ class Service:
         code, supervisor = 0, None
         lag_watch = asyncio.create_task(self.stats.watch_loop_lag())
         try:
-            started = await self._connect(downloader)
+            try:
+                started = await self._connect(downloader)
+            except FatalStartupError as exc:
+                log.error("cannot start: %s", exc)
+                started, code = None, 1
             if started is not None:
                 consumer, supervisor = started
                 log.info("consuming", extra={"event": "consuming", "topic": settings.input_topic,
@@ -171,10 +163,10 @@ class Service:
         attempt = 0
         while not self.stopping.is_set():
             consumer = make_consumer(self.settings)
-            self.supervisor = self._supervisor(consumer, downloader)
             try:
-                started, _ = await unless_stopped(self.stopping, consumer.start())
-                if started:
+                started, _ = await unless_stopped(self.stopping,
+                                                  self._start(consumer, downloader))
+                if started and self.supervisor is not None:
                     return consumer, self.supervisor
             except FATAL_CONSUMER_ERRORS:
                 await quietly("stopping the consumer", consumer.stop(), 10)
@@ -194,16 +186,28 @@ class Service:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stopping.wait(), min(30, 2 ** attempt))
 
-    def _supervisor(self, consumer: AIOKafkaConsumer, downloader: Downloader) -> Supervisor:
+    async def _start(self, consumer: AIOKafkaConsumer, downloader: Downloader) -> None:
+        """The transaction protocol the cluster offers, the supervisor, then the group."""
+        kip447 = False
+        if self.settings.processing_guarantee == "exactly_once":
+            speaking, offered = await transaction_protocol(self.settings)
+            self.stats.protocol_chosen(speaking.value, offered)
+            kip447 = speaking is not TransactionProtocol.LEGACY
+        self.supervisor = self._supervisor(consumer, downloader, kip447)
+        await consumer.start()
+
+    def _supervisor(self, consumer: AIOKafkaConsumer, downloader: Downloader,
+                    kip447: bool = False) -> Supervisor:
         settings = self.settings
         preparer = Preparer(settings, downloader, MemoryBudget(settings.max_buffered_bytes),
                             self.stats)
         supervisor = Supervisor(TaskContext(
             settings, consumer, preparer, self.stats, self.committer(consumer),
-            producer_factory(settings),
+            producer_factory(settings, consumer if kip447 else None),
             make_dedup=(dedup_factory(settings, self._changelog_partitions)
                         if settings.dedup != "off" else None),
-            make_restore_consumer=lambda: make_restore_consumer(settings)))
+            make_restore_consumer=lambda: make_restore_consumer(settings),
+            stable_offsets=kip447))
         consumer.subscribe([settings.input_topic],
                            listener=Rebalance(supervisor, settings.shutdown_timeout_s,
                                               str(settings.pod_name)))

@@ -3,16 +3,25 @@ the connection security they share, and a check of that security at start."""
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import errors as kafka
+from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.helpers import create_ssl_context
 
 from app.config import Settings
+from app.kafka.protocol.group_commit import TransactionalProducer, consumer_group_metadata
+from app.kafka.protocol.negotiate import (
+    ProtocolUnavailable,
+    TransactionProtocol,
+    choose,
+    cluster_features,
+)
 from app.redaction import redact
 
 CHECK_TIMEOUT_MS = 15_000
@@ -88,11 +97,14 @@ def make_restore_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-def producer_factory(settings: Settings) -> Callable[[int], AIOKafkaProducer]:
+def producer_factory(settings: Settings, consumer: AIOKafkaConsumer | None = None
+                     ) -> Callable[[int], AIOKafkaProducer]:
+    """Per-partition producers. Given the group's consumer (KIP-447: the cluster offers
+    it), their offset commits carry the consumer's generation, member and instance id."""
     exactly_once = settings.processing_guarantee == "exactly_once"
 
     def make(partition: int) -> AIOKafkaProducer:
-        return AIOKafkaProducer(
+        options: dict[str, Any] = dict(
             **connection(settings),
             # at_least_once: idempotent, no transactions (a baseline for benchmarks).
             transactional_id=settings.transactional_id(partition) if exactly_once else None,
@@ -106,7 +118,34 @@ def producer_factory(settings: Settings) -> Callable[[int], AIOKafkaProducer]:
             # (docs/benchmarks.md).
             max_batch_size=256 * 1024,
         )
+        if exactly_once and consumer is not None:
+            return TransactionalProducer(
+                group_metadata=functools.partial(consumer_group_metadata, consumer), **options)
+        return AIOKafkaProducer(**options)
     return make
+
+
+async def transaction_protocol(settings: Settings) -> tuple[TransactionProtocol, str]:
+    """The transaction protocol to speak, and what the cluster offers, from the brokers'
+    ApiVersions and TRANSACTION_PROTOCOL.
+
+    Raise FatalStartupError when the setting asks for what the cluster lacks. The
+    producer does not speak transactions v2 yet: where the cluster offers it, the
+    service speaks v1 with KIP-447."""
+    client = AIOKafkaClient(**connection(settings),
+                            client_id=f"txingest-{settings.pod_name}-negotiate")
+    try:
+        await client.bootstrap()
+        offered = choose(settings.transaction_protocol, await cluster_features(client))
+    except ProtocolUnavailable as exc:
+        raise FatalStartupError(str(exc)) from None
+    finally:
+        await client.close()
+    if settings.transaction_protocol == "v2":
+        raise FatalStartupError("TRANSACTION_PROTOCOL=v2: the cluster offers it, but this "
+                                "release's producer does not speak it yet; use auto or v1")
+    speaking = TransactionProtocol.V1 if offered is TransactionProtocol.V2 else offered
+    return speaking, offered.value
 
 
 async def check_connection(settings: Settings) -> None:

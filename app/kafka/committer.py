@@ -6,7 +6,8 @@ never retries, logs or counts. What to do next is the partition task's decision:
     DONE     outputs and offset are committed
     RETRY    nothing of it is visible (the transaction was aborted, or at least once:
              the offset was not committed): the same records may be tried again
-    FENCED   another producer owns this partition's transactional id: drop the task
+    FENCED   another producer owns this partition's transactional id, or the group
+             refused the offsets (KIP-447: this consumer lost its membership): drop the task
     TIMED_OUT  fenced after the transaction outlived TRANSACTION_TIMEOUT_MS: the
              coordinator aborted it (a record too big to commit in time, or a stall)
     UNKNOWN  the commit was sent and its answer lost: it may have been applied, so
@@ -40,6 +41,7 @@ from app.config import Settings
 from app.errors import Kind, classify
 from app.files.records import Output
 from app.kafka.batches import send_all
+from app.kafka.protocol.errors import GROUP_FENCING, TransactionAbortableError
 
 Offsets = Mapping[TopicPartition, int]
 
@@ -128,14 +130,18 @@ class _Ending:
 
 async def _abort(producer: AIOKafkaProducer, cause: BaseException) -> Result:
     kind = classify(cause)
-    if kind in (Kind.FENCED, Kind.FATAL, Kind.UNAUTHORIZED):
+    # KIP-447: the group refused the offsets of a consumer that lost its membership.
+    # The producer still works: abort, so nothing of it waits for the timeout.
+    group_fenced = isinstance(cause, GROUP_FENCING)
+    abortable = group_fenced or isinstance(cause, TransactionAbortableError)
+    if kind in (Kind.FENCED, Kind.UNAUTHORIZED) or (kind is Kind.FATAL and not abortable):
         return Result(Outcome(kind.value), cause)  # a new producer settles it
     try:
         await producer.abort_transaction()
     except Exception as exc:
         fenced = classify(exc) is Kind.FENCED
         return Result(Outcome.FENCED if fenced else Outcome.FATAL, exc)
-    return Result(Outcome.RETRY, cause, aborted=True)
+    return Result(Outcome.FENCED if group_fenced else Outcome.RETRY, cause, aborted=True)
 
 
 class AtLeastOnceCommitter:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -115,6 +118,9 @@ class Stats:
                                        "commit, by outcome", ["outcome"], registry=r)
         self.transaction_timeout = Gauge("txingest_transaction_timeout_seconds",
                                          "TRANSACTION_TIMEOUT_MS, for alert rules", registry=r)
+        self.protocol = Gauge("txingest_transaction_protocol", "1: the transaction protocol "
+                              "spoken (protocol) and the best the cluster offers (offered)",
+                              ["protocol", "offered"], registry=r)
         for outcome in COMMIT_FAILURES:
             self.commit_failures.labels(outcome)
 
@@ -147,6 +153,14 @@ class Stats:
         self.records.labels("duplicate").inc()
         self.duplicates.inc()
         self.totals.update(duplicates=1)
+
+    def protocol_chosen(self, speaking: str, offered: str) -> None:
+        """The transaction protocol spoken, and the best the cluster offers: logged, and a
+        gauge of 1 with both as labels."""
+        log.info("transaction protocol %s (the cluster offers %s)", speaking, offered,
+                 extra={"event": "transaction_protocol", "protocol": speaking,
+                        "offered": offered})
+        self.protocol.labels(speaking, offered).set(1)
 
     def restored(self, partition: int, entries: int, seconds: float) -> None:
         self.dedup_entries.labels(str(partition)).set(entries)

@@ -36,3 +36,5 @@ class TaskContext:
     singles_until: dict[TopicPartition, int] = field(default_factory=dict)
     make_dedup: Callable[[int], Deduplicator] | None = None  # with DEDUP on
     make_restore_consumer: Callable[[], AIOKafkaConsumer] | None = None
+    # KIP-447: the committed offset is read with require_stable (no pending transaction).
+    stable_offsets: bool = False

@@ -31,7 +31,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from app.dedup.store import Deduplicator
 from app.errors import TaskFailed, TaskFenced
 from app.task.context import TaskContext
-from app.task.position import Positions
+from app.task.position import Positions, start_offset
 from app.task.record_commit import RecordCommitter
 from app.task.window import PrefetchWindow
 
@@ -77,9 +77,7 @@ class PartitionTask:
         await self._producer.start()
         if self.dedup is not None:
             await self._restore(self.dedup)
-        committed = await self.consumer.committed(self.tp)
-        if committed is None:
-            committed = (await self.consumer.beginning_offsets([self.tp]))[self.tp]
+        committed = await start_offset(self.context, self.tp)
         if self.state is not TaskState.STARTING:
             return
         self.consumer.seek(self.tp, committed)

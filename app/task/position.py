@@ -1,4 +1,5 @@
-"""The offsets a partition task commits beyond its own records' ``offset + 1``.
+"""Where a partition task starts, and the offsets it commits beyond its records'
+``offset + 1``.
 
 The consumer's position, past the input's transaction markers and aborted records
 (as Kafka Streams does, KAFKA-6607), whenever every record below it has been
@@ -22,6 +23,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.config import Settings
 from app.errors import backoff
+from app.kafka.protocol.stable_offsets import fetch_stable_offsets
 from app.ops.stats import Stats
 from app.task.context import TaskContext
 from app.task.record_commit import RecordCommitter
@@ -31,6 +33,22 @@ log = logging.getLogger(__name__)
 # How long a commit waits for the consumer's position (rule (a)) before it commits
 # offset + 1 instead.
 POSITION_WAIT_S = 1.0
+
+
+async def start_offset(context: TaskContext, tp: TopicPartition) -> int:
+    """Where a new task starts: the group's committed offset (with KIP-447 read once no
+    pending transaction, an old owner's or one whose markers are still being written,
+    can change it), or the log start if the group has none."""
+    consumer, settings = context.consumer, context.settings
+    if context.stable_offsets:
+        committed = (await fetch_stable_offsets(
+            consumer._client, settings.group_id, [tp],
+            timeout_s=settings.transaction_timeout_ms / 1000))[tp]
+    else:
+        committed = await consumer.committed(tp)
+    if committed is None:
+        committed = (await consumer.beginning_offsets([tp]))[tp]
+    return committed
 
 
 class Task(Protocol):

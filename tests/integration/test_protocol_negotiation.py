@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 from aiokafka.client import AIOKafkaClient
 
+from app.config import Settings, load_settings
+from app.kafka.clients import FatalStartupError, transaction_protocol
 from app.kafka.protocol.negotiate import (
     TRANSACTION_VERSION,
     ProtocolUnavailable,
@@ -37,3 +39,20 @@ async def test_the_broker_s_answer_decides_the_protocol(kafka_bootstrap):
         assert choose("auto", features) is TransactionProtocol.V1
         with pytest.raises(ProtocolUnavailable, match="lacks transaction.version 2"):
             choose("v2", features)
+
+
+async def test_the_service_speaks_v1_with_kip447_and_refuses_v2_in_one_line(kafka_bootstrap):
+    def settings(protocol: str) -> Settings:
+        return load_settings([], {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                                  "TRANSACTION_PROTOCOL": protocol})
+    four = local_kafka.major(local_kafka.kafka_version()) >= 4
+    assert await transaction_protocol(settings("auto")) == (
+        TransactionProtocol.V1, "v2" if four else "v1")
+    assert await transaction_protocol(settings("v1")) == (TransactionProtocol.V1, "v1")
+    with pytest.raises(FatalStartupError) as refused:
+        await transaction_protocol(settings("v2"))
+    assert str(refused.value) == (
+        "TRANSACTION_PROTOCOL=v2: the cluster offers it, but this release's producer does "
+        "not speak it yet; use auto or v1" if four else
+        "TRANSACTION_PROTOCOL=v2, but the cluster lacks transaction.version 2 (finalized: 0), "
+        "api 0 v12, api 26 v5, api 28 v5")

@@ -12,6 +12,11 @@ from aiokafka.structs import TopicPartition
 
 from app.files.records import FileOutputs, OutRecord, index_headers
 from app.kafka.committer import AtLeastOnceCommitter, ExactlyOnceCommitter, Outcome
+from app.kafka.protocol.errors import (
+    FencedInstanceIdError,
+    NotAGroupMemberError,
+    TransactionAbortableError,
+)
 from chaos.copier import AbortInjecting
 from tests.unit.fakes import MemoryConsumer, ScriptedProducer
 
@@ -50,6 +55,23 @@ async def test_fencing_at_any_step_is_reported_without_an_abort(step):
     producer = ScriptedProducer({step: kafka.ProducerFenced()})
     assert (await commit(producer)).outcome is Outcome.FENCED
     assert "abort" not in producer.calls
+
+
+@pytest.mark.parametrize("refusal", [
+    kafka.IllegalGenerationError(), kafka.UnknownMemberIdError(), FencedInstanceIdError(),
+    NotAGroupMemberError()])
+async def test_offsets_the_group_refuses_are_aborted_and_reported_fenced(refusal):
+    producer = ScriptedProducer({"offsets": refusal})
+    result = await commit(producer)
+    assert result.outcome is Outcome.FENCED and result.aborted
+    assert producer.calls[-1] == "abort" and producer.committed == []
+
+
+async def test_a_transaction_the_broker_calls_abortable_is_aborted_and_retried():
+    producer = ScriptedProducer({"offsets": TransactionAbortableError()})
+    result = await commit(producer)
+    assert result.outcome is Outcome.RETRY and result.aborted
+    assert producer.calls[-1] == "abort"
 
 
 async def test_a_failed_abort_makes_the_producer_unusable():

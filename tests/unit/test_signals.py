@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from app import service as service_module
 from app.config import load_settings
+from app.ops import signals as signals_module
 from app.service import Service
 
 
@@ -18,10 +18,10 @@ def test_first_signal_sets_the_flag_second_exits_at_once(monkeypatch):
         exits.append(code)
         raise SystemExit(code)
 
-    monkeypatch.setattr(service_module.os, "_exit", fake_exit)
+    monkeypatch.setattr(signals_module.os, "_exit", fake_exit)
     service = Service(load_settings([], {}))
-    service._on_signal(signal.SIGTERM)
+    service.signals.received(signal.SIGTERM)
     assert service.stopping.is_set() and exits == []
     with pytest.raises(SystemExit):
-        service._on_signal(signal.SIGINT)
+        service.signals.received(signal.SIGINT)
     assert exits == [1]

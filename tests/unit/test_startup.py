@@ -10,6 +10,7 @@ from aiokafka import errors as kafka_errors
 from app import __main__ as app_main
 from app import service as service_module
 from app.config import load_settings
+from app.kafka.protocol.negotiate import TransactionProtocol
 from tools.local_kafka import free_port
 from tools.proc import app_process
 
@@ -49,6 +50,11 @@ class FlakyConsumer:
         self.stops += 1
 
 
+async def legacy_cluster(settings):
+    """What negotiation finds on a cluster without KIP-447 (no broker in these tests)."""
+    return TransactionProtocol.LEGACY, "legacy"
+
+
 async def test_a_group_error_at_start_is_waited_out(monkeypatch, caplog):
     # Seen while a restarted broker's group coordinator was still loading: SyncGroup
     # answered UnknownError and consumer.start() raised it.
@@ -59,6 +65,7 @@ async def test_a_group_error_at_start_is_waited_out(monkeypatch, caplog):
         return made[-1]
 
     monkeypatch.setattr(service_module, "make_consumer", make)
+    monkeypatch.setattr(service_module, "transaction_protocol", legacy_cluster)
     service = service_module.Service(load_settings([], {}))
     with caplog.at_level(logging.WARNING, logger="app.service"):
         started = await service._connect(downloader=None)  # type: ignore[arg-type]
@@ -71,6 +78,7 @@ async def test_a_group_error_at_start_is_waited_out(monkeypatch, caplog):
 async def test_an_authorization_error_at_start_is_not_retried(monkeypatch):
     consumer = FlakyConsumer([kafka_errors.GroupAuthorizationFailedError()])
     monkeypatch.setattr(service_module, "make_consumer", lambda settings: consumer)
+    monkeypatch.setattr(service_module, "transaction_protocol", legacy_cluster)
     service = service_module.Service(load_settings([], {}))
     try:
         await service._connect(downloader=None)  # type: ignore[arg-type]
