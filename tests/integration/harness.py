@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -40,6 +41,19 @@ async def http_get(port: int, path: str) -> tuple[int, str]:
     """Status and text of a GET to the service's HTTP port."""
     async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as r:
         return r.status, await r.text()
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """One sample of a /metrics text: ``name`` with exactly ``labels``; None if absent."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
+    series = f"{name}{{{wanted}}}" if labels else name
+    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+async def sampled(port: int, name: str, **labels: str) -> float:
+    """One sample of the service's /metrics now; 0 while the series does not exist."""
+    return metric((await http_get(port, "/metrics"))[1], name, **labels) or 0.0
 
 
 async def wait_ready(port: int, timeout: float = 60) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 from pathlib import Path
 
@@ -31,8 +30,10 @@ from tests.integration.harness import (
     encode,
     http_get,
     make_items,
+    metric,
     produce,
     read_all,
+    sampled,
     service_env,
     wait_committed,
     wait_ready,
@@ -41,18 +42,6 @@ from tests.integration.harness import (
 from tools import local_kafka
 from tools.kafka_io import AUTHORIZER_PROPERTIES, deny_writes
 from tools.local_kafka import free_port
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """One sample of /metrics; 0 when the series does not exist yet."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
-    series = f"{name}{{{wanted}}}" if labels else name
-    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
-
-
-async def sampled(port: int, name: str, **labels: str) -> float:
-    return metric((await http_get(port, "/metrics"))[1], name, **labels)
 
 
 def add_files(server, prefix: str, count: int, delay: float = 0.0
@@ -165,7 +154,7 @@ async def test_a_commit_whose_broker_stops_answering_ends_at_the_transaction_tim
         try:
             async def failed() -> bool:
                 text = (await http_get(port, "/metrics"))[1]
-                return any(metric(text, "txingest_commit_failures_total", outcome=o) > 0
+                return any((metric(text, "txingest_commit_failures_total", outcome=o) or 0) > 0
                            for o in ("timed_out", "unknown"))
             await wait_until(failed, 30, "the hanging commit ended while the broker is paused")
         finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 
 from tests.integration.harness import (
     Route,
@@ -19,14 +18,17 @@ from tests.integration.harness import (
     wait_ready,
     wait_until,
 )
+from tests.integration.harness import (
+    metric as harness_metric,
+)
 from tools.kafka_io import end_offsets
 from tools.local_kafka import free_port
 
 
 def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} not in /metrics"
-    return float(match.group(1))
+    value = harness_metric(text, name)
+    assert value is not None, f"{name} not in /metrics"
+    return value
 
 
 async def test_probes_metrics_sigterm_and_json_logs(kafka_bootstrap, file_server, services):
