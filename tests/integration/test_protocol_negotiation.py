@@ -17,6 +17,7 @@ from app.kafka.protocol.negotiate import (
     choose,
     cluster_features,
 )
+from tests.integration.harness import create_topics, service_env
 from tools import local_kafka
 
 
@@ -56,3 +57,13 @@ async def test_the_service_speaks_v1_with_kip447_and_refuses_v2_in_one_line(kafk
         "not speak it yet; use auto or v1" if four else
         "TRANSACTION_PROTOCOL=v2, but the cluster lacks transaction.version 2 (finalized: 0), "
         "api 0 v12, api 26 v5, api 28 v5")
+
+
+async def test_the_service_says_at_start_which_protocol_it_speaks(kafka_bootstrap, services):
+    topics = await create_topics(kafka_bootstrap, 1, name="negotiate")
+    service = services(service_env(kafka_bootstrap, topics)).start()
+    chosen = await service.wait_event("transaction_protocol", 60)
+    assert chosen is not None, service.log_text()[-2000:]
+    four = local_kafka.major(local_kafka.kafka_version()) >= 4
+    assert (chosen["protocol"], chosen["offered"]) == ("v1", "v2" if four else "v1")
+    assert await service.stop(60) == 0

@@ -4,7 +4,9 @@ connection is scripted; tests/integration/test_kafka_security.py runs it for rea
 from __future__ import annotations
 
 import ssl
+import types
 
+import aiokafka
 import pytest
 from aiokafka import errors as kafka
 
@@ -16,6 +18,8 @@ from app.kafka.clients import (
     connection,
     startup_failure,
 )
+from app.kafka.protocol.group_commit import GroupFencedSender
+from app.kafka.protocol.offset_messages import GroupMetadata
 from app.redaction import redact
 from tools.local_kafka import free_port
 
@@ -138,3 +142,20 @@ async def test_plaintext_is_not_checked(monkeypatch):
 
     monkeypatch.setattr(clients, "create_conn", never)
     await check_connection(Settings(kafka_bootstrap_servers="k1:9092"))
+
+
+async def test_producers_send_kip447_offsets_only_when_given_the_group_s_consumer():
+    settings = Settings(transactional_id_prefix="g", pod_name="pod-0")
+    consumer = aiokafka.AIOKafkaConsumer(group_id="g", group_instance_id="pod-0")
+    fenced = clients.producer_factory(settings, consumer)(3)
+    plain = clients.producer_factory(settings)(3)
+    try:
+        assert isinstance(fenced._sender, GroupFencedSender)
+        assert not isinstance(plain._sender, GroupFencedSender)
+        consumer._coordinator = types.SimpleNamespace(  # as aiokafka's, once joined
+            generation=4, member_id="m-1", _group_instance_id="pod-0")
+        assert fenced._sender.group_metadata() == GroupMetadata("g", 4, "m-1", "pod-0")
+    finally:
+        for made in (fenced, plain):
+            await made.client.close()
+        await consumer._client.close()
