@@ -4,6 +4,7 @@ the connection security they share, and a check of that security at start."""
 from __future__ import annotations
 
 import functools
+import logging
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -33,6 +34,8 @@ _AUTH_ERRORS = (
     kafka.UnsupportedSaslMechanismError,
     kafka.IllegalSaslStateError,
 )
+
+log = logging.getLogger(__name__)
 
 
 class FatalStartupError(Exception):
@@ -145,6 +148,9 @@ async def transaction_protocol(settings: Settings) -> tuple[TransactionProtocol,
         raise FatalStartupError("TRANSACTION_PROTOCOL=v2: the cluster offers it, but this "
                                 "release's producer does not speak it yet; use auto or v1")
     speaking = TransactionProtocol.V1 if offered is TransactionProtocol.V2 else offered
+    log.info("transaction protocol %s (the cluster offers %s)", speaking.value, offered.value,
+             extra={"event": "transaction_protocol", "protocol": speaking.value,
+                    "offered": offered.value})
     return speaking, offered.value
 
 

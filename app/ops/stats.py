@@ -10,12 +10,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
-log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 LOOP_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -155,11 +152,7 @@ class Stats:
         self.totals.update(duplicates=1)
 
     def protocol_chosen(self, speaking: str, offered: str) -> None:
-        """The transaction protocol spoken, and the best the cluster offers: logged, and a
-        gauge of 1 with both as labels."""
-        log.info("transaction protocol %s (the cluster offers %s)", speaking, offered,
-                 extra={"event": "transaction_protocol", "protocol": speaking,
-                        "offered": offered})
+        """The transaction protocol spoken, and the best the cluster offers, as labels."""
         self.protocol.labels(speaking, offered).set(1)
 
     def restored(self, partition: int, entries: int, seconds: float) -> None:
