@@ -103,7 +103,8 @@ class Service:
             log.info("stopped: %s", self.stats.summary(0),
                      extra={"event": "stopped", **self.stats.summary_fields(0)})
             return 2 if not self.stopping.is_set() else 0
-        downloader = Downloader(DownloadLimits.from_settings(settings))
+        downloader = Downloader(DownloadLimits.from_settings(settings),
+                                resumed=self.stats.download_resumed)
         await downloader.start()
         code, supervisor = 0, None
         lag_watch = asyncio.create_task(self.stats.watch_loop_lag())

@@ -1,8 +1,9 @@
 """A local HTTP file server with fault injection, for tests, chaos, bench and the demo.
 
 :class:`FileServer` is an aiohttp server on 127.0.0.1 that answers each path from a
-:class:`Route` (body, status, headers, a delay, the first N requests failed), or,
-for a path without one, from a handler the caller gives (the chaos workload computes
+:class:`Route` (body, status, headers, a delay, the first N requests failed), from a
+handler served at that path (tools/ranges.py: byte ranges, cut off half-way), or,
+for a path without either, from a handler the caller gives (the chaos workload computes
 its files and faults per request). :func:`reset`, :func:`truncated` and
 :func:`stall` are the faults such a handler can answer with.
 
@@ -56,6 +57,7 @@ class FileServer:
 
     def __init__(self, fallback: Handler | None = None, backlog: int = 1024) -> None:
         self.routes: dict[str, Route] = {}
+        self.handlers: dict[str, Handler] = {}
         self.fallback = fallback
         self.backlog = backlog
         self.port = 0
@@ -89,8 +91,16 @@ class FileServer:
         self.routes[path] = route
         return self.url(path)
 
+    def serve(self, path: str, handler: Handler) -> str:
+        """Answer ``path`` with ``handler``, for what a Route cannot say."""
+        self.handlers[path] = handler
+        return self.url(path)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        route = self.routes.get(request.match_info["path"])
+        path = request.match_info["path"]
+        if path in self.handlers:
+            return await self.handlers[path](request)
+        route = self.routes.get(path)
         if route is None:
             if self.fallback is not None:
                 return await self.fallback(request)

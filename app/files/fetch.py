@@ -1,6 +1,7 @@
 """Download one file: bounded in size and time, decompressed, never from a private network.
 
-The private-network guard is app/files/guard.py. Every failure is a TransientError or
+The private-network guard is app/files/guard.py. A transfer cut off half-way resumes with
+a Range request where the server allows (app/files/resume.py). Every failure is a TransientError or
 PoisonError with a stable reason code. Messages hold only ``redact_url`` forms
 (app/redaction.py), raised ``from None``: signed URLs carry secrets in the query and
 aiohttp's exception texts include the full URL."""
@@ -8,6 +9,7 @@ aiohttp's exception texts include the full URL."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -19,12 +21,16 @@ from yarl import URL
 from app.errors import PoisonError, TransientError
 from app.files.decode import BodyDecoder, content_decoder, take
 from app.files.guard import DestinationGuard, GuardedResolver
+from app.files.resume import Answer, Transfer
 from app.redaction import Redacted, redact_url
 
 if TYPE_CHECKING:
     from app.config import Settings
 
-OnResponse = Callable[[str, str | None], None]  # the final URL and its Content-Type
+log = logging.getLogger(__name__)
+# The final URL and its Content-Type, before a body is read from its first byte (again
+# if the download starts over).
+OnResponse = Callable[[str, str | None], None]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 INFLATE_INLINE_BYTES = 1024 * 1024  # smaller bodies inflate on the event loop
@@ -64,6 +70,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__} ({reason})" if reason else type(exc).__name__
 
 
+class _Interrupted(Exception):
+    """The connection ended before the body; ``error`` is the failure if it cannot resume."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
 def _redirect_target(resp: aiohttp.ClientResponse, url: URL) -> URL | None:
     """None for a 2xx, the next URL for a redirect; any other status raises."""
     where, status = Redacted(url), resp.status
@@ -83,8 +96,10 @@ def _redirect_target(resp: aiohttp.ClientResponse, url: URL) -> URL | None:
 class Downloader:
     """Downloads files over one shared session, at most ``max_concurrent`` at a time."""
 
-    def __init__(self, limits: DownloadLimits) -> None:
+    def __init__(self, limits: DownloadLimits,
+                 resumed: Callable[[], None] | None = None) -> None:
         self._limits = limits
+        self._resumed = resumed  # told of each resumption, for the metric
         self._guard = DestinationGuard(limits)
         self._slots = asyncio.Semaphore(limits.max_concurrent)
         self._session: aiohttp.ClientSession | None = None
@@ -144,17 +159,18 @@ class Downloader:
                 if target is None:
                     if on_response is not None:
                         on_response(str(url), resp.headers.get(hdrs.CONTENT_TYPE))
-                    return await self._read_body(resp, url, count)
+                    return await self._read_body(session, resp, url, count, on_response)
             finally:
                 resp.release()  # closes the connection instead if the body is unread
             url = target
         raise PoisonError("too_many_redirects",
                           f"over {self._limits.max_redirects} redirects: {redact_url(start)}")
 
-    async def _open(self, session: aiohttp.ClientSession, url: URL) -> aiohttp.ClientResponse:
+    async def _open(self, session: aiohttp.ClientSession, url: URL,
+                    headers: dict[str, str] | None = None) -> aiohttp.ClientResponse:
         where = Redacted(url)
         try:
-            return await session.get(url, allow_redirects=False)
+            return await session.get(url, allow_redirects=False, headers=headers)
         except TimeoutError:
             raise
         except aiohttp.InvalidURL:
@@ -162,26 +178,78 @@ class Downloader:
         except aiohttp.ClientError as exc:
             raise TransientError("connection_error", f"{_describe(exc)}: {where}") from None
 
-    async def _read_body(self, resp: aiohttp.ClientResponse, url: URL,
-                         count: Callable[[bytes], None] | None) -> bytes:
-        where, limit = Redacted(url), self._limits.max_file_bytes
+    async def _read_body(self, session: aiohttp.ClientSession, resp: aiohttp.ClientResponse,
+                         url: URL, count: Callable[[bytes], None] | None,
+                         on_response: OnResponse | None) -> bytes:
+        """The decoded body; a transfer cut off half-way goes on from where it stopped, or
+        from the first byte if the server sends the whole file again."""
+        where, transfer = Redacted(url), Transfer.of(resp.headers)
+        body = self._decoder(resp, where, count)
+        try:
+            while True:
+                try:
+                    await _receive(resp, body, transfer, where)
+                    return body.finish()
+                except _Interrupted as cut:
+                    resp.release()  # the broken connection is closed, never reused
+                    resp, answer = await self._resume(session, url, transfer, cut.error)
+                if answer is Answer.START_OVER:  # what was kept goes with its decoder
+                    if on_response is not None:
+                        on_response(str(url), resp.headers.get(hdrs.CONTENT_TYPE))
+                    transfer.start_over(resp.headers)
+                    body = self._decoder(resp, where, count)
+        finally:
+            resp.release()
+
+    def _decoder(self, resp: aiohttp.ClientResponse, where: Redacted,
+                 count: Callable[[bytes], None] | None) -> BodyDecoder:
+        """A decoder for a whole body, refused unread if it says it is too large."""
+        limit = self._limits.max_file_bytes
         outer = content_decoder(resp, where)
         expected = resp.content_length
         if outer is None and expected is not None and expected > limit:
             raise PoisonError("file_too_large", f"Content-Length {expected} > {limit}: {where}")
-        body = BodyDecoder(outer, limit, where, count)
-        received = 0
-        try:
-            async for chunk in resp.content.iter_any():
-                received += len(chunk)
-                await _decode(body, chunk)
-        except TimeoutError:
-            raise
-        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise TransientError("truncated_body", f"{_describe(exc)} mid-body: {where}") from None
-        if expected is not None and received < expected:
-            raise TransientError("truncated_body", f"{received} of {expected} bytes: {where}")
-        return body.finish()
+        return BodyDecoder(outer, limit, where, count)
+
+    async def _resume(self, session: aiohttp.ClientSession, url: URL, transfer: Transfer,
+                      error: Exception) -> tuple[aiohttp.ClientResponse, Answer]:
+        """The answer to a Range request for the rest, if one may be made and its answer
+        is of use; else ``error``, the attempt's failure as it was."""
+        if not transfer.may_resume():
+            raise error from None
+        transfer.resumes += 1
+        if self._resumed is not None:
+            self._resumed()
+        log.info("download cut off, resuming", extra={
+            "event": "download_resumed", "url": redact_url(str(url)),
+            "bytes_kept": transfer.received, "resumes": transfer.resumes})
+        resp = await self._open(session, url, transfer.request_headers())
+        answer = transfer.answer(resp.status, resp.headers)
+        if answer is Answer.GIVE_UP:
+            resp.release()
+            raise error from None
+        return resp, answer
+
+
+async def _receive(resp: aiohttp.ClientResponse, body: BodyDecoder, transfer: Transfer,
+                   where: Redacted) -> None:
+    """Decode the bytes of ``resp`` into ``body``; _Interrupted if the connection ends
+    (or goes silent past the read timeout) before they all came."""
+    expected, got = resp.content_length, 0
+    try:
+        async for chunk in resp.content.iter_any():
+            got += len(chunk)
+            transfer.received += len(chunk)
+            await _decode(body, chunk)
+    except aiohttp.ServerTimeoutError as exc:  # silent for DOWNLOAD_READ_TIMEOUT_S
+        raise _Interrupted(exc) from None
+    except TimeoutError:
+        raise
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+        raise _Interrupted(TransientError(
+            "truncated_body", f"{_describe(exc)} mid-body: {where}")) from None
+    if expected is not None and got < expected:
+        raise _Interrupted(TransientError("truncated_body", f"{got} of {expected} bytes: {where}"))
 
 
 async def _decode(body: BodyDecoder, chunk: bytes) -> None:

@@ -29,9 +29,11 @@ class Meter:
         self._row_mark, self._row_cost = b"{", OBJECT_COST
 
     def described(self, final_url: str, content_type: str | None) -> None:
+        """A body starts (again, if the download started over: what came before is gone)."""
+        self.cost = 0  # the reservation keeps what it holds; it grows again past that
         self.csv = is_csv(content_type, _path(self.url), _path(final_url))
-        if self.csv:
-            self._row_mark, self._row_cost = b"\n", -1  # sized by the first piece
+        # A CSV row is sized by the first piece (its header line).
+        self._row_mark, self._row_cost = (b"\n", -1) if self.csv else (b"{", OBJECT_COST)
 
     def count(self, piece: bytes) -> None:
         if self._row_cost < 0:

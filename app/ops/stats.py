@@ -49,6 +49,8 @@ class Stats:
                                           buckets=LATENCY_BUCKETS, registry=r)
         self.download_bytes = Counter("txingest_download_bytes", "Bytes downloaded "
                                       "(after decompression)", registry=r)
+        self.download_resumes = Counter("txingest_download_resumes", "Downloads cut off "
+                                        "half-way, resumed with a Range request", registry=r)
         self.commit_seconds = Histogram("txingest_commit_seconds", "Time from begin to commit",
                                         buckets=LATENCY_BUCKETS, registry=r)
         self.assigned = Gauge("txingest_assigned_partitions", "Input partitions held",
@@ -184,6 +186,9 @@ class Stats:
     def downloaded(self, seconds: float, nbytes: int) -> None:
         self.download_seconds.observe(seconds)
         self.download_bytes.inc(nbytes)
+
+    def download_resumed(self) -> None:
+        self.download_resumes.inc()
 
     async def watch_loop_lag(self) -> None:
         """Until cancelled: how late each short sleep wakes up is the loop's lag."""
