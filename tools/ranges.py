@@ -3,7 +3,7 @@ tests of resumable downloads: ``FileServer.serve(path, RangedFile(...))``.
 
 The first ``cut_first`` answers stop half-way through what they send, as ``cut`` says:
 ``close`` (the body ends short of its Content-Length), ``reset`` (a TCP RST) or
-``stall`` (silence, past the client's read timeout, until its next request comes).
+``stall`` (silence, past the client's read timeout, until the client hangs up).
 A Range request then gets what ``ranges`` says. ``versions[i]`` is the file from
 request i + 1 on (the last one stays): each version has its own ETag and Last-Modified.
 """
@@ -19,7 +19,8 @@ from email.utils import formatdate
 
 from aiohttp import web
 
-WAIT_S = 20.0  # the longest a stalled answer waits for the client's next request
+WAIT_S = 20.0  # the longest a stalled answer waits for the client to hang up
+POLL_S = 0.02
 CUTS = ("close", "reset", "stall")
 # honoured: 206 while If-Range names the file; ignored: Accept-Ranges said, a 200 always;
 # none: neither; no-if-range: 206 whatever If-Range says (a careless cache).
@@ -38,17 +39,14 @@ class RangedFile:
     cut_first: int = 1
     cut: str = "close"
     seen: list[tuple[str | None, str | None]] = field(default_factory=list)  # Range, If-Range
-    _next: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         assert self.ranges in RANGES and self.validator in VALIDATORS and self.cut in CUTS
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         self.seen.append((request.headers.get("Range"), request.headers.get("If-Range")))
-        self._next.set()  # a stalled answer ends once the next request is here
-        self._next = waiting = asyncio.Event()
         version = min(len(self.seen), len(self.versions)) - 1
-        body, headers = self.versions[version], self._headers(version)
+        body, headers = self.versions[version], self.headers_of(version)
         status, part = self._part(request, body, headers)
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = len(part)
@@ -58,11 +56,12 @@ class RangedFile:
             return response
         await response.write(part[: len(part) // 2])
         if self.cut == "stall":
-            await asyncio.wait_for(waiting.wait(), WAIT_S)
+            await _until_hung_up(request)
         _hang_up(request, reset=self.cut == "reset")
         return response
 
-    def _headers(self, version: int) -> dict[str, str]:
+    def headers_of(self, version: int) -> dict[str, str]:
+        """The headers every answer with ``versions[version]`` has."""
         headers = dict(self.headers)
         if self.ranges in ("honoured", "ignored", "no-if-range"):
             headers["Accept-Ranges"] = "bytes"
@@ -88,6 +87,15 @@ class RangedFile:
             return 416, b""
         headers["Content-Range"] = f"bytes {start}-{len(body) - 1}/{len(body)}"
         return 206, body[start:]
+
+
+async def _until_hung_up(request: web.Request) -> None:
+    """Until the client closed the connection (its transport is gone), or WAIT_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_S
+    # aiohttp tells a handler of no hang-up (it drops the transport): polled, with a deadline.
+    while request.transport is not None and loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(POLL_S)
 
 
 def _hang_up(request: web.Request, reset: bool) -> None:

@@ -1,9 +1,10 @@
 """app.files.fetch and its guard (app.files.guard) against real HTTP servers on 127.0.0.1
 (and ::1 where the host has it).
 
-The project's file server (tools/fileserver.py) serves well-formed responses; its raw
-TCP server serves the broken ones (lying Content-Length, reset mid-body, drip feed)
-and counts the connections it accepts, which is how the network guard proves it never
+The project's file server (tools/fileserver.py) serves well-formed responses, and files
+with byte ranges cut off half-way (tools/ranges.py) for resumed downloads; its raw TCP
+server serves the broken ones (lying Content-Length, reset mid-body, drip feed) and
+counts the connections it accepts, which is how the network guard proves it never
 dialled a blocked address.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import socket
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +27,7 @@ from yarl import URL
 from app.errors import IngestError, PoisonError, TransientError
 from app.files.fetch import Downloader, DownloadLimits
 from app.files.guard import DestinationGuard, GuardedResolver
+from app.files.resume import MAX_RESUMES
 from app.redaction import Redacted, redact_url
 from tools.fileserver import (
     FileServer,
@@ -37,6 +40,7 @@ from tools.fileserver import (
     wait_for_hangup,
 )
 from tools.local_kafka import free_port
+from tools.ranges import CUTS, RangedFile
 
 WAIT = 20.0  # ceiling on any single wait in these tests
 DATA = b"".join(b"%06d,2024-01-01,ACME,%d.%02d\n" % (i, i, i % 100) for i in range(20_000))
@@ -127,8 +131,8 @@ async def raw() -> AsyncIterator[Callable[..., Awaitable[RawServer]]]:
 async def downloader() -> AsyncIterator[Callable[..., Awaitable[Downloader]]]:
     made: list[Downloader] = []
 
-    async def make(**limits: Any) -> Downloader:
-        made.append(Downloader(DownloadLimits(**{**FAST, **limits})))
+    async def make(resumed: Callable[[], None] | None = None, **limits: Any) -> Downloader:
+        made.append(Downloader(DownloadLimits(**{**FAST, **limits}), resumed))
         await asyncio.wait_for(made[-1].start(), WAIT)
         return made[-1]
 
@@ -446,3 +450,124 @@ async def test_port_allowlist(raw, downloader) -> None:
     assert server.connections == 0
     d = await downloader(allow_private_networks=True, allowed_ports=frozenset({server.port}))
     assert await fetch(d, server.url()) == b"served"
+
+
+# -- resumed downloads (app/files/resume.py) ----------------------------------------------
+
+GZ = gzip.compress(DATA)
+CHANGED = DATA.replace(b"ACME", b"EMCA")  # the same length, other bytes
+FORMS = {"plain": (DATA, {}), "content-encoding": (GZ, {"Content-Encoding": "gzip"}),
+         "gz-file": (GZ, {"Content-Type": "application/gzip"})}
+
+
+@dataclass
+class Resumes:
+    """What a downloader told of its resumptions."""
+
+    count: int = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def ranged(server: FileServer, path: str, *versions: bytes, **how: Any) -> tuple[str, RangedFile]:
+    served = RangedFile(list(versions) or [DATA], **how)
+    return server.serve(path, served), served
+
+
+def range_start(asked: str | None) -> int:
+    assert asked is not None and asked.startswith("bytes=") and asked.endswith("-"), asked
+    return int(asked[len("bytes="):-1])
+
+
+@pytest.mark.parametrize("cut", CUTS)
+@pytest.mark.parametrize("form", sorted(FORMS))
+async def test_a_cut_off_download_resumes_where_it_stopped(http, downloader, caplog, cut: str,
+                                                           form: str) -> None:
+    body, headers = FORMS[form]
+    resumes = Resumes()
+    d = await downloader(read_timeout_s=0.5, resumed=resumes)
+    url, served = ranged(http, "cut", body, headers=headers, cut=cut)
+    with caplog.at_level(logging.INFO, logger="app.files.fetch"):
+        assert await fetch(d, url + "?sig=TOPSECRET") == DATA
+    assert resumes.count == 1 and len(served.seen) == 2 and served.seen[0] == (None, None)
+    asked, if_range = served.seen[1]
+    assert if_range == served.headers_of(0)["ETag"]
+    start = range_start(asked)
+    # A reset may lose what the server had sent but the client had not read.
+    assert start == len(body) // 2 if cut != "reset" else 0 <= start <= len(body) // 2
+    logged = [r.__dict__ for r in caplog.records if getattr(r, "event", "") == "download_resumed"]
+    assert [(line["url"], line["bytes_kept"]) for line in logged] == [(url, start)]
+    assert "TOPSECRET" not in caplog.text
+
+
+async def test_without_an_etag_if_range_names_last_modified(http, downloader) -> None:
+    url, served = ranged(http, "dated", validator="last-modified")
+    assert await fetch(await downloader(), url) == DATA
+    assert served.seen[1] == (f"bytes={len(DATA) // 2}-", served.headers_of(0)["Last-Modified"])
+
+
+@pytest.mark.parametrize("form", ["plain", "content-encoding"])
+async def test_a_whole_file_in_answer_to_the_range_starts_over(http, downloader, form: str) -> None:
+    body, headers = FORMS[form]
+    resumes = Resumes()
+    url, served = ranged(http, "ignored", body, headers=headers, ranges="ignored")
+    assert await fetch(await downloader(resumed=resumes), url) == DATA  # nothing twice
+    assert resumes.count == 1 and served.seen[1][0] == f"bytes={len(body) // 2}-"
+
+
+async def test_a_file_changed_since_the_cut_starts_over_with_the_new_one(http, downloader) -> None:
+    url, served = ranged(http, "changed", DATA, CHANGED)
+    assert await fetch(await downloader(), url) == CHANGED
+    assert served.seen[1][1] == served.headers_of(0)["ETag"] != served.headers_of(1)["ETag"]
+
+
+async def test_a_part_of_a_changed_file_is_never_spliced_on(http, downloader) -> None:
+    # The server honours Range but not If-Range: its 206 carries the new ETag.
+    url, served = ranged(http, "spliced", DATA, CHANGED, ranges="no-if-range")
+    err = await failure(await downloader(), url)
+    assert isinstance(err, TransientError) and err.reason == "truncated_body"
+    assert len(served.seen) == 2
+
+
+@pytest.mark.parametrize(("how", "reason"), [
+    (dict(ranges="none"), "truncated_body"),
+    (dict(validator="none"), "truncated_body"),
+    (dict(ranges="none", cut="stall"), "download_timeout"),
+], ids=["no-ranges", "no-validator", "no-ranges-read-timeout"])
+async def test_no_range_request_where_the_server_offered_none(http, downloader, how: dict,
+                                                             reason: str) -> None:
+    resumes = Resumes()
+    url, served = ranged(http, "unranged", **how)
+    err = await failure(await downloader(read_timeout_s=0.5, resumed=resumes), url)
+    assert isinstance(err, TransientError) and err.reason == reason
+    assert served.seen == [(None, None)] and resumes.count == 0
+
+
+@pytest.mark.parametrize("cuts", [MAX_RESUMES, MAX_RESUMES + 1])
+async def test_resumes_are_bounded_per_attempt(http, downloader, cuts: int) -> None:
+    resumes = Resumes()
+    url, served = ranged(http, "cuts", cut_first=cuts)
+    d = await downloader(resumed=resumes)
+    if cuts <= MAX_RESUMES:
+        assert await fetch(d, url) == DATA
+    else:
+        assert (await failure(d, url)).reason == "truncated_body"
+    assert resumes.count == MAX_RESUMES and len(served.seen) == MAX_RESUMES + 1
+    starts = [range_start(asked) for asked, _ in served.seen[1:]]
+    assert starts == sorted(starts) and starts[0] > 0  # each from where the last one stopped
+
+
+async def test_the_decoded_size_limit_counts_every_part(http, downloader) -> None:
+    url, served = ranged(http, "big", GZ, headers={"Content-Encoding": "gzip"})
+    err = await failure(await downloader(max_file_bytes=len(DATA) * 3 // 4), url)
+    assert isinstance(err, PoisonError) and err.reason == "file_too_large"
+    assert len(served.seen) == 2
+
+
+async def test_the_total_timeout_counts_every_part(http, downloader) -> None:
+    # Each stalled part costs the read timeout: three of them outlast the total.
+    url, served = ranged(http, "slow", cut="stall", cut_first=3)
+    d = await downloader(read_timeout_s=0.5, total_timeout_s=1.2)
+    assert (await failure(d, url)).reason == "download_timeout"
+    assert len(served.seen) == 3
