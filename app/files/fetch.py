@@ -1,10 +1,10 @@
 """Download one file: bounded in size and time, decompressed, never from a private network.
 
-The private-network guard is app/files/guard.py. A transfer cut off half-way resumes with
-a Range request where the server allows (app/files/resume.py). Every failure is a TransientError or
-PoisonError with a stable reason code. Messages hold only ``redact_url`` forms
-(app/redaction.py), raised ``from None``: signed URLs carry secrets in the query and
-aiohttp's exception texts include the full URL."""
+The private-network guard is app/files/guard.py; a transfer cut off half-way resumes
+with a Range request where the server allows (app/files/resume.py). Every failure is a
+TransientError or PoisonError with a stable reason code. Messages hold only
+``redact_url`` forms (app/redaction.py), raised ``from None``: signed URLs carry secrets
+in the query and aiohttp's exception texts include the full URL."""
 
 from __future__ import annotations
 
