@@ -26,7 +26,7 @@ CUTS = ("close", "reset", "stall")
 # none: neither; no-if-range: 206 whatever If-Range says (a careless cache).
 RANGES = ("honoured", "ignored", "none", "no-if-range")
 VALIDATORS = ("etag", "last-modified", "none")
-_RANGE = re.compile(r"bytes=(\d+)-$")
+_RANGE = re.compile(r"bytes=(\d+)-$")  # the one form a resuming client sends
 _EPOCH = 1_700_000_000  # Last-Modified of version 0: long before any response's Date
 
 
@@ -93,7 +93,7 @@ async def _until_hung_up(request: web.Request) -> None:
     """Until the client closed the connection (its transport is gone), or WAIT_S."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT_S
-    # aiohttp tells a handler of no hang-up (it drops the transport): polled, with a deadline.
+    # aiohttp wakes no handler when its client hangs up, it only drops the transport.
     while request.transport is not None and loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(POLL_S)
 
