@@ -566,8 +566,9 @@ async def test_the_decoded_size_limit_counts_every_part(http, downloader) -> Non
 
 
 async def test_the_total_timeout_counts_every_part(http, downloader) -> None:
-    # Each stalled part costs the read timeout: three of them outlast the total.
-    url, served = ranged(http, "slow", cut="stall", cut_first=3)
+    # Each stalled part costs the read timeout: three of them outlast the total, which
+    # ends the download before the request that would get the whole rest.
+    url, served = ranged(http, "slow", cut="stall", cut_first=MAX_RESUMES)
     d = await downloader(read_timeout_s=0.5, total_timeout_s=1.2)
     assert (await failure(d, url)).reason == "download_timeout"
-    assert len(served.seen) == 3
+    assert 2 <= len(served.seen) <= MAX_RESUMES  # resumed, within the one deadline
