@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -51,11 +51,22 @@ class Route:
         return self.status, self.headers, self.body
 
 
+@dataclass
+class Generated:
+    """A body made piece by piece as it is sent, never whole in memory: files bigger than
+    a test should hold (``pieces()`` starts it afresh for every request)."""
+
+    pieces: Callable[[], Iterator[bytes]]
+    headers: dict[str, str] = field(default_factory=dict)
+    requests: int = 0
+
+
 class FileServer:
     """Routes by path (no leading slash); ``fallback`` answers the paths without one."""
 
     def __init__(self, fallback: Handler | None = None, backlog: int = 1024) -> None:
         self.routes: dict[str, Route] = {}
+        self.generated: dict[str, Generated] = {}
         self.fallback = fallback
         self.backlog = backlog
         self.port = 0
@@ -89,8 +100,14 @@ class FileServer:
         self.routes[path] = route
         return self.url(path)
 
+    def add_generated(self, path: str, body: Generated) -> str:
+        self.generated[path] = body
+        return self.url(path)
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         route = self.routes.get(request.match_info["path"])
+        if route is None and request.match_info["path"] in self.generated:
+            return await _send_generated(request, self.generated[request.match_info["path"]])
         if route is None:
             if self.fallback is not None:
                 return await self.fallback(request)
@@ -105,6 +122,20 @@ class FileServer:
             self.inflight -= 1
         status, headers, body = route.answer()
         return web.Response(status=status, body=body, headers=headers)
+
+
+async def _send_generated(request: web.Request, body: Generated) -> web.StreamResponse:
+    """Chunked, one piece at a time; a client that hangs up ends it quietly."""
+    body.requests += 1
+    response = web.StreamResponse(headers=body.headers)
+    try:
+        await response.prepare(request)
+        for piece in body.pieces():
+            await response.write(piece)
+        await response.write_eof()
+    except (ConnectionResetError, ConnectionError):
+        pass
+    return response
 
 
 # -- faults a handler can answer with ------------------------------------------------------

@@ -17,7 +17,7 @@ from aiohttp import hdrs
 from yarl import URL
 
 from app.errors import PoisonError, TransientError
-from app.files.decode import BodyDecoder, content_decoder, take
+from app.files.decode import BodyDecoder, Sink, content_decoder, take
 from app.files.guard import DestinationGuard, GuardedResolver
 from app.redaction import Redacted, redact_url
 
@@ -113,11 +113,12 @@ class Downloader:
             await resolver.close()
 
     async def download(self, url: str, count: Callable[[bytes], None] | None = None,
-                       on_response: OnResponse | None = None) -> bytes:
+                       on_response: OnResponse | None = None, sink: Sink | None = None) -> bytes:
         """The decompressed body of ``url``, after at most ``max_redirects`` redirects.
 
         ``count`` sees each decoded piece before it is kept (and may raise to stop);
-        ``on_response`` the final URL and its Content-Type, before the body."""
+        ``on_response`` the final URL and its Content-Type, before the body; ``sink``, if
+        given, keeps the pieces instead of memory (and says what is returned)."""
         session = self._session
         if session is None:
             raise RuntimeError("Downloader.start() has not been awaited")
@@ -125,13 +126,13 @@ class Downloader:
             try:
                 # One deadline for the whole chain; aiohttp's total is per request.
                 async with asyncio.timeout(self._limits.total_timeout_s):
-                    return await self._follow(session, url, count, on_response)
+                    return await self._follow(session, url, count, on_response, sink)
             except TimeoutError:
                 raise TransientError("download_timeout", f"timed out: {redact_url(url)}") from None
 
     async def _follow(self, session: aiohttp.ClientSession, start: str,
                       count: Callable[[bytes], None] | None,
-                      on_response: OnResponse | None) -> bytes:
+                      on_response: OnResponse | None, sink: Sink | None = None) -> bytes:
         try:
             url = URL(start)
         except (ValueError, TypeError):
@@ -144,7 +145,7 @@ class Downloader:
                 if target is None:
                     if on_response is not None:
                         on_response(str(url), resp.headers.get(hdrs.CONTENT_TYPE))
-                    return await self._read_body(resp, url, count)
+                    return await self._read_body(resp, url, count, sink)
             finally:
                 resp.release()  # closes the connection instead if the body is unread
             url = target
@@ -163,13 +164,14 @@ class Downloader:
             raise TransientError("connection_error", f"{_describe(exc)}: {where}") from None
 
     async def _read_body(self, resp: aiohttp.ClientResponse, url: URL,
-                         count: Callable[[bytes], None] | None) -> bytes:
+                         count: Callable[[bytes], None] | None,
+                         sink: Sink | None = None) -> bytes:
         where, limit = Redacted(url), self._limits.max_file_bytes
         outer = content_decoder(resp, where)
         expected = resp.content_length
         if outer is None and expected is not None and expected > limit:
             raise PoisonError("file_too_large", f"Content-Length {expected} > {limit}: {where}")
-        body = BodyDecoder(outer, limit, where, count)
+        body = BodyDecoder(outer, limit, where, count, sink)
         received = 0
         try:
             async for chunk in resp.content.iter_any():
