@@ -1,5 +1,6 @@
 """Where a download's decoded pieces are kept: in memory while the body is small, then
-in a spool file once it passes SPOOL_THRESHOLD_BYTES (app/files/spool.py).
+in a spool file once it passes SPOOL_THRESHOLD_BYTES, or once the memory it would be
+counted at passes HELD_COST_FACTOR times that (app/files/spool.py).
 
 Memory pieces are counted against the record's reservation (the meter) before they are
 kept; spooled pieces take spool room instead. Only a partition's head may spool: a
@@ -16,6 +17,10 @@ from app.files.meter import Meter
 from app.files.spool import Spool, SpoolFile
 
 _BLANK = b" \t\r\n\xef\xbb\xbf"  # JSON whitespace and a UTF-8 BOM's bytes
+# A body is spooled too once holding it would be counted at this many times the threshold
+# (app/files/meter.py: 2 a byte and 600 an object; about 6 at 150 bytes a transaction):
+# a file of tiny transactions makes more objects than bytes.
+HELD_COST_FACTOR = 6
 
 
 class SpoolLater(Exception):
@@ -35,7 +40,8 @@ class BodySink:
 
     def count(self, piece: bytes) -> None:
         """The download's ``count``: sees each piece before ``append`` keeps it."""
-        if self.file is None and self.size + len(piece) > self.threshold:
+        if self.file is None and (self.size + len(piece) > self.threshold
+                                  or self.meter.cost > HELD_COST_FACTOR * self.threshold):
             self._switch()
         if self.file is None:
             self.meter.count(piece)

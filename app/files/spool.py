@@ -41,7 +41,6 @@ class Spool:
         self.dir = Path(root) / (_UNSAFE.sub("_", pod_name) or "pod")
         self.max_bytes = max_bytes
         self.used = 0
-        self.files = 0  # spool files present now
         self._changed = asyncio.Event()
 
     def clean(self) -> int:
@@ -53,7 +52,6 @@ class Spool:
 
     def create(self, name: str, digest: bool = False) -> SpoolFile:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.files += 1
         return SpoolFile(self, self.dir / f"{_UNSAFE.sub('_', name)}-{uuid.uuid4().hex}.spool",
                          digest)
 
@@ -73,7 +71,6 @@ class Spool:
 
     def _give_back(self, nbytes: int) -> None:
         self.used -= nbytes
-        self.files -= 1
         self._changed.set()
         self._changed = asyncio.Event()
 
