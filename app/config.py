@@ -18,6 +18,7 @@ from typing import Any
 from app import values as v  # the parsers, short in the table below
 from app.errors import ConfigError
 from app.files.parse_csv import Column, parse_columns
+from app.files.spool import spool_setting_problem
 
 DEFAULT_MAX_URL_BYTES = 8 * 1024  # what common HTTP servers accept in a request line
 
@@ -210,21 +211,11 @@ def _check_csv_columns(settings: Settings) -> None:
                           "(OUTPUT_KEY_FIELD), so every CSV file would be dead-lettered")
 
 
-def _check_spool(settings: Settings, given: frozenset[str]) -> None:
-    if settings.spool_max_bytes < settings.spool_threshold_bytes:
-        raise ConfigError(f"invalid setting SPOOL_MAX_BYTES={settings.spool_max_bytes}: must be "
-                          f"at least SPOOL_THRESHOLD_BYTES ({settings.spool_threshold_bytes}), "
-                          "or every spooled file would be dead-lettered")
-    path = str(settings.spool_dir)
-    try:
-        os.makedirs(path, exist_ok=True)
-        writable = os.access(path, os.W_OK | os.X_OK)
-    except OSError as exc:
-        writable, path = False, f"{path} ({exc.strerror})"
-    if not writable:
-        name = "SPOOL_DIR" if "spool_dir" in given else "SPOOL_DIR (default)"
-        raise ConfigError(f"invalid setting {name}={path!r}: must be a directory this "
-                          "process can write (a volume in a container)")
+def _check_spool(settings: Settings) -> None:
+    problem = spool_setting_problem(str(settings.spool_dir), settings.spool_threshold_bytes,
+                                    settings.spool_max_bytes)
+    if problem is not None:
+        raise ConfigError(f"invalid setting {problem}")
 
 
 def _derive(settings: Settings, given: frozenset[str]) -> Settings:
@@ -252,7 +243,7 @@ def _derive(settings: Settings, given: frozenset[str]) -> Settings:
                           "must differ from INPUT_TOPIC and from each other")
     _check_security(settings)
     _check_csv_columns(settings)
-    _check_spool(settings, given)
+    _check_spool(settings)
     if settings.prefetch_per_partition < settings.transaction_max_records:
         raise ConfigError("invalid setting PREFETCH_PER_PARTITION: must be at least "
                           "TRANSACTION_MAX_RECORDS, or groups could never fill")

@@ -113,3 +113,23 @@ class SpoolFile:
         except OSError as exc:
             log.warning("could not remove spool file %s: %r", self.path.name, exc)
         self.spool._give_back(self.size)
+
+
+def spool_setting_problem(spool_dir: str, threshold: int, max_bytes: int) -> str | None:
+    """What is wrong with the spool's settings (``NAME=value: why``), checked at start."""
+    if max_bytes < threshold:
+        return (f"SPOOL_MAX_BYTES={max_bytes}: must be at least SPOOL_THRESHOLD_BYTES "
+                f"({threshold}), or every spooled file would be dead-lettered")
+    if not _can_write_under(spool_dir):
+        return (f"SPOOL_DIR={spool_dir!r}: must be a directory this process can write, or be "
+                "made in one (a volume in a container)")
+    return None
+
+
+def _can_write_under(path: str) -> bool:
+    """``path`` is a writable directory, or its nearest existing ancestor is (checked
+    without making anything: the service makes it at start)."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return os.path.isdir(path) and os.access(path, os.W_OK | os.X_OK)
