@@ -85,8 +85,9 @@ class Settings:
     download_read_timeout_s: float = v.setting(30.0, v.positive_float, "timeout between reads")
     download_total_timeout_s: float = v.setting(120.0, v.positive_float, "timeout per download")
     max_file_bytes: int = v.setting(
-        64 * 1024 * 1024, v.positive_int, "largest file, after decompression")
-    max_transactions_per_file: int = v.setting(1_000_000, v.positive_int, "largest file, in items")
+        16 * 1024 ** 3, v.positive_int, "largest file, after decompression")
+    max_transactions_per_file: int = v.setting(
+        100_000_000, v.positive_int, "largest file, in items")
     max_record_bytes: int = v.setting(
         1_000_000, v.positive_int, "largest output record; larger ones are dead-lettered")
     max_url_bytes: int = v.setting(
