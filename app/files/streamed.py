@@ -14,6 +14,7 @@ Each slice is parsed in a worker thread, so heartbeats and commits go on meanwhi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import operator
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -63,7 +64,10 @@ class SpoolReader:
             while (items := await asyncio.to_thread(next, parsed, None)) is not None:
                 yield self.keyed(items)
         finally:
-            parsed.close()
+            # Cancelled while a worker thread parses a slice: it ends that slice, and the
+            # generator (with its file) goes once nothing refers to it.
+            with contextlib.suppress(ValueError):
+                parsed.close()
 
     def _ndjson(self) -> Generator[list[Item], None, None]:
         keep, done, line0, rest = self.key_field is not None, 0, 0, b""

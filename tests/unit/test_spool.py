@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,22 @@ def test_a_body_of_tiny_transactions_is_spooled_before_its_bytes_reach_the_thres
     body.append(tiny)
     assert body.finish() == b"" and body.file is not None
     assert body.file.path.read_bytes() == tiny * 2
+
+
+async def test_a_slice_cancelled_while_it_is_parsed_ends_as_cancelled(tmp_path, monkeypatch):
+    path = tmp_path / "f.spool"
+    path.write_bytes(b'{"n":1}\n' * 100)
+    started, release = asyncio.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+
+    def slow(*args, **kwargs):
+        loop.call_soon_threadsafe(started.set)
+        release.wait(5)
+        return []
+    monkeypatch.setattr(streamed, "parse_ndjson", slow)
+    reading = asyncio.ensure_future(values(reader(path)))
+    await started.wait()
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    release.set()
