@@ -9,6 +9,7 @@ import dataclasses
 import logging
 
 from app.config import Settings
+from app.dedup.store import DIGEST_BYTES
 from app.errors import PoisonError
 from app.files.budget import UNCOUNTED, NoRoom, Reservation
 from app.files.meter import Meter
@@ -76,7 +77,9 @@ class Spooling:
         except BaseException:
             spooled.remove()
             raise
-        key = spooled.digest() if settings.dedup == "content" else prepared.dedup_key
+        # DEDUP=content: the key app/dedup/store.py's content_key makes of a body in memory.
+        key = (spooled.digest()[:DIGEST_BYTES] if settings.dedup == "content"
+               else prepared.dedup_key)
         reservation.settle(streaming_cost(spooled.size, count))
         reservation.on_release = spooled.remove
         if not count:

@@ -12,16 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from app.dedup.store import content_key
 from app.errors import PoisonError
 from app.files import streamed
 from app.files.budget import MemoryBudget
 from app.files.meter import Meter
-from app.files.records import StreamedOutputs
+from app.files.records import Prepared, StreamedOutputs
 from app.files.sink import BodySink, SpoolLater
 from app.files.spool import Spool, SpoolFull
+from app.files.spooling import Spooling
 from app.files.streamed import SpoolReader, validate
 from app.kafka.committer import ExactlyOnceCommitter, Outcome
-from tests.unit.fakes import ScriptedProducer
+from app.ops.stats import Stats
+from tests.unit.fakes import ScriptedProducer, settings
 
 
 def spool(tmp_path: Path, max_bytes: int = 100) -> Spool:
@@ -200,3 +203,17 @@ async def test_a_slice_cancelled_while_it_is_parsed_ends_as_cancelled(tmp_path, 
     with pytest.raises(asyncio.CancelledError):
         await reading
     release.set()
+
+
+async def test_a_spooled_file_s_content_key_is_the_one_of_the_same_body_in_memory(tmp_path):
+    body = b'{"n":1}\n{"n":2}\n'
+    spooled = spool(tmp_path, 1000).create("0-3", digest=True)
+    spooled.write(body)
+    spooled.close()
+    spooling = Spooling(settings("--dedup", "content"), None, Stats())
+    reservation = MemoryBudget(1 << 30).reservation()
+    prepared = await spooling.outputs(spooled, "http://files/f", False, [],
+                                      Prepared([], attempts=1, claim=reservation), 1 << 20)
+    assert prepared.dedup_key == content_key(body) and prepared.count == 2
+    reservation.release()
+    assert not spooled.path.exists(), "removed once its record is released"
