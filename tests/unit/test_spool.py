@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from aiokafka import errors as kafka
 
 from app.dedup.store import content_key
 from app.errors import PoisonError
@@ -217,3 +218,18 @@ async def test_a_spooled_file_s_content_key_is_the_one_of_the_same_body_in_memor
     assert prepared.dedup_key == content_key(body) and prepared.count == 2
     reservation.release()
     assert not spooled.path.exists(), "removed once its record is released"
+
+
+async def test_an_aborted_transaction_is_retried_from_the_spool(tmp_path, monkeypatch):
+    monkeypatch.setattr(streamed, "SLICE_BYTES", 20)
+    lines = [b'{"n":%d}' % i for i in range(7)]
+    path = tmp_path / "f.spool"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    outputs = streamed_outputs(path, 7)
+    producer = ScriptedProducer({"offsets": kafka.KafkaTimeoutError()})
+    committer = ExactlyOnceCommitter("g")
+    first = await committer.commit(producer, {}, [outputs])  # type: ignore[arg-type]
+    assert first.outcome is Outcome.RETRY and first.aborted and producer.committed == []
+    again = await committer.commit(producer, {}, [outputs])  # type: ignore[arg-type]
+    assert again.outcome is Outcome.DONE and producer.committed == lines
+    assert producer.sent == lines + lines, "each attempt read the whole file again"
