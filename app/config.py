@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import os
 import socket
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from app import values as v  # the parsers, short in the table below
 from app.errors import ConfigError
 from app.files.parse_csv import Column, parse_columns
+from app.files.spool import spool_setting_problem
 
 DEFAULT_MAX_URL_BYTES = 8 * 1024  # what common HTTP servers accept in a request line
 
@@ -70,12 +72,22 @@ class Settings:
         32, v.positive_int, "downloads at once, all partitions")
     max_buffered_bytes: int = v.setting(
         256 * 1024 * 1024, v.positive_int, "no new download starts while this much is buffered")
+    spool_dir: str | None = v.setting(
+        None, v.optional_name, "directory for files bigger than SPOOL_THRESHOLD_BYTES, one "
+        "subdirectory per POD_NAME (default: the temp directory's txingest-spool)")
+    spool_threshold_bytes: int = v.setting(
+        64 * 1024 * 1024, v.positive_int, "a file whose decoded body passes this is spooled "
+        "to disk and streamed through its transaction instead of held in memory")
+    spool_max_bytes: int = v.setting(
+        16 * 1024 ** 3, v.positive_int, "disk the spool may use: a file that does not fit "
+        "waits for room; one bigger than this is dead-lettered (too_large_for_spool)")
     download_connect_timeout_s: float = v.setting(10.0, v.positive_float, "connect timeout")
     download_read_timeout_s: float = v.setting(30.0, v.positive_float, "timeout between reads")
     download_total_timeout_s: float = v.setting(120.0, v.positive_float, "timeout per download")
     max_file_bytes: int = v.setting(
-        64 * 1024 * 1024, v.positive_int, "largest file, after decompression")
-    max_transactions_per_file: int = v.setting(1_000_000, v.positive_int, "largest file, in items")
+        16 * 1024 ** 3, v.positive_int, "largest file, after decompression")
+    max_transactions_per_file: int = v.setting(
+        100_000_000, v.positive_int, "largest file, in items")
     max_record_bytes: int = v.setting(
         1_000_000, v.positive_int, "largest output record; larger ones are dead-lettered")
     max_url_bytes: int = v.setting(
@@ -200,6 +212,13 @@ def _check_csv_columns(settings: Settings) -> None:
                           "(OUTPUT_KEY_FIELD), so every CSV file would be dead-lettered")
 
 
+def _check_spool(settings: Settings) -> None:
+    problem = spool_setting_problem(str(settings.spool_dir), settings.spool_threshold_bytes,
+                                    settings.spool_max_bytes)
+    if problem is not None:
+        raise ConfigError(f"invalid setting {problem}")
+
+
 def _derive(settings: Settings, given: frozenset[str]) -> Settings:
     """Defaults that depend on other settings, then the checks across settings."""
     derived: dict[str, Any] = {}
@@ -212,6 +231,8 @@ def _derive(settings: Settings, given: frozenset[str]) -> Settings:
         derived["dedup_topic"] = f"{settings.group_id}-dedup"
     if settings.pod_name is None:
         derived["pod_name"] = socket.gethostname()
+    if settings.spool_dir is None:
+        derived["spool_dir"] = os.path.join(tempfile.gettempdir(), "txingest-spool")
     settings = dataclasses.replace(settings, **derived)
     if settings.retry_backoff_max_s < settings.retry_backoff_s:
         raise ConfigError("invalid setting RETRY_BACKOFF_MAX_S: must be >= RETRY_BACKOFF_S")
@@ -223,6 +244,7 @@ def _derive(settings: Settings, given: frozenset[str]) -> Settings:
                           "must differ from INPUT_TOPIC and from each other")
     _check_security(settings)
     _check_csv_columns(settings)
+    _check_spool(settings)
     if settings.prefetch_per_partition < settings.transaction_max_records:
         raise ConfigError("invalid setting PREFETCH_PER_PARTITION: must be at least "
                           "TRANSACTION_MAX_RECORDS, or groups could never fill")

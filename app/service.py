@@ -23,6 +23,7 @@ from app.errors import ConfigError
 from app.files.budget import MemoryBudget
 from app.files.fetch import Downloader, DownloadLimits
 from app.files.prepare import Preparer
+from app.files.spool import Spool
 from app.kafka.clients import (
     FatalStartupError,
     check_connection,
@@ -73,6 +74,8 @@ class Service:
         self.signals = StopOnSignals(self.stopping)
         self._client_errors_seen = log_setup.client_errors.total
         self._changelog_partitions = 0  # DEDUP_TOPIC's, as found or made at start
+        self.spool = Spool(str(settings.spool_dir), str(settings.pod_name),
+                           settings.spool_max_bytes)
 
     @property
     def ready(self) -> bool:
@@ -103,6 +106,9 @@ class Service:
             log.info("stopped: %s", self.stats.summary(0),
                      extra={"event": "stopped", **self.stats.summary_fields(0)})
             return 2 if not self.stopping.is_set() else 0
+        left = self.spool.clean()  # what a killed process of this pod left behind
+        log.info("spool ready: %s (%d files left by a previous run removed)", self.spool.dir,
+                 left, extra={"event": "spool_cleaned", "files": left})
         downloader = Downloader(DownloadLimits.from_settings(settings),
                                 resumed=self.stats.download_resumed)
         await downloader.start()
@@ -201,7 +207,7 @@ class Service:
                     kip447: bool = False) -> Supervisor:
         settings = self.settings
         preparer = Preparer(settings, downloader, MemoryBudget(settings.max_buffered_bytes),
-                            self.stats)
+                            self.stats, spool=self.spool)
         supervisor = Supervisor(TaskContext(
             settings, consumer, preparer, self.stats, self.committer(consumer),
             producer_factory(settings, consumer if kip447 else None),

@@ -19,10 +19,14 @@ def main() -> None:
 
     async def download(self: fetch.Downloader, url: str,
                        count: Callable[[bytes], None] | None = None,
-                       on_response: fetch.OnResponse | None = None) -> bytes:
+                       on_response: fetch.OnResponse | None = None,
+                       sink: fetch.Sink | None = None) -> bytes:
         body = bodies[int(url.rsplit("/", 1)[1])]  # bench.workload.url: <base>/f/<n>
         if count is not None:
             count(body)
+        if sink is not None:
+            sink.append(body)
+            return sink.finish()
         return body
 
     fetch.Downloader.download = download  # type: ignore[method-assign]

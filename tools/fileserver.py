@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import struct
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -50,6 +51,16 @@ class Route:
             return self.fail_status, {"Content-Type": "text/plain; charset=utf-8"}, \
                 b"injected failure"
         return self.status, self.headers, self.body
+
+
+@dataclass
+class Generated:
+    """A body made piece by piece as it is sent, never whole in memory: files bigger than
+    a test should hold (``pieces()`` starts it afresh for every request)."""
+
+    pieces: Callable[[], Iterator[bytes]]
+    headers: dict[str, str] = field(default_factory=dict)
+    requests: int = 0
 
 
 class FileServer:
@@ -96,6 +107,10 @@ class FileServer:
         self.handlers[path] = handler
         return self.url(path)
 
+    def add_generated(self, path: str, body: Generated) -> str:
+        """Answer ``path`` with a body made as it is sent, never held whole."""
+        return self.serve(path, functools.partial(_send_generated, body=body))
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         if path in self.handlers:
@@ -115,6 +130,20 @@ class FileServer:
             self.inflight -= 1
         status, headers, body = route.answer()
         return web.Response(status=status, body=body, headers=headers)
+
+
+async def _send_generated(request: web.Request, body: Generated) -> web.StreamResponse:
+    """Chunked, one piece at a time; a client that hangs up ends it quietly."""
+    body.requests += 1
+    response = web.StreamResponse(headers=body.headers)
+    try:
+        await response.prepare(request)
+        for piece in body.pieces():
+            await response.write(piece)
+        await response.write_eof()
+    except (ConnectionResetError, ConnectionError):
+        pass
+    return response
 
 
 # -- faults a handler can answer with ------------------------------------------------------

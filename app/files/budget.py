@@ -16,6 +16,7 @@ Memory therefore stays under ``limit`` plus one file's worth (see docs/operation
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class NoRoom(Exception):
@@ -66,13 +67,14 @@ class MemoryBudget:
 class Reservation:
     """One input record's share of the budget."""
 
-    __slots__ = ("_budget", "held", "head", "released")
+    __slots__ = ("_budget", "held", "head", "released", "on_release")
 
     def __init__(self, budget: MemoryBudget | None) -> None:
         self._budget = budget
         self.held = 0
         self.head = False      # its partition's oldest uncommitted record
         self.released = False
+        self.on_release: Callable[[], None] | None = None  # e.g. remove its spool file
 
     async def admit(self, nbytes: int) -> None:
         """Wait until ``nbytes`` more fit, then hold them (a download's admission)."""
@@ -99,6 +101,11 @@ class Reservation:
         if self._budget is not None and not self.released:
             self._budget._set(self, nbytes)
 
+    async def until_head(self) -> None:
+        """Until the record is its partition's head (at once without a budget)."""
+        while self._budget is not None and not self.head and not self.released:
+            await self._budget._changes()
+
     def promote(self) -> None:
         """The record became its partition's head: it may now pass the limit."""
         self.head = True
@@ -110,6 +117,9 @@ class Reservation:
         if self._budget is not None and not self.released:
             self._budget._release(self)
         self.released = True
+        cleanup, self.on_release = self.on_release, None
+        if cleanup is not None:
+            cleanup()
 
 
 UNCOUNTED = Reservation(None)

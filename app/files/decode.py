@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import aiohttp
 from aiohttp import hdrs
@@ -56,13 +57,25 @@ class _Inflate:
         return PoisonError("bad_gzip", f"{what}: {self._where}")
 
 
+class Sink(Protocol):
+    """Where decoded pieces go instead of memory (app/files/sink.py: to a spool file)."""
+
+    def append(self, piece: bytes) -> None: ...
+
+    def finish(self) -> bytes: ...
+
+    def restart(self) -> None: ...  # the body comes again from its first byte
+
+
 class BodyDecoder:
-    """Decodes a response body; ``finish`` returns it whole, capped at ``limit`` bytes."""
+    """Decodes a response body; ``finish`` returns it whole, capped at ``limit`` bytes
+    (or, with a ``sink``, what the sink's ``finish`` returns)."""
 
     def __init__(self, outer: _Inflate | None, limit: int, where: object,
-                 count: Callable[[bytes], None] | None = None) -> None:
+                 count: Callable[[bytes], None] | None = None, sink: Sink | None = None) -> None:
         self._outer, self._limit, self._where = outer, limit, where
         self._count = count
+        self._sink = sink
         self._inner: _Inflate | None = None
         self._head: bytes | None = b""  # bytes kept until the gzip magic can be sniffed
         self._out: list[bytes] = []
@@ -91,6 +104,9 @@ class BodyDecoder:
                               f"decoded body exceeds {self._limit} bytes: {self._where}")
         if self._count is not None:
             self._count(piece)
+        if self._sink is not None:
+            self._sink.append(piece)
+            return
         self._out.append(piece)
 
     def finish(self) -> bytes:
@@ -100,6 +116,8 @@ class BodyDecoder:
             self.keep(self._head)
         if self._inner:
             self._inner.finish()
+        if self._sink is not None:
+            return self._sink.finish()
         out, self._out = self._out, []
         return out[0] if len(out) == 1 else b"".join(out)
 

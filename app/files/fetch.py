@@ -19,7 +19,7 @@ from aiohttp import hdrs
 from yarl import URL
 
 from app.errors import PoisonError, TransientError
-from app.files.decode import BodyDecoder, content_decoder, take
+from app.files.decode import BodyDecoder, Sink, content_decoder, take
 from app.files.guard import DestinationGuard, GuardedResolver
 from app.files.resume import Answer, Transfer
 from app.redaction import Redacted, redact_url
@@ -128,11 +128,12 @@ class Downloader:
             await resolver.close()
 
     async def download(self, url: str, count: Callable[[bytes], None] | None = None,
-                       on_response: OnResponse | None = None) -> bytes:
+                       on_response: OnResponse | None = None, sink: Sink | None = None) -> bytes:
         """The decompressed body of ``url``, after at most ``max_redirects`` redirects.
 
         ``count`` sees each decoded piece before it is kept (and may raise to stop);
-        ``on_response`` the final URL and its Content-Type, before the body."""
+        ``on_response`` the final URL and its Content-Type, before the body; ``sink``, if
+        given, keeps the pieces instead of memory (and says what is returned)."""
         session = self._session
         if session is None:
             raise RuntimeError("Downloader.start() has not been awaited")
@@ -140,13 +141,13 @@ class Downloader:
             try:
                 # One deadline for the whole chain; aiohttp's total is per request.
                 async with asyncio.timeout(self._limits.total_timeout_s):
-                    return await self._follow(session, url, count, on_response)
+                    return await self._follow(session, url, count, on_response, sink)
             except TimeoutError:
                 raise TransientError("download_timeout", f"timed out: {redact_url(url)}") from None
 
     async def _follow(self, session: aiohttp.ClientSession, start: str,
                       count: Callable[[bytes], None] | None,
-                      on_response: OnResponse | None) -> bytes:
+                      on_response: OnResponse | None, sink: Sink | None = None) -> bytes:
         try:
             url = URL(start)
         except (ValueError, TypeError):
@@ -159,7 +160,7 @@ class Downloader:
                 if target is None:
                     if on_response is not None:
                         on_response(str(url), resp.headers.get(hdrs.CONTENT_TYPE))
-                    return await self._read_body(session, resp, url, count, on_response)
+                    return await self._read_body(session, resp, url, count, on_response, sink)
             finally:
                 resp.release()  # closes the connection instead if the body is unread
             url = target
@@ -180,11 +181,11 @@ class Downloader:
 
     async def _read_body(self, session: aiohttp.ClientSession, resp: aiohttp.ClientResponse,
                          url: URL, count: Callable[[bytes], None] | None,
-                         on_response: OnResponse | None) -> bytes:
+                         on_response: OnResponse | None, sink: Sink | None = None) -> bytes:
         """The decoded body; a transfer cut off half-way goes on from where it stopped, or
         from the first byte if the server sends the whole file again."""
         where, transfer = Redacted(url), Transfer.of(resp.headers)
-        body = self._decoder(resp, where, count)
+        body = self._decoder(resp, where, count, sink)
         try:
             while True:
                 try:
@@ -197,19 +198,21 @@ class Downloader:
                     if on_response is not None:
                         on_response(str(url), resp.headers.get(hdrs.CONTENT_TYPE))
                     transfer.start_over(resp.headers)
-                    body = self._decoder(resp, where, count)
+                    if sink is not None:
+                        sink.restart()
+                    body = self._decoder(resp, where, count, sink)
         finally:
             resp.release()
 
     def _decoder(self, resp: aiohttp.ClientResponse, where: Redacted,
-                 count: Callable[[bytes], None] | None) -> BodyDecoder:
+                 count: Callable[[bytes], None] | None, sink: Sink | None) -> BodyDecoder:
         """A decoder for a whole body, refused unread if it says it is too large."""
         limit = self._limits.max_file_bytes
         outer = content_decoder(resp, where)
         expected = resp.content_length
         if outer is None and expected is not None and expected > limit:
             raise PoisonError("file_too_large", f"Content-Length {expected} > {limit}: {where}")
-        return BodyDecoder(outer, limit, where, count)
+        return BodyDecoder(outer, limit, where, count, sink)
 
     async def _resume(self, session: aiohttp.ClientSession, url: URL, transfer: Transfer,
                       error: Exception) -> tuple[aiohttp.ClientResponse, Answer]:

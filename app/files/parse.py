@@ -42,6 +42,14 @@ def parse_transactions(body: bytes, *, max_items: int, max_depth: int = 64,
     return _parse(body, max_items, max_depth, fast=True, keep=keep_objects)
 
 
+def parse_ndjson(body: bytes, *, max_items: int, first_line: int = 1, max_depth: int = 64,
+                 keep_objects: bool = True) -> list[Item]:
+    """NDJSON lines only (a slice of a spooled file, app/files/streamed.py): errors name
+    lines counted from ``first_line``."""
+    return _parse_ndjson(body, max_items, max_depth, fast=True, keep=keep_objects,
+                         line0=first_line - 1)
+
+
 def _parse(body: bytes, max_items: int, max_depth: int, *, fast: bool,
            keep: bool = True) -> list[Item]:
     # A UTF-8 BOM carries no data and some Windows tools write one: skip it on purpose.
@@ -88,7 +96,7 @@ def _fast_array(core: bytes, max_items: int, max_depth: int) -> list[Item] | Non
 
 
 def _parse_ndjson(body: bytes, max_items: int, max_depth: int, *, fast: bool,
-                  keep: bool) -> list[Item]:
+                  keep: bool, line0: int = 0) -> list[Item]:
     lines = body.split(b"\n")
     while lines and not lines[-1].strip(_WS):
         lines.pop()  # trailing blank lines carry nothing (most files end with a newline)
@@ -102,7 +110,8 @@ def _parse_ndjson(body: bytes, max_items: int, max_depth: int, *, fast: bool,
                 rate.hits += len(done)
                 items += done
                 continue
-        _ndjson_lines(chunk, start, items, max_items, max_depth, fast=fast, keep=keep, rate=rate)
+        _ndjson_lines(chunk, line0 + start, items, max_items, max_depth, fast=fast, keep=keep,
+                      rate=rate)
     return items
 
 

@@ -96,22 +96,29 @@ def _lines(body: bytes) -> Iterator[str]:
 def csv_items(lines: Iterable[str], *, columns: tuple[Column, ...] | None, max_items: int,
               key_field: str | None = None) -> list[Item]:
     """Transactions from a CSV file's lines (line endings kept), header first."""
+    return list(iter_csv_items(lines, columns=columns, max_items=max_items,
+                               key_field=key_field))
+
+
+def iter_csv_items(lines: Iterable[str], *, columns: tuple[Column, ...] | None,
+                   max_items: int, key_field: str | None = None) -> Iterator[Item]:
+    """``csv_items`` one at a time, for a spooled file read as it is parsed."""
     rows = _Rows(lines)
     header = next(rows, None)
     if header is None:
-        return []
+        return
     plan = _plan(header, columns)
-    width, items = len(header), list[Item]()
+    width, done = len(header), 0
     for row in rows:
         where = f"row {rows.number} (line {rows.line})"
         if len(row) != width:
             raise PoisonError("invalid_csv", f"{where}: {len(row)} fields where the header "
                               f"has {width}")
-        if len(items) >= max_items:
+        if done >= max_items:
             raise PoisonError("too_many_transactions",
                               f"file has more than {max_items} transactions")
-        items.append(_item(row, plan, where, key_field))
-    return items
+        done += 1
+        yield _item(row, plan, where, key_field)
 
 
 class _Rows:

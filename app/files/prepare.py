@@ -28,6 +28,9 @@ from app.files.meter import Meter
 from app.files.parse import parse_transactions
 from app.files.parse_csv import parse_csv
 from app.files.records import FileOutputs, Headers, Output, OutRecord, Prepared, index_headers
+from app.files.sink import SpoolLater
+from app.files.spool import Spool, SpoolFile, SpoolFull
+from app.files.spooling import Spooling
 from app.ops.stats import Stats
 from app.redaction import redact_url
 
@@ -78,12 +81,14 @@ def source_headers(msg: ConsumerRecord, url: str | None) -> Headers:
 
 class Preparer:
     def __init__(self, settings: Settings, downloader: Downloader, budget: MemoryBudget,
-                 stats: Stats, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 stats: Stats, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 spool: Spool | None = None) -> None:
         self.settings = settings
         self.downloader = downloader
         self.budget = budget
         self.stats = stats
         self._sleep = sleep
+        self.spooling = Spooling(settings, spool, stats)  # without a spool: all in memory
 
     async def prepare(self, msg: ConsumerRecord, reservation: Reservation = UNCOUNTED,
                       known: Callable[[bytes], bool] | None = None) -> Prepared:
@@ -97,7 +102,7 @@ class Preparer:
             return self.dead_letter(msg, None, exc, attempts=1)
         key = url_key(url) if self.settings.dedup == "url" else None
         if key is not None and known is not None and known(key):
-            return Prepared([], attempts=0, dedup_key=key, skipped=True)
+            return Prepared([], attempts=0, claim=reservation, dedup_key=key, skipped=True)
         attempt = 0
         while True:
             attempt += 1
@@ -117,7 +122,13 @@ class Preparer:
     async def _attempt(self, msg: ConsumerRecord, url: str, reservation: Reservation,
                        attempt: int, key: bytes | None) -> Prepared:
         try:
-            body, csv = await self._download(url, reservation)
+            body, csv, spooled = await self._download(url, reservation, f"{msg.partition}-"
+                                                                      f"{msg.offset}")
+            if spooled is not None:
+                return await self.spooling.outputs(
+                    spooled, url, csv, source_headers(msg, url),
+                    Prepared([], attempts=attempt, claim=reservation, dedup_key=key),
+                    self.settings.max_record_bytes - RECORD_OVERHEAD)
             if self.settings.dedup == "content":
                 key = await _off_loop(content_key, body)
             items = await _off_loop(partial(self._parse, csv=csv), body)
@@ -129,25 +140,33 @@ class Preparer:
             log.exception("unexpected error preparing a record")
             raise TransientError("internal_error", repr(exc)) from exc
 
-    async def _download(self, url: str, reservation: Reservation) -> tuple[bytes, bool]:
-        """The body and whether it is CSV, counted against the budget as it arrives. A
-        download that outgrows the room it was given stops, waits (holding no
-        connection) until twice what it had seen fits, and starts again: that is not a
-        failed attempt."""
-        need = ADMISSION_BYTES
+    async def _download(self, url: str, reservation: Reservation, name: str
+                        ) -> tuple[bytes, bool, SpoolFile | None]:
+        """The body (or its spool file) and whether it is CSV, counted against the budget
+        as it arrives. A download that outgrows the room it was given stops, waits
+        (holding no connection) until there is room, and starts again: that is not a
+        failed attempt. So does one that must be spooled before it is the head."""
+        need, spool_now = ADMISSION_BYTES, False
         while True:
             await reservation.admit(need)
             meter = Meter(reservation, url)
+            sink = self.spooling.sink(meter, reservation, name, spool_now)
             started = time.monotonic()
             try:
-                body = await self.downloader.download(url, meter.count, meter.described)
-            except NoRoom:
-                need = 2 * meter.cost
-                reservation.settle(0)
-                self.stats.retried("memory_budget")
+                body = await self.downloader.download(
+                    url, sink.count if sink else meter.count, meter.described,
+                    **({"sink": sink} if sink else {}))
+            except (NoRoom, SpoolLater, SpoolFull) as exc:
+                need, spool_now = await self.spooling.make_room(exc, meter, reservation, sink)
                 continue
-            self.stats.downloaded(time.monotonic() - started, len(body))
-            return body, meter.csv
+            except BaseException:
+                if sink is not None:
+                    sink.discard()
+                raise
+            spooled = sink.file if sink is not None else None
+            self.stats.downloaded(time.monotonic() - started,
+                                  spooled.size if spooled else len(body))
+            return body, meter.csv, spooled
 
     def _parse(self, body: bytes, csv: bool) -> list[Item]:
         most, key_field = self.settings.max_transactions_per_file, self.settings.output_key_field

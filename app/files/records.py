@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -41,7 +41,26 @@ class FileOutputs:
             yield OutRecord(self.topic, self.key, value, [*self.shared, header, self.count])
 
 
-Output = OutRecord | FileOutputs
+class StreamedOutputs:
+    """A spooled file's output records, parsed from its spool file slice by slice while
+    they are sent (app/kafka/batches.py), again at every attempt: never all in memory.
+
+    ``slices()`` yields each slice's keys (one key for them all, as bytes, or one each)
+    and values; each record's headers are FileOutputs'."""
+
+    __slots__ = ("topic", "shared", "count", "total", "slices")
+
+    def __init__(self, topic: str, shared: Headers, total: int,
+                 slices: Callable[[], AsyncIterator[tuple[bytes | list[bytes], list[bytes]]]]
+                 ) -> None:
+        self.topic, self.shared, self.total, self.slices = topic, shared, total, slices
+        self.count = ("count", str(total).encode())
+
+    def __len__(self) -> int:
+        return self.total
+
+
+Output = OutRecord | FileOutputs | StreamedOutputs
 
 _INDEX_CACHED = 65536  # ("index", b"<n>") headers shared by every file, for n below this
 _index_cache: list[tuple[str, bytes]] = []
@@ -55,6 +74,13 @@ def index_headers(count: int) -> list[tuple[str, bytes]]:
     if count <= _INDEX_CACHED:
         return _index_cache[:count]
     return _index_cache + [("index", str(n).encode()) for n in range(_INDEX_CACHED, count)]
+
+
+def index_range(start: int, stop: int) -> list[tuple[str, bytes]]:
+    """The ``index`` headers start .. stop - 1 (cached ones shared)."""
+    if stop <= _INDEX_CACHED:
+        return index_headers(stop)[start:]
+    return [("index", str(n).encode()) for n in range(start, stop)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +102,16 @@ class Prepared:
     @property
     def count(self) -> int:
         """How many records it writes."""
-        return sum(len(r) if type(r) is FileOutputs else 1 for r in self.records)
+        return sum(1 if type(r) is OutRecord else len(r) for r in self.records)
 
     def each_record(self) -> Iterator[OutRecord]:
         for r in self.records:
             if isinstance(r, FileOutputs):
                 yield from r
-            else:
+            elif isinstance(r, OutRecord):
                 yield r
+            else:  # parsed only inside its transaction
+                raise TypeError("a spooled file's records exist only while they are sent")
 
     @property
     def nbytes(self) -> int:

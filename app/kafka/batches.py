@@ -15,10 +15,19 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 
-from app.files.records import FileOutputs, Headers, Output, index_headers
+from app.files.records import (
+    FileOutputs,
+    Headers,
+    Output,
+    StreamedOutputs,
+    index_headers,
+    index_range,
+)
 
 _PARTITIONER = DefaultPartitioner()
 SEND_WINDOW_BYTES = 8 * 1024 * 1024
+# A spooled file sends millions of batches: results checked meanwhile are let go.
+_SENT_KEPT = 4096
 
 
 async def send_all(producer: AIOKafkaProducer, records: Sequence[Output],
@@ -54,6 +63,9 @@ async def send_batches(producer: AIOKafkaProducer, records: Sequence[Output],
         if isinstance(r, FileOutputs):
             await batches.add_file(r)
             continue
+        if isinstance(r, StreamedOutputs):
+            await batches.add_streamed(r)
+            continue
         where = r.partition if r.partition is not None else await batches.partition(r.topic, r.key)
         await batches.add(r.topic, where, r.key, r.value, r.headers)
     await batches.send_open()
@@ -85,14 +97,36 @@ class _Batches:
     async def add_file(self, out: FileOutputs) -> None:
         """The hot path of big files: one partition lookup, and one headers list reused
         for every record (a record batch copies the headers as it appends)."""
-        topic, key = out.topic, out.key
+        headers: Headers = [*out.shared, out.count, out.count]
+        await self._add_values(out.topic, out.key, out.values,
+                               index_headers(len(out.values)), headers)
+
+    async def add_streamed(self, out: StreamedOutputs) -> None:
+        """A spooled file, one parsed slice at a time: memory holds one slice, and the
+        send window's batches, whatever the file's size."""
+        headers: Headers = [*out.shared, out.count, out.count]
+        done, topic = 0, out.topic
+        async for keys, values in out.slices():
+            indexes = index_range(done, done + len(values))
+            done += len(values)
+            if isinstance(keys, bytes):
+                await self._add_values(topic, keys, values, indexes, headers)
+                continue
+            partitions = sorted(await self.producer.partitions_for(topic))
+            for index, key, value in zip(indexes, keys, values, strict=True):
+                headers[-2] = index
+                await self.add(topic, _PARTITIONER(key, partitions, partitions), key, value,
+                               headers)
+
+    async def _add_values(self, topic: str, key: bytes, values: list[bytes],
+                          indexes: list[tuple[str, bytes]], headers: Headers) -> None:
+        """Records of one key; ``headers[-2]`` takes each one's index."""
         where = await self.partition(topic, key)
         batch = self.open.get((topic, where))
         if batch is None:
             batch = await self._next(topic, where, None)
-        headers: Headers = [*out.shared, out.count, out.count]
-        at = len(out.shared)
-        for index, value in zip(index_headers(len(out.values)), out.values, strict=True):
+        at = len(headers) - 2
+        for index, value in zip(indexes, values, strict=True):
             headers[at] = index
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 batch = await self._next(topic, where, batch)
@@ -101,8 +135,15 @@ class _Batches:
     async def _next(self, topic: str, where: int, full: Any) -> Any:
         if full is not None:
             self.sent.append(await self.window.send(self.producer, full, topic, where))
+            if len(self.sent) > 2 * _SENT_KEPT:
+                self._let_go_checked()
         batch = self.open[topic, where] = self.producer.create_batch()
         return batch
+
+    def _let_go_checked(self) -> None:
+        """Forget sends that succeeded (a failed one stays, for send_all to raise)."""
+        self.sent[:] = [f for f in self.sent if not f.done() or f.cancelled()
+                        or f.exception() is not None]
 
     async def send_open(self) -> None:
         for (topic, where), batch in self.open.items():

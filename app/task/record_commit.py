@@ -72,9 +72,7 @@ class RecordCommitter:
                 log.warning("transaction aborted, will retry: %r", result.cause,
                             extra={**self._log_context, "event": "aborted"})
             if result.refused and not prepared.dead_lettered:
-                prepared = self._dead_letter(record, prepared, "record_too_large",
-                                             f"the broker refused an output record: "
-                                             f"{result.cause!r}")
+                prepared = self._refused(record, prepared, result.cause)
                 continue
             if not self.owner.running:
                 return False
@@ -171,8 +169,17 @@ class RecordCommitter:
                                      f"TRANSACTION_TIMEOUT_MS={self.settings.transaction_timeout_ms}")
         if prepared.skipped and self.dedup and self.dedup.duplicate_of(prepared) is None:
             # Its original was forgotten (retention, entry limit) since: download it after all.
-            return await self.context.preparer.prepare(record)
+            return await self.context.preparer.prepare(record, prepared.claim)
         return prepared
+
+    def _refused(self, record: ConsumerRecord, prepared: Prepared,
+                 cause: BaseException | None) -> Prepared:
+        """A dead letter for a record that can never commit: the broker refused an output,
+        or a spooled file turned out bad as it was parsed inside its transaction."""
+        if isinstance(cause, PoisonError):
+            return self._dead_letter(record, prepared, cause.reason, cause.message)
+        return self._dead_letter(record, prepared, "record_too_large",
+                                 f"the broker refused an output record: {cause!r}")
 
     def _dead_letter(self, record: ConsumerRecord, prepared: Prepared, reason: str,
                      message: str) -> Prepared:

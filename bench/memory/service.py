@@ -17,12 +17,15 @@ from pathlib import Path
 
 import aiohttp
 
-# Run inside the checkout: which app is imported, its MAX_FILE_BYTES default and the
+# Run inside the checkout: which app is imported, the biggest file it holds in memory
+# (MAX_FILE_BYTES, or SPOOL_THRESHOLD_BYTES where bigger files are spooled) and the
 # names of its settings (so none leaks in from this shell).
 _DESCRIBE = """
 import dataclasses, json, app, app.config as c
+f = c.Settings.__dataclass_fields__
+held = f.get("spool_threshold_bytes", f["max_file_bytes"]).default
 print(json.dumps({"app": app.__file__,
-                  "max_file_bytes": c.Settings.__dataclass_fields__["max_file_bytes"].default,
+                  "max_file_bytes": min(f["max_file_bytes"].default, held),
                   "max_buffered_bytes":
                       c.Settings.__dataclass_fields__["max_buffered_bytes"].default,
                   "settings": [c.env_name(f) for f in dataclasses.fields(c.Settings)]}))

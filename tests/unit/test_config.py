@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,8 @@ def test_defaults_match_the_documented_ones():
     assert s.http_port == 8080
     assert s.download_allow_private_networks is False
     assert s.output_key_field is None
+    assert s.spool_dir == os.path.join(tempfile.gettempdir(), "txingest-spool")
+    assert (s.spool_threshold_bytes, s.spool_max_bytes) == (64 << 20, 16 << 30)
 
 
 def test_environment_then_flags_win():
@@ -52,6 +56,10 @@ def test_settings_are_frozen():
     ({"DEDUP_RETENTION": "7w"}, "DEDUP_RETENTION='7w': not a valid float"),
     ({"DEDUP_RETENTION": "-1d"}, "must be a positive duration"),
     ({"DOWNLOAD_TOTAL_TIMEOUT_S": "nan"}, "must be a positive number"),
+    ({"SPOOL_THRESHOLD_BYTES": "0"}, "SPOOL_THRESHOLD_BYTES='0': must be a positive integer"),
+    ({"SPOOL_MAX_BYTES": "1000", "SPOOL_THRESHOLD_BYTES": "2000"},
+     "SPOOL_MAX_BYTES=1000: must be at least SPOOL_THRESHOLD_BYTES (2000)"),
+    ({"SPOOL_DIR": "/dev/null/spool"}, "SPOOL_DIR='/dev/null/spool': must be a directory"),
 ])
 def test_invalid_values_name_the_setting(env, fragment):
     with pytest.raises(ConfigError) as err:

@@ -482,3 +482,22 @@ def docker_ignored(path: str) -> bool:
                and fnmatchcase(prefix.rsplit("/", 1)[-1], pattern[3:])) for prefix in prefixes):
             ignored = not negate
     return ignored
+
+
+def _quantity_bytes(text: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}
+    return int(text[:-2]) * units[text[-2:]] if text[-2:] in units else int(text)
+
+
+def test_the_spool_is_on_its_own_volume_bigger_than_its_budget():
+    settings = settings_from_configmap()
+    mounts = {m["name"]: m["mountPath"] for m in container().get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in pod_spec().get("volumes", [])}
+    assert "spool" in mounts and "emptyDir" in volumes["spool"]
+    assert str(settings.spool_dir).startswith(mounts["spool"].rstrip("/") + "/")
+    limit = _quantity_bytes(volumes["spool"]["emptyDir"]["sizeLimit"])
+    assert limit > settings.spool_max_bytes, "past its sizeLimit the kubelet evicts the pod"
+    for name, service in app_services().items():
+        env = {**compose()["x-app"]["environment"], **service["environment"]}
+        volume = {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
+        assert any(env["SPOOL_DIR"].startswith(path + "/") for path in volume), name
