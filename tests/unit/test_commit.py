@@ -36,6 +36,17 @@ async def test_sends_then_offsets_then_commit():
     assert producer.offsets == OFFSETS and producer.committed == [b"{}"]
 
 
+async def test_under_transactions_v2_the_offsets_go_before_the_records():
+    producer = ScriptedProducer()
+    committer = ExactlyOnceCommitter("group", offsets_first=True)
+    assert (await committer.commit(producer, OFFSETS, ONE)).outcome is Outcome.DONE  # type: ignore[arg-type]
+    assert producer.calls == ["begin", "offsets", "send", "commit"]
+    refused = ScriptedProducer({"offsets": kafka.IllegalGenerationError()})
+    result = await committer.commit(refused, OFFSETS, ONE)  # type: ignore[arg-type]
+    assert result.outcome is Outcome.FENCED and result.aborted
+    assert refused.calls == ["begin", "offsets", "abort"]  # no record was sent
+
+
 async def test_a_failed_send_aborts_and_asks_for_a_retry():
     producer = ScriptedProducer({"send": kafka.KafkaTimeoutError()})
     result = await commit(producer)
