@@ -76,6 +76,8 @@ class Service:
         self._changelog_partitions = 0  # DEDUP_TOPIC's, as found or made at start
         self.spool = Spool(str(settings.spool_dir), str(settings.pod_name),
                            settings.spool_max_bytes)
+        # Negotiated at start (exactly once only); legacy: aiokafka's own requests.
+        self.protocol = TransactionProtocol.LEGACY
 
     @property
     def ready(self) -> bool:
@@ -195,22 +197,20 @@ class Service:
 
     async def _start(self, consumer: AIOKafkaConsumer, downloader: Downloader) -> None:
         """The transaction protocol the cluster offers, the supervisor, then the group."""
-        kip447 = False
         if self.settings.processing_guarantee == "exactly_once":
-            speaking, offered = await transaction_protocol(self.settings)
-            self.stats.protocol_chosen(speaking.value, offered)
-            kip447 = speaking is not TransactionProtocol.LEGACY
-        self.supervisor = self._supervisor(consumer, downloader, kip447)
+            self.protocol, offered = await transaction_protocol(self.settings)
+            self.stats.protocol_chosen(self.protocol.value, offered)
+        self.supervisor = self._supervisor(consumer, downloader)
         await consumer.start()
 
-    def _supervisor(self, consumer: AIOKafkaConsumer, downloader: Downloader,
-                    kip447: bool = False) -> Supervisor:
-        settings = self.settings
+    def _supervisor(self, consumer: AIOKafkaConsumer, downloader: Downloader) -> Supervisor:
+        settings, kip447 = self.settings, self.protocol is not TransactionProtocol.LEGACY
         preparer = Preparer(settings, downloader, MemoryBudget(settings.max_buffered_bytes),
                             self.stats, spool=self.spool)
         supervisor = Supervisor(TaskContext(
             settings, consumer, preparer, self.stats, self.committer(consumer),
-            producer_factory(settings, consumer if kip447 else None),
+            producer_factory(settings, consumer if kip447 else None,
+                             transactions_v2=self.protocol is TransactionProtocol.V2),
             make_dedup=(dedup_factory(settings, self._changelog_partitions)
                         if settings.dedup != "off" else None),
             make_restore_consumer=lambda: make_restore_consumer(settings),
@@ -222,7 +222,8 @@ class Service:
 
     def committer(self, consumer: AIOKafkaConsumer) -> Committer:
         """The committer of PROCESSING_GUARANTEE, made once at start (the extension point)."""
-        return make_committer(self.settings, consumer)
+        return make_committer(self.settings, consumer,
+                              offsets_first=self.protocol is TransactionProtocol.V2)
 
     def _observe_client_errors(self) -> None:
         errors = log_setup.client_errors

@@ -1,14 +1,16 @@
 """The service as the chaos suite runs it: ``python -m app`` with injected aborts.
 
 ``TEST_ABORT_RATE`` (0 up to 1) of the exactly-once committer's transactions are
-aborted after their sends and offsets, just before the commit, so the checker can
-prove that aborted records never become visible. The service itself has no such
+aborted once their records are written (and their offsets sent, in whichever order the
+protocol sends them), just before the commit, so the checker can prove that aborted
+records never become visible. The service itself has no such
 setting: a subclass of it wraps its committer here, through the service's one
 extension point (``Service.committer``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import sys
@@ -26,7 +28,8 @@ from app.service import Service
 
 
 class AbortInjecting:
-    """Wraps a committer: a drawn share of commits fail just before commit_transaction."""
+    """Wraps a committer: a drawn share of commits fail just before commit_transaction,
+    their records written."""
 
     def __init__(self, inner: Committer, rate: float, draw=random.random) -> None:
         self.inner, self.rate, self._draw = inner, rate, draw
@@ -34,12 +37,12 @@ class AbortInjecting:
     async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
                      records: Sequence[Output]) -> Result:
         if self.rate > 0 and self._draw() < self.rate:
-            producer = _FailsAfterOffsets(producer)  # type: ignore[assignment]
+            producer = _FailsAfterRecords(producer)  # type: ignore[assignment]
         return await self.inner.commit(producer, offsets, records)
 
 
-class _FailsAfterOffsets:
-    """The real producer, except that sending the offsets is followed by a failure."""
+class _FailsAfterRecords:
+    """The real producer, except that each batch, once written, reports a failure."""
 
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
@@ -47,9 +50,15 @@ class _FailsAfterOffsets:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._producer, name)
 
-    async def send_offsets_to_transaction(self, offsets: Any, group_id: str) -> None:
-        await self._producer.send_offsets_to_transaction(offsets, group_id)
-        raise TransientError("injected_abort", "TEST_ABORT_RATE aborted this transaction")
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future:
+        written = await self._producer.send_batch(batch, topic, partition=partition)
+        failed = asyncio.get_running_loop().create_future()
+
+        def fail(_: asyncio.Future) -> None:
+            failed.set_exception(TransientError(
+                "injected_abort", "TEST_ABORT_RATE aborted this transaction"))
+        written.add_done_callback(fail)
+        return failed
 
 
 def abort_rate(environ: dict[str, str] | os._Environ[str]) -> float:

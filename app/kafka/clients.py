@@ -16,13 +16,14 @@ from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.helpers import create_ssl_context
 
 from app.config import Settings
-from app.kafka.protocol.group_commit import TransactionalProducer, consumer_group_metadata
+from app.kafka.protocol.group_commit import consumer_group_metadata
 from app.kafka.protocol.negotiate import (
     ProtocolUnavailable,
     TransactionProtocol,
     choose,
     cluster_features,
 )
+from app.kafka.protocol.producer import TransactionalProducer
 from app.redaction import redact
 
 CHECK_TIMEOUT_MS = 15_000
@@ -100,10 +101,11 @@ def make_restore_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-def producer_factory(settings: Settings, consumer: AIOKafkaConsumer | None = None
-                     ) -> Callable[[int], AIOKafkaProducer]:
+def producer_factory(settings: Settings, consumer: AIOKafkaConsumer | None = None,
+                     transactions_v2: bool = False) -> Callable[[int], AIOKafkaProducer]:
     """Per-partition producers. Given the group's consumer (KIP-447: the cluster offers
-    it), their offset commits carry the consumer's generation, member and instance id."""
+    it), their offset commits carry the consumer's generation, member and instance id;
+    with ``transactions_v2`` they speak transactions v2 (KIP-890)."""
     exactly_once = settings.processing_guarantee == "exactly_once"
 
     def make(partition: int) -> AIOKafkaProducer:
@@ -123,35 +125,32 @@ def producer_factory(settings: Settings, consumer: AIOKafkaConsumer | None = Non
         )
         if exactly_once and consumer is not None:
             return TransactionalProducer(
-                group_metadata=functools.partial(consumer_group_metadata, consumer), **options)
+                group_metadata=functools.partial(consumer_group_metadata, consumer),
+                transactions_v2=transactions_v2, **options)
         return AIOKafkaProducer(**options)
     return make
 
 
 async def transaction_protocol(settings: Settings) -> tuple[TransactionProtocol, str]:
-    """The transaction protocol to speak, and what the cluster offers, from the brokers'
-    ApiVersions and TRANSACTION_PROTOCOL.
+    """The transaction protocol to speak, and the best the cluster offers, from the
+    brokers' ApiVersions and TRANSACTION_PROTOCOL.
 
-    Raise FatalStartupError when the setting asks for what the cluster lacks. The
-    producer does not speak transactions v2 yet: where the cluster offers it, the
-    service speaks v1 with KIP-447."""
+    Raise FatalStartupError when the setting asks for what the cluster lacks."""
     client = AIOKafkaClient(**connection(settings),
                             client_id=f"txingest-{settings.pod_name}-negotiate")
     try:
         await client.bootstrap()
-        offered = choose(settings.transaction_protocol, await cluster_features(client))
+        features = await cluster_features(client)
+        speaking = choose(settings.transaction_protocol, features)
     except ProtocolUnavailable as exc:
         raise FatalStartupError(str(exc)) from None
     finally:
         await client.close()
-    if settings.transaction_protocol == "v2":
-        raise FatalStartupError("TRANSACTION_PROTOCOL=v2: the cluster offers it, but this "
-                                "release's producer does not speak it yet; use auto or v1")
-    speaking = TransactionProtocol.V1 if offered is TransactionProtocol.V2 else offered
-    log.info("transaction protocol %s (the cluster offers %s)", speaking.value, offered.value,
+    offered = choose("auto", features).value
+    log.info("transaction protocol %s (the cluster offers %s)", speaking.value, offered,
              extra={"event": "transaction_protocol", "protocol": speaking.value,
-                    "offered": offered.value})
-    return speaking, offered.value
+                    "offered": offered})
+    return speaking, offered
 
 
 async def check_connection(settings: Settings) -> None:

@@ -81,9 +81,11 @@ class ExactlyOnceCommitter:
 
     transactional = True
 
-    def __init__(self, group_id: str, transaction_timeout_s: float = float("inf")) -> None:
+    def __init__(self, group_id: str, transaction_timeout_s: float = float("inf"),
+                 offsets_first: bool = False) -> None:
         self.group_id = group_id
         self.transaction_timeout_s = transaction_timeout_s
+        self.offsets_first = offsets_first  # transactions v2 (app/kafka/protocol/txn_v2.py)
 
     async def commit(self, producer: AIOKafkaProducer, offsets: Offsets,
                      records: Sequence[Output]) -> Result:
@@ -103,12 +105,17 @@ class ExactlyOnceCommitter:
 
     async def _commit(self, producer: AIOKafkaProducer, offsets: Offsets,
                       records: Sequence[Output], ending: _Ending) -> Result:
+        send_offsets = functools.partial(
+            producer.send_offsets_to_transaction, dict(offsets), self.group_id)
         try:
             await producer.begin_transaction()
-            # The offsets join the transaction while its records are in flight (one
-            # round trip less); nothing commits before every send's result is checked.
-            await send_all(producer, records, meanwhile=functools.partial(
-                producer.send_offsets_to_transaction, dict(offsets), self.group_id))
+            if self.offsets_first:
+                await send_offsets()
+                await send_all(producer, records)
+            else:
+                # The offsets join the transaction while its records are in flight (one
+                # round trip less); nothing commits before every send's result is checked.
+                await send_all(producer, records, meanwhile=send_offsets)
         except Exception as exc:
             return await _abort(producer, exc)
         ending.sent = True
@@ -167,8 +174,10 @@ class AtLeastOnceCommitter:
         return DONE
 
 
-def make_committer(settings: Settings, consumer: AIOKafkaConsumer
+def make_committer(settings: Settings, consumer: AIOKafkaConsumer, offsets_first: bool = False
                    ) -> ExactlyOnceCommitter | AtLeastOnceCommitter:
+    """``offsets_first``: each transaction's offsets go before its records (transactions v2)."""
     if settings.processing_guarantee == "exactly_once":
-        return ExactlyOnceCommitter(settings.group_id, settings.transaction_timeout_ms / 1000)
+        return ExactlyOnceCommitter(settings.group_id, settings.transaction_timeout_ms / 1000,
+                                    offsets_first)
     return AtLeastOnceCommitter(consumer)

@@ -42,19 +42,20 @@ async def test_the_broker_s_answer_decides_the_protocol(kafka_bootstrap):
             choose("v2", features)
 
 
-async def test_the_service_speaks_v1_with_kip447_and_refuses_v2_in_one_line(kafka_bootstrap):
+async def test_the_service_speaks_the_best_protocol_offered_or_the_one_set(kafka_bootstrap):
     def settings(protocol: str) -> Settings:
         return load_settings([], {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
                                   "TRANSACTION_PROTOCOL": protocol})
     four = local_kafka.major(local_kafka.kafka_version()) >= 4
-    assert await transaction_protocol(settings("auto")) == (
-        TransactionProtocol.V1, "v2" if four else "v1")
-    assert await transaction_protocol(settings("v1")) == (TransactionProtocol.V1, "v1")
+    best = "v2" if four else "v1"
+    assert await transaction_protocol(settings("auto")) == (TransactionProtocol(best), best)
+    assert await transaction_protocol(settings("v1")) == (TransactionProtocol.V1, best)
+    if four:
+        assert await transaction_protocol(settings("v2")) == (TransactionProtocol.V2, "v2")
+        return
     with pytest.raises(FatalStartupError) as refused:
         await transaction_protocol(settings("v2"))
     assert str(refused.value) == (
-        "TRANSACTION_PROTOCOL=v2: the cluster offers it, but this release's producer does "
-        "not speak it yet; use auto or v1" if four else
         "TRANSACTION_PROTOCOL=v2, but the cluster lacks transaction.version 2 (finalized: 0), "
         "api 0 v12, api 26 v5, api 28 v5")
 
@@ -65,5 +66,6 @@ async def test_the_service_says_at_start_which_protocol_it_speaks(kafka_bootstra
     chosen = await service.wait_event("transaction_protocol", 60)
     assert chosen is not None, service.log_text()[-2000:]
     four = local_kafka.major(local_kafka.kafka_version()) >= 4
-    assert (chosen["protocol"], chosen["offered"]) == ("v1", "v2" if four else "v1")
+    best = "v2" if four else "v1"
+    assert (chosen["protocol"], chosen["offered"]) == (best, best)
     assert await service.stop(60) == 0

@@ -36,6 +36,17 @@ async def test_sends_then_offsets_then_commit():
     assert producer.offsets == OFFSETS and producer.committed == [b"{}"]
 
 
+async def test_under_transactions_v2_the_offsets_go_before_the_records():
+    producer = ScriptedProducer()
+    committer = ExactlyOnceCommitter("group", offsets_first=True)
+    assert (await committer.commit(producer, OFFSETS, ONE)).outcome is Outcome.DONE  # type: ignore[arg-type]
+    assert producer.calls == ["begin", "offsets", "send", "commit"]
+    refused = ScriptedProducer({"offsets": kafka.IllegalGenerationError()})
+    result = await committer.commit(refused, OFFSETS, ONE)  # type: ignore[arg-type]
+    assert result.outcome is Outcome.FENCED and result.aborted
+    assert refused.calls == ["begin", "offsets", "abort"]  # no record was sent
+
+
 async def test_a_failed_send_aborts_and_asks_for_a_retry():
     producer = ScriptedProducer({"send": kafka.KafkaTimeoutError()})
     result = await commit(producer)
@@ -145,15 +156,18 @@ async def test_at_least_once_leaves_the_offset_when_a_send_fails():
     assert consumer.offsets == {}
 
 
-async def test_injected_aborts_come_after_the_sends_and_offsets():
+@pytest.mark.parametrize("offsets_first", [False, True], ids=["v1", "v2"])
+async def test_injected_aborts_come_after_the_records_are_written(offsets_first):
     draws = iter([0.1, 0.9])  # the first commit is drawn for an abort, the second not
-    injecting = AbortInjecting(ExactlyOnceCommitter("group"), 0.5, lambda: next(draws))
+    committer = ExactlyOnceCommitter("group", offsets_first=offsets_first)
+    injecting = AbortInjecting(committer, 0.5, lambda: next(draws))
     producer = ScriptedProducer()
     first = await injecting.commit(producer, OFFSETS, ONE)  # type: ignore[arg-type]
+    assert first.outcome is Outcome.RETRY and producer.sent  # written, then aborted
     second = await injecting.commit(producer, OFFSETS, ONE)  # type: ignore[arg-type]
-    assert (first.outcome, second.outcome) == (Outcome.RETRY, Outcome.DONE)
-    assert producer.calls == ["begin", "send", "offsets", "abort",
-                              "begin", "send", "offsets", "commit"]
+    assert second.outcome is Outcome.DONE
+    steps = ["offsets", "send"] if offsets_first else ["send", "offsets"]
+    assert producer.calls == ["begin", *steps, "abort", "begin", *steps, "commit"]
 
 
 async def test_batches_waiting_in_the_client_stay_within_the_send_window(monkeypatch):

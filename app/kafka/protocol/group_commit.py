@@ -1,7 +1,7 @@
 """KIP-447 offset commits inside aiokafka's transactions.
 
-``TransactionalProducer`` is aiokafka's producer whose ``send_offsets_to_transaction``
-sends ``TxnOffsetCommit`` v3+ with the consumer's generation, member id and group
+``GroupFencedSender`` is aiokafka's sender whose transactional offset commits are
+``TxnOffsetCommit`` v3+ with the consumer's generation, member id and group
 instance id, read from aiokafka's group coordinator when the request is built. The
 group coordinator then refuses a zombie's offsets (ILLEGAL_GENERATION,
 UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID) and its transaction can only abort.
@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka
 from aiokafka.client import CoordinationType
 from aiokafka.producer.sender import BACKOFF_OVERRIDE, Sender, TxnOffsetCommitHandler
@@ -104,7 +104,7 @@ class GroupFencedOffsetCommitHandler(TxnOffsetCommitHandler):
         if issubclass(error, _RETRY):
             return self._default_backoff
         if error is kafka.ConcurrentTransactions:
-            return BACKOFF_OVERRIDE
+            return self._sender.concurrent_backoff_s
         if issubclass(error, _FENCED_PRODUCER) or error.errno == 90:
             raise kafka.ProducerFenced()  # as aiokafka's own handler: the producer is done
         if error is kafka.TransactionalIdAuthorizationFailed:
@@ -121,6 +121,7 @@ class GroupFencedSender(Sender):
 
     group_metadata: Callable[[], GroupMetadata]
     offset_commit_max_version = 4  # under the older transaction protocol: never v5
+    concurrent_backoff_s = BACKOFF_OVERRIDE
 
     async def _do_txn_offset_commit(self, offsets: dict, group_id: str) -> None:
         if not offsets:
@@ -132,17 +133,3 @@ class GroupFencedSender(Sender):
             abort_only(self._txn_manager, exc)
             return
         await GroupFencedOffsetCommitHandler(self, offsets, group_id, group).do(node_id)
-
-
-class TransactionalProducer(AIOKafkaProducer):
-    """aiokafka's producer; its offsets go into transactions with KIP-447 fencing.
-
-    ``group_metadata`` is called when each offset commit is sent: usually
-    ``functools.partial(consumer_group_metadata, consumer)``."""
-
-    def __init__(self, *, group_metadata: Callable[[], GroupMetadata], **options: Any) -> None:
-        super().__init__(**options)
-        # The same sender object, given the subclass's offset commit (aiokafka builds
-        # its Sender inside __init__ and offers no hook).
-        self._sender.__class__ = GroupFencedSender
-        self._sender.group_metadata = group_metadata

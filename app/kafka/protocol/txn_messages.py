@@ -128,6 +128,10 @@ class ProduceRequest(BoundedRequest):
         self.transactional_id, self.acks, self.timeout_ms = transactional_id, acks, timeout_ms
         self.topics = topics
 
+    @property
+    def required_acks(self) -> int:
+        return self.acks  # the name aiokafka's produce handler reads
+
     def build(self, request_struct_class: type[RequestStruct]) -> RequestStruct:
         topic_data: list[tuple[str, list, dict]] = [
             (topic, [(index, records, {}) for index, records in partitions], {})
