@@ -238,6 +238,7 @@ async def test_a_task_whose_commit_outcome_is_unknown_gives_back_a_producer_neve
     await until(lambda: supervisor.ready and supervisor.slots[TP].task.producer is not None,
                 "a replacement task")
     assert supervisor.slots[TP].task.producer is not failed
+    await until(lambda: not supervisor.context.producers.settling, "slot 0 settled")
     assert [p.number for p in maker.made].count(0) == 2, "slot 0 initialised again"
     await supervisor.close(1)
 
