@@ -42,7 +42,11 @@ class Settings:
     dlq_topic: str = v.setting("files-with-transactions.dlq", v.kafka_name, "dead-letter topic")
     group_id: str = v.setting("files-with-transactions-group-1", v.kafka_name, "consumer group")
     transactional_id_prefix: str | None = v.setting(
-        None, v.optional_name, "prefix of per-partition transactional ids (default: GROUP_ID)")
+        None, v.optional_name, "prefix of the transactional ids (default: GROUP_ID)")
+    transactional_id_scheme: str = v.setting(
+        "pod", v.choice("pod", "partition"),
+        "pod: ids PREFIX-POD_NAME-n, warm producers kept across rebalances (needs KIP-447); "
+        "partition: ids PREFIX-INPUT_TOPIC-p, a new producer per assignment")
     pod_name: str | None = v.setting(
         None, v.optional_name, "this replica's identity (default: the host name)")
     static_membership: bool = v.setting(
@@ -125,9 +129,12 @@ class Settings:
     log_level: str = v.setting("info", v.choice("debug", "info", "warning", "error"), "log level")
     log_format: str = v.setting("json", v.choice("json", "text"), "log line format")
 
-    def transactional_id(self, partition: int) -> str:
-        """Scoped to the input partition, never the pod: see docs/design.md."""
-        return f"{self.transactional_id_prefix}-{self.input_topic}-{partition}"
+    def transactional_id(self, number: int) -> str:
+        """Producer ``number``'s id: this replica's slot n (scheme pod) or the input
+        partition (scheme partition); see docs/design.md."""
+        if self.transactional_id_scheme == "pod":
+            return f"{self.transactional_id_prefix}-{self.pod_name}-{number}"
+        return f"{self.transactional_id_prefix}-{self.input_topic}-{number}"
 
     @property
     def allowed_ports(self) -> frozenset[int]:

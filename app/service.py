@@ -40,6 +40,7 @@ from app.ops.signals import StopOnSignals
 from app.ops.stats import Stats
 from app.ops.steps import Every, quietly, unless_stopped
 from app.task.context import TaskContext
+from app.task.producers import producer_source
 from app.task.supervisor import Rebalance, Supervisor
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,8 @@ class Service:
         if supervisor is not None:
             held = len(supervisor.slots)
             await quietly("closing partition tasks", supervisor.close(timeout), timeout + 5)
+            await quietly("stopping the producers", supervisor.context.producers.close(
+                timeout), timeout + 10)
             await quietly("stopping the consumer", supervisor.consumer.stop(), 10)
         await quietly("closing downloads", downloader.close(), 5)
         return held
@@ -209,8 +212,9 @@ class Service:
                             self.stats, spool=self.spool)
         supervisor = Supervisor(TaskContext(
             settings, consumer, preparer, self.stats, self.committer(consumer),
-            producer_factory(settings, consumer if kip447 else None,
-                             transactions_v2=self.protocol is TransactionProtocol.V2),
+            producer_source(settings, producer_factory(
+                settings, consumer if kip447 else None,
+                transactions_v2=self.protocol is TransactionProtocol.V2), self.stats),
             make_dedup=(dedup_factory(settings, self._changelog_partitions)
                         if settings.dedup != "off" else None),
             make_restore_consumer=lambda: make_restore_consumer(settings),

@@ -68,8 +68,8 @@ class NetFaults:
 
     The proxies are made before the cluster starts (so their ports are taken at
     once); :meth:`attach` then names the direct listener (the harness's, used to
-    find a transaction coordinator) and the service's transactional id of each
-    input partition.
+    find a transaction coordinator) and the copiers' transactional ids, numbered
+    from 0 to the input's partition count.
     """
 
     def __init__(self, toxi: Toxiproxy, client_listeners: list[ClientListener],
@@ -139,14 +139,13 @@ class NetFaults:
                                 f"{ms} ms latency from broker(s) {_nodes(brokers)}")
 
     async def lost_responses(self, s: Scheduler) -> bool:
-        partition = s.rng.randrange(self.partitions)
-        broker = await self.coordinator(self.transactional_id(partition))
+        producer = self.transactional_id(s.rng.randrange(self.partitions))
+        broker = await self.coordinator(producer)
         return await self._hold(
             s, "net_lost_responses", self._links([broker]),
             [("lost", "timeout", "downstream", {"timeout": 0})],
             draw(s.rng, LOST_RESPONSES_HOLD_S),
-            f"no responses from node {broker + 1}, transaction coordinator of "
-            f"input partition {partition}")
+            f"no responses from node {broker + 1}, transaction coordinator of {producer}")
 
     async def reset(self, s: Scheduler) -> bool:
         brokers = ([s.rng.randrange(self.brokers)] if s.rng.random() < 0.5

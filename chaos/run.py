@@ -189,8 +189,14 @@ class Run:
             bootstrap, broker_kill, broker_restart = await self.start_kafka()
         self.names = await create_topics(bootstrap, self.tier, self.run_id)
         if self.net is not None:
-            self.net.attach(bootstrap, app_settings(self.names).transactional_id)
+            self.net.attach(bootstrap, self.copier_transactional_id)
         return bootstrap, broker_kill, broker_restart
+
+    def copier_transactional_id(self, n: int) -> str:
+        """The transactional id of producer ``n`` of the copiers: copier n % COPIERS's
+        slot n // COPIERS (each copier's producers are numbered from 0)."""
+        return app_settings(self.names, f"{self.run_id}-{n % COPIERS}").transactional_id(
+            n // COPIERS)
 
     async def plan_faults(self, bootstrap: str, workload: Workload,
                           broker_kill: BrokerKill | None,
@@ -418,12 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     return runreport.exit_code(args.expect, passed, line, report)
 
 
-def app_settings(names: dict[str, str]):
+def app_settings(names: dict[str, str], pod_name: str | None = None):
     """The copiers' settings as far as the harness needs them (transactional ids)."""
     from app.config import Settings
 
     return Settings(input_topic=names["input"], group_id=names["group"],
-                    transactional_id_prefix=names["group"])
+                    transactional_id_prefix=names["group"], pod_name=pod_name)
 
 
 if __name__ == "__main__":

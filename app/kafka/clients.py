@@ -103,18 +103,19 @@ def make_restore_consumer(settings: Settings) -> AIOKafkaConsumer:
 
 def producer_factory(settings: Settings, consumer: AIOKafkaConsumer | None = None,
                      transactions_v2: bool = False) -> Callable[[int], AIOKafkaProducer]:
-    """Per-partition producers. Given the group's consumer (KIP-447: the cluster offers
+    """Producer ``number``: a slot of this replica's pool, or an input partition
+    (TRANSACTIONAL_ID_SCHEME). Given the group's consumer (KIP-447: the cluster offers
     it), their offset commits carry the consumer's generation, member and instance id;
     with ``transactions_v2`` they speak transactions v2 (KIP-890)."""
     exactly_once = settings.processing_guarantee == "exactly_once"
 
-    def make(partition: int) -> AIOKafkaProducer:
+    def make(number: int) -> AIOKafkaProducer:
         options: dict[str, Any] = dict(
             **connection(settings),
             # at_least_once: idempotent, no transactions (a baseline for benchmarks).
-            transactional_id=settings.transactional_id(partition) if exactly_once else None,
+            transactional_id=settings.transactional_id(number) if exactly_once else None,
             enable_idempotence=True,
-            client_id=f"txingest-{settings.pod_name}-{partition}",
+            client_id=f"txingest-{settings.pod_name}-{number}",
             transaction_timeout_ms=settings.transaction_timeout_ms,
             retry_backoff_ms=settings.kafka_retry_backoff_ms,
             max_request_size=max(settings.max_record_bytes + 65536, 1048576),
@@ -147,6 +148,11 @@ async def transaction_protocol(settings: Settings) -> tuple[TransactionProtocol,
     finally:
         await client.close()
     offered = choose("auto", features).value
+    if speaking is TransactionProtocol.LEGACY and settings.transactional_id_scheme == "pod":
+        raise FatalStartupError(
+            "TRANSACTIONAL_ID_SCHEME=pod needs KIP-447 (brokers 2.5+), which the cluster "
+            "lacks: without it nothing fences a paused replica's offsets; set "
+            "TRANSACTIONAL_ID_SCHEME=partition")
     log.info("transaction protocol %s (the cluster offers %s)", speaking.value, offered,
              extra={"event": "transaction_protocol", "protocol": speaking.value,
                     "offered": offered})

@@ -118,11 +118,18 @@ class Stats:
                                        "commit, by outcome", ["outcome"], registry=r)
         self.transaction_timeout = Gauge("txingest_transaction_timeout_seconds",
                                          "TRANSACTION_TIMEOUT_MS, for alert rules", registry=r)
+        self.producers = Gauge("txingest_producers", "Transactional producers of this "
+                               "replica: idle (warm, pooled) or in_use by a partition task",
+                               ["state"], registry=r)
+        self.producer_inits = Counter("txingest_producer_inits", "Producers initialised "
+                                      "(InitProducerId): a new or settled slot of the pool, "
+                                      "or every task's own producer", registry=r)
         self.protocol = Gauge("txingest_transaction_protocol", "1: the transaction protocol "
                               "spoken (protocol) and the best the cluster offers (offered)",
                               ["protocol", "offered"], registry=r)
         for outcome in COMMIT_FAILURES:
             self.commit_failures.labels(outcome)
+        self.producers_held(idle=0, in_use=0)
 
     def partition_assigned(self, partition: int) -> None:
         """Every series of the partition exists from its assignment on, at 0."""
@@ -157,6 +164,13 @@ class Stats:
     def protocol_chosen(self, speaking: str, offered: str) -> None:
         """The transaction protocol spoken, and the best the cluster offers, as labels."""
         self.protocol.labels(speaking, offered).set(1)
+
+    def producers_held(self, idle: int, in_use: int) -> None:
+        self.producers.labels("idle").set(idle)
+        self.producers.labels("in_use").set(in_use)
+
+    def producer_initialised(self) -> None:
+        self.producer_inits.inc()
 
     def restored(self, partition: int, entries: int, seconds: float) -> None:
         self.dedup_entries.labels(str(partition)).set(entries)

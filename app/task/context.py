@@ -8,7 +8,7 @@ import collections
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from app.config import Settings
@@ -16,6 +16,7 @@ from app.dedup.store import Deduplicator
 from app.files.prepare import Preparer
 from app.kafka.committer import Committer
 from app.ops.stats import Stats
+from app.task.producers import Producers
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class TaskContext:
     preparer: Preparer
     stats: Stats
     committer: Committer
-    make_producer: Callable[[int], AIOKafkaProducer]
+    producers: Producers  # app/task/producers.py: a pool, or one producer a task
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     # Attempts of a record whose transaction timed out, kept across its partition's tasks.
     timeouts: collections.Counter[tuple[TopicPartition, int]] = field(

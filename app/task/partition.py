@@ -1,10 +1,12 @@
 """One input partition: its producer, its prefetch window, its commits in offset order.
 
-Lifecycle, driven by the supervisor (app/task/supervisor.py): ``start`` inits the producer
-(this fences and settles any previous owner's transaction), reads the committed offset,
-seeks and runs; ``deliver`` takes records from the poll loop; ``close(t)`` stops taking
-records, lets the commit in flight finish (or gives up at t) and stops the producer;
-``terminate`` does the same at once.
+Lifecycle, driven by the supervisor (app/task/supervisor.py): ``start`` takes a producer
+(app/task/producers.py: warm from the pool, or initialised, which under per-partition ids
+fences and settles the previous owner's transaction), reads the committed offset (with
+KIP-447 only once no transaction holds it), seeks and runs; ``deliver`` takes records
+from the poll loop; ``close(t)`` stops taking records, lets the commit in flight finish
+(or gives up at t) and gives the producer back; ``terminate`` does the same at once. A
+producer goes back clean only from a task that did not end on its own.
 
 A task lives once. When it ends on its own (fenced, or its producer failed) the
 supervisor decides whether to start a new one; the new one resumes from the
@@ -32,6 +34,7 @@ from app.dedup.store import Deduplicator
 from app.errors import TaskFailed, TaskFenced
 from app.task.context import TaskContext
 from app.task.position import Positions, start_offset
+from app.task.producers import Lease
 from app.task.record_commit import RecordCommitter
 from app.task.window import PrefetchWindow
 
@@ -52,7 +55,7 @@ class PartitionTask:
         self.tp = tp
         self.context = context
         self.settings, self.consumer, self.stats = context.settings, context.consumer, context.stats
-        self.transactional_id = self.settings.transactional_id(tp.partition)
+        self.transactional_id: str | None = None  # the lease's, once taken
         self.state = TaskState.STARTING
         self.dedup = context.make_dedup(tp.partition) if context.make_dedup else None
         prepare = functools.partial(context.preparer.prepare,
@@ -61,7 +64,7 @@ class PartitionTask:
                                      prepare, context.preparer.budget)
         self.committed_offset = -1  # the offset after the last record committed
         self.started_offset = -1  # the committed offset read at start
-        self._producer: AIOKafkaProducer | None = None
+        self._lease: Lease | None = None
         self._runner: asyncio.Task[None] | None = None
         self.log_context = self._ctx()
         self._records = RecordCommitter(self)
@@ -71,13 +74,15 @@ class PartitionTask:
 
     async def start(self) -> None:
         self.window.pause()
-        self._producer = self.context.make_producer(self.tp.partition)
-        # Order matters: init_transactions first, so the previous owner's
-        # transaction is committed or aborted before we read the offset it wrote.
-        await self._producer.start()
+        # Order matters: the producer first (per-partition ids: its init settles the
+        # previous owner's transaction), then the offset (KIP-447: read once stable),
+        # then the dedup store that the same transactions wrote.
+        self._lease = await self.context.producers.take(self.tp.partition)
+        self.transactional_id = self._lease.transactional_id
+        self.log_context["transactional_id"] = self.transactional_id
+        committed = await start_offset(self.context, self.tp)
         if self.dedup is not None:
             await self._restore(self.dedup)
-        committed = await start_offset(self.context, self.tp)
         if self.state is not TaskState.STARTING:
             return
         self.consumer.seek(self.tp, committed)
@@ -89,7 +94,8 @@ class PartitionTask:
                  extra=self._ctx(event="task_started", offset=committed))
 
     async def _restore(self, dedup: Deduplicator) -> None:
-        """The dedup store as committed: after init_transactions settled any open one."""
+        """The dedup store as committed: after the committed offset was read, so no
+        previous owner's transaction is still open."""
         started, consumer = time.monotonic(), self.context.make_restore_consumer()  # type: ignore[misc]
         try:  # a start that fails or is cancelled (revoked meanwhile) is stopped too
             await consumer.start()
@@ -112,7 +118,7 @@ class PartitionTask:
 
     @property
     def producer(self) -> AIOKafkaProducer | None:
-        return self._producer
+        return self._lease.producer if self._lease is not None else None
 
     @property
     def progressed(self) -> bool:
@@ -146,19 +152,21 @@ class PartitionTask:
 
     async def terminate(self, stop_within: float | None = None) -> None:
         self._stop_taking()
+        ended_on_its_own = self._runner is not None and self._runner.done() and (
+            self._runner.cancelled() or self._runner.exception() is not None)
         if self._runner is not None:
             self._runner.cancel()
             with contextlib.suppress(BaseException):
                 await self._runner
         self.window.clear()
-        if self._producer is not None:
-            # A transaction left open here is settled by the next owner's
-            # init_transactions (or the transaction timeout); stop without waiting on it.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._producer.stop(),
-                                       stop_within if stop_within is not None
-                                       else self.settings.shutdown_timeout_s)
-            self._producer = None
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            # A transaction left open here is settled by an init on its id (the pool
+            # does it at once; else the next owner's) or the transaction timeout.
+            await self.context.producers.give_back(
+                lease, clean=not ended_on_its_own,
+                within=stop_within if stop_within is not None
+                else self.settings.shutdown_timeout_s)
         self.state = TaskState.CLOSED
 
     def _stop_taking(self) -> None:

@@ -157,6 +157,8 @@ class Supervisor:
                         extra={"event": "fenced", **extra})
             return "fenced", self.settings.session_timeout_ms / 1000
         if isinstance(exc, TaskUnauthorized) or classify(exc) is Kind.UNAUTHORIZED:
+            # Its commits came before the refusal: seen later, they are no sign of an ACL fixed.
+            progress.saw(task.committed_offset, time.monotonic())
             return "unauthorized", self._unauthorized(task.tp, progress, exc)
         delay = backoff(progress.failures, self.settings.retry_backoff_s,
                         self.settings.retry_backoff_max_s)

@@ -128,9 +128,10 @@ async def test_fenced_task_is_dropped_and_replaced(kafka_bootstrap, file_server,
     env = service_env(kafka_bootstrap, topics, SESSION_TIMEOUT_MS="6000")
     service = services(env).start()
     await until_lag_below(kafka_bootstrap, topics, 70)
-    # Another producer takes partition 0's transactional id, as a new owner would.
+    # Another producer takes the id of the replica's first producer (its slot 0): the
+    # broker knows it as the service's.
     intruder = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap,
-                                transactional_id=f"{topics.group}-{topics.input}-0")
+                                transactional_id=f"{topics.group}-pod-0-0")
     await intruder.start()
     await intruder.stop()
     await until_lag_below(kafka_bootstrap, topics, 0, timeout=120)

@@ -23,6 +23,7 @@ from app.kafka.committer import make_committer
 from app.ops.stats import Stats
 from app.task.context import TaskContext
 from app.task.partition import PartitionTask
+from app.task.producers import producer_source
 from tests.integration.harness import (
     Route,
     assert_exactly_once,
@@ -231,7 +232,8 @@ async def running_task(settings: Settings, tp: TopicPartition):
     stats = Stats()
     task = PartitionTask(tp, TaskContext(
         settings, consumer, Preparer(settings, downloader, MemoryBudget(1 << 28), stats),
-        stats, make_committer(settings, consumer), producer_factory(settings)))
+        stats, make_committer(settings, consumer),
+        producer_source(settings, producer_factory(settings), stats)))
     await task.start()
 
     async def feed() -> bool:
@@ -242,5 +244,6 @@ async def running_task(settings: Settings, tp: TopicPartition):
         yield task, feed
     finally:
         await task.terminate(5)
+        await task.context.producers.close(5)
         await consumer.stop()
         await downloader.close()

@@ -17,6 +17,7 @@ from app.files.prepare import Preparer
 from app.kafka.committer import make_committer
 from app.ops.stats import Stats
 from app.task.context import TaskContext
+from app.task.producers import OwnProducers
 
 
 class ScriptedBatch:
@@ -228,8 +229,9 @@ def context(config: Settings, consumer: MemoryConsumer, downloader: FileDownload
     sleep = sleep or Sleeps()
     preparer = Preparer(config, downloader, budget or MemoryBudget(1 << 30), stats,  # type: ignore[arg-type]
                         sleep=sleep)
+    producers = OwnProducers(make_producer, stats)  # type: ignore[arg-type]
     return TaskContext(config, consumer, preparer, stats,  # type: ignore[arg-type]
-                       make_committer(config, consumer), make_producer, sleep)  # type: ignore[arg-type]
+                       make_committer(config, consumer), producers, sleep)
 
 
 async def until(check: Callable[[], bool], what: str, timeout: float = 5.0) -> None:

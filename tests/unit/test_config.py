@@ -21,6 +21,7 @@ def test_defaults_match_the_documented_ones():
         "files-with-transactions", "transactions", "files-with-transactions.dlq")
     assert s.group_id == "files-with-transactions-group-1"
     assert s.transactional_id_prefix == s.group_id
+    assert s.transactional_id_scheme == "pod"
     assert s.pod_name == socket.gethostname()
     assert s.http_port == 8080
     assert s.download_allow_private_networks is False
@@ -34,7 +35,10 @@ def test_environment_then_flags_win():
     s = load_settings(["--input-topic", "from-flag"], env)
     assert s.input_topic == "from-flag"
     assert s.max_attempts == 7
-    assert s.transactional_id(5) == "files-with-transactions-group-1-from-flag-5"
+    assert s.transactional_id(5) == "files-with-transactions-group-1-pod-3-5"
+    per_partition = load_settings(["--input-topic", "from-flag"],
+                                  {**env, "TRANSACTIONAL_ID_SCHEME": "Partition"})
+    assert per_partition.transactional_id(5) == "files-with-transactions-group-1-from-flag-5"
 
 
 def test_settings_are_frozen():

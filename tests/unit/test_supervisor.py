@@ -97,6 +97,23 @@ async def test_an_acl_refusal_waits_logs_once_and_shows_in_a_gauge(caplog):
     await supervisor.close(1)
 
 
+async def test_commits_before_a_refusal_are_not_taken_for_the_acl_fixed(caplog):
+    denied = kafka.TopicAuthorizationFailedError({"dlq"})
+    supervisor, _, made = supervisor_with([ScriptedProducer({"commit": [None, denied]})])
+    supervisor.assign([TP])
+    await until(lambda: supervisor.ready, "first task running")
+    supervisor.observe()  # sees the start offset, 0
+    supervisor.deliver({TP: [record(0, "http://f/0")]})
+    await until(lambda: made[0].committed != [], "the first record committed")
+    supervisor.consumer.offsets[TP] = 1  # the group's offset, as the broker now has it
+    supervisor.deliver({TP: [record(1, "http://f/0")]})
+    await until(lambda: len(made) == 2 and supervisor.ready, "a task after the refusal")
+    supervisor.observe()  # the new task starts at 1, committed before the refusal
+    assert sample(supervisor, "txingest_partition_unauthorized", partition="0") == 1
+    assert not [r for r in caplog.records if getattr(r, "event", None) == "authorized"]
+    await supervisor.close(1)
+
+
 async def test_lag_and_stall_keep_moving_for_a_partition_nobody_fetches():
     supervisor, _, _ = supervisor_with([])
     supervisor.assign([TP])
