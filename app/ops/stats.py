@@ -92,6 +92,9 @@ class Stats:
                                      "log went back below the records received (truncated, "
                                      "or the topic recreated): processed again from there",
                                      registry=r)
+        self.zombies_fenced = Counter("txingest_zombies_fenced", "Open transactions of "
+                                      "replicas gone from the group, fenced because they held "
+                                      "a partition's offsets", registry=r)
         self.kafka_errors = Counter("txingest_kafka_client_errors", "Warnings and errors "
                                     "logged by the Kafka client (summarised in the log)",
                                     registry=r)
@@ -178,6 +181,9 @@ class Stats:
 
     def input_rewound(self) -> None:
         self.input_rewinds.inc()
+
+    def zombie_fenced(self) -> None:
+        self.zombies_fenced.inc()
 
     def transaction_committed(self) -> None:
         """One per transaction: a group of records counts once (records count each)."""

@@ -23,9 +23,9 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.config import Settings
 from app.errors import backoff
-from app.kafka.protocol.stable_offsets import fetch_stable_offsets
 from app.ops.stats import Stats
 from app.task.context import TaskContext
+from app.task.fencing import stable_committed
 from app.task.record_commit import RecordCommitter
 from app.task.window import PrefetchWindow
 
@@ -39,11 +39,9 @@ async def start_offset(context: TaskContext, tp: TopicPartition) -> int:
     """Where a new task starts: the group's committed offset (with KIP-447 read once no
     pending transaction, an old owner's or one whose markers are still being written,
     can change it), or the log start if the group has none."""
-    consumer, settings = context.consumer, context.settings
+    consumer = context.consumer
     if context.stable_offsets:
-        committed = (await fetch_stable_offsets(
-            consumer._client, settings.group_id, [tp],
-            timeout_s=settings.transaction_timeout_ms / 1000))[tp]
+        committed = await stable_committed(context, tp)  # a departed owner fenced
     else:
         committed = await consumer.committed(tp)
     if committed is None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -38,12 +39,13 @@ from tests.integration.harness import (
 
 
 @contextlib.asynccontextmanager
-async def member(bootstrap: str, topics: Topics,
-                 instance: str | None = None) -> AsyncIterator[AIOKafkaConsumer]:
+async def member(bootstrap: str, topics: Topics, instance: str | None = None,
+                 **options: Any) -> AsyncIterator[AIOKafkaConsumer]:
     """A consumer in the topics' group, once it holds a generation."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=topics.group, group_instance_id=instance,
-        enable_auto_commit=False, session_timeout_ms=10_000, heartbeat_interval_ms=100)
+        enable_auto_commit=False, session_timeout_ms=10_000, heartbeat_interval_ms=100,
+        **options)
     await consumer.start()
     try:
         consumer.subscribe([topics.input])
@@ -79,12 +81,12 @@ async def protocol(request, kafka_bootstrap) -> str:
 
 
 @contextlib.asynccontextmanager
-async def producer(bootstrap: str, membership: Membership, protocol: str = "v1"
+async def producer(bootstrap: str, membership: Membership, protocol: str = "v1", **options: Any
                    ) -> AsyncIterator[TransactionalProducer]:
     made = TransactionalProducer(
         group_metadata=membership, bootstrap_servers=bootstrap,
-        transactional_id=unique("kip447-txn"), retry_backoff_ms=20,
-        transactions_v2=protocol == "v2")
+        transactions_v2=protocol == "v2",
+        **{"transactional_id": unique("kip447-txn"), "retry_backoff_ms": 20, **options})
     await made.start()
     try:
         yield made

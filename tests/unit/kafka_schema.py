@@ -88,7 +88,8 @@ class Message:
             if self._tagged(f):
                 continue
             item, kind = value[f["name"]], f["type"]
-            if kind.startswith("[]") and kind[2:] not in _FIXED and item is not None:
+            if (kind.startswith("[]") and kind[2:] not in (*_FIXED, "string")
+                    and item is not None):
                 item = [self.plain(x, self._fields(f, kind[2:])) for x in item]
             out[snake(f["name"])] = item
         return out
