@@ -131,9 +131,7 @@ async def test_a_kill_mid_transaction_redoes_the_original_once_and_skips_the_cop
     stable = await end_offsets(kafka_bootstrap, topics.output, "read_committed")
     service.kill()
     assert sum(stable.values()) == 0, "killed inside the original's transaction"
-    # The pod comes back under its name (a StatefulSet's): its producers' init on the
-    # same transactional ids aborts what the killed one left open, at once.
-    restarted = service.start()
+    restarted = services(env, name="pod-1").start()
     await wait_committed(kafka_bootstrap, topics, timeout=180)
     assert await restarted.stop() == 0
     outputs = await read_all(kafka_bootstrap, topics.output)
