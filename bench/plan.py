@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from bench import txn_scenario
 from bench.variant import Variant
 from bench.workload import Spec
 
@@ -83,6 +84,9 @@ def _plan(args: argparse.Namespace) -> dict[str, tuple[list[Spec], list[Variant]
     return {  # the longest last: results are written after each scenario
         "S1": ([s1], [SERVICE, UPPER, naive(args.naive_files), r2(), R2_COMMITTER,
                       kstreams_peer(threads=s1.partitions)]),
+        # One producer's sequential per-record transactions: Java, aiokafka, the new layer.
+        "TXN": ([Spec(files=args.txn_transactions, partitions=1, latency_ms=0)],
+                txn_scenario.variants(args.txn_producer)),
         "S3": (s3, [SERVICE, r2()]),
         "S4": ([Spec(files=0, partitions=8, latency_ms=args.s4_delay_ms)],
                [SERVICE, group_commit(32)]),  # load_spec sets its rate and files

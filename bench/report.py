@@ -41,6 +41,9 @@ GOALS = [
      ("S2", "kstreams", "msgs_per_s"), 1.0),
     ("S1 service files/s >= 3x Kafka Streams", ("S1", "service", "files_per_s"),
      ("S1", "kstreams", "files_per_s"), 3.0),
+    # Issue 26: one producer's sequential per-record transactions (bench/txn_scenario.py).
+    ("TXN new layer txn/s >= 1.0x Kafka's Java client (retry.backoff.ms 5)",
+     ("TXN", "txn_new_layer", "files_per_s"), ("TXN", "txn_java", "files_per_s"), 1.0),
 ]
 
 

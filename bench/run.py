@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import uvloop
 
-from bench import ROOT, latency, peer, report
+from bench import ROOT, latency, peer, report, txn_scenario
 from bench.kstreams_peer import ensure_built as build_kstreams_peer
 from bench.plan import SERVICE, plan, r2
 from bench.variant import Ctx, Variant, run
@@ -81,7 +81,9 @@ async def warm_up(broker: local_kafka.Broker, logs: Path, timeout: float) -> Non
 async def _one(name: str, ctx: Ctx, variant: Variant, round_no: int) -> dict:
     started = time.monotonic()
     try:
-        result = await (latency.run if ctx.spec.rate else run)(ctx, variant, round_no)
+        runner = (txn_scenario.run if variant.kind == "txn_loop"
+                  else latency.run if ctx.spec.rate else run)
+        result = await runner(ctx, variant, round_no)
     except Exception as exc:  # one broken run is reported, not fatal to the others
         result = {"variant": variant.name, "round": round_no, "ok": False,
                   "partitions": ctx.spec.partitions, "error": repr(exc)}
@@ -136,6 +138,10 @@ def arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--s2-files", type=int, default=200)
     parser.add_argument("--s3-files", type=int, default=6000)
     parser.add_argument("--sweep-files", type=int, default=3000)
+    parser.add_argument("--txn-transactions", type=int, default=2000,
+                        help="TXN: transactions per run of each client")
+    parser.add_argument("--txn-producer", default=txn_scenario.NEW_LAYER,
+                        help="TXN: the new layer's producer class (module.Class)")
     parser.add_argument("--s4-rate", type=float, help="S4 files/s offered (default: half "
                         "the service's S1 median files/s of the same run, or of --merge's)")
     parser.add_argument("--s4-delay-ms", type=int, default=50, help="S4 file server delay")
@@ -178,6 +184,7 @@ async def main(args: argparse.Namespace) -> int:
     info["sizes"] = {"s1_files": args.s1_files, "naive_files": args.naive_files,
                      "s2_files": args.s2_files, "s3_files": args.s3_files,
                      "sweep_files": args.sweep_files, "s4_seconds": args.s4_seconds,
+                     "txn_transactions": args.txn_transactions,
                      "s4_delay_ms": args.s4_delay_ms}
     chosen = {s.strip() for s in args.only.split(",") if s.strip()}
     # R2 (the retry_backoff_ms sweep) answered its question (README): only on request.
@@ -200,11 +207,12 @@ async def main(args: argparse.Namespace) -> int:
         if name == "S4":
             spec, source = latency.load_spec(specs[0], results, args.s4_rate, args.s4_seconds)
             specs, info["s4_rate"] = [spec], {"files_per_s": spec.rate, "from": source}
-        if any(v.kind == "kstreams" for v in variants):
+        if any(v.kind == "kstreams" or v.cfg.get("client") == "java" for v in variants):
             info["kstreams_error"] = build_kstreams_peer()
             if info["kstreams_error"]:
                 print(f"bench: kstreams peer missing: {info['kstreams_error']}", file=sys.stderr)
-                variants = [v for v in variants if v.kind != "kstreams"]
+                variants = [v for v in variants
+                            if v.kind != "kstreams" and v.cfg.get("client") != "java"]
         await scenario(name, specs, variants, args.runs, args.timeout, args.warm_up,
                        results, write)
     paths = write()

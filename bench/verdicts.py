@@ -106,8 +106,8 @@ def goals(median) -> list[dict]:
 
 
 def tables(rows: list[dict]) -> list[str]:
-    """Markdown rows for S4's latencies and S3's costs, from latest.json's summary rows
-    (scenario, partitions, variant, then each metric's stats)."""
+    """Markdown rows for S4's latencies, TXN's clients and S3's costs, from latest.json's
+    summary rows (scenario, partitions, variant, then each metric's stats)."""
     def cell(metrics: dict, name: str, digits: int) -> str:
         s = metrics.get(name)
         return "-" if s is None else (f"{s['median']:.{digits}f} "
@@ -121,6 +121,7 @@ def tables(rows: list[dict]) -> list[str]:
         lines += [f"| {v} | {cell(m, 'offered_per_s', 1)} | {cell(m, 'p50_ms', 0)} | "
                   f"{cell(m, 'p99_ms', 0)} | {cell(m, 'max_ms', 0)} | "
                   f"{cell(m, 'download_median_ms', 1)} |" for v, m in s4]
+    lines += _txn_table(rows, cell)
     s3 = [(r["partitions"], r["variant"], r) for r in sorted(
         (r for r in rows if r["scenario"] == "S3"), key=lambda r: r["partitions"])]
     if s3:
@@ -132,4 +133,22 @@ def tables(rows: list[dict]) -> list[str]:
         lines += [f"| {p} | {v} | {cell(m, 'cpu_ms_per_txn_run', 2)} | "
                   f"{cell(m, 'cpu_ms_per_txn', 2)} | {cell(m, 'first_commit_s', 2)} | "
                   f"{cell(m, 'every_partition_committed_s', 2)} |" for p, v, m in s3]
+    return lines
+
+
+def _txn_table(rows: list[dict], cell) -> list[str]:
+    """TXN (bench/txn_scenario.py): each client's transactions/s, its ratio to Kafka's
+    Java client, and its transactions' p50 and p99."""
+    txn = {r["variant"]: r for r in rows if r["scenario"] == "TXN"}
+    if not txn:
+        return []
+    java = txn.get("txn_java", {}).get("files_per_s", {}).get("median")
+    lines = ["", "TXN, one producer's sequential per-record transactions (begin, 3 records, "
+             "one offset, commit):", "",
+             "| client | txn/s | / Java client | p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    for name, m in txn.items():
+        rate = m.get("files_per_s", {}).get("median")
+        ratio = f"{rate / java:.2f}" if rate and java else "-"
+        lines.append(f"| {name} | {cell(m, 'files_per_s', 1)} | {ratio} | "
+                     f"{cell(m, 'p50_ms', 1)} | {cell(m, 'p99_ms', 1)} |")
     return lines

@@ -40,7 +40,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from chaos import checker, logread, netfaults, netreport, runreport
+from chaos import checker, logread, netfaults, netreport, runreport, txncheck
 from chaos.faults import Copier, Scheduler
 from chaos.faultyserver import FaultyServer
 from chaos.harness import (
@@ -90,6 +90,7 @@ class Run:
         self.phase_started = self.started
         self.failures: list[str] = []     # run-level: exit codes, plan not met, harness
         self.verdict: checker.Verdict | None = None
+        self.transactions: txncheck.TxnVerdict | None = None   # Kafka's own tool's view
         self.scheduler: Scheduler | None = None
         self.server: FaultyServer | None = None
         self.names: dict[str, str] = {}
@@ -314,6 +315,23 @@ class Run:
             last_fault_at=last_fault, done_at=done_at, liveness_s=LIVENESS_S,
             require_aborts=self.tier.abort_rate > 0)
         self.verdict.counts["repeats"] = sum(1 for w in inputs.values() if w.items == ())
+        await self.check_transactions(bootstrap)
+
+    async def check_transactions(self, bootstrap: str) -> None:
+        """Kafka's own transaction tool: nothing of the run open or hanging, and every
+        transactional id of the service's form (chaos/txncheck.py)."""
+        assert self.verdict is not None
+        pattern = (txncheck.service_transactional_ids(
+            self.names["group"], self.names["input"], [c.name for c in self.copiers()])
+            if self.args.copier == "service" else None)
+        scope = txncheck.Scope(self.names["group"], frozenset(
+            self.names[k] for k in ("input", "output", "dlq", "dedup")))
+        self.transactions = await txncheck.check(bootstrap, pattern, scope)
+        self.verdict.failures += self.transactions.failures
+        self.verdict.counts.update(self.transactions.counts())
+        say(f"chaos: kafka-transactions: {len(self.transactions.ids)} transactional ids of "
+            f"the run, {len(self.transactions.open)} open, {len(self.transactions.hanging)} "
+            "hanging")
 
     def expected(self, inputs_raw: list[tuple[int, int, bytes | None]], workload: Workload
                  ) -> dict[tuple[int, int], Expected]:

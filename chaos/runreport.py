@@ -99,6 +99,7 @@ def report(run: Run, passed: bool, failures: list[str], line: str, elapsed: floa
             for at, p, a, b in (run.progress.regressions if run.progress else [])],
         "failures": failures,
         "examples": v.examples if v else {},
+        "transactions": run.transactions.report() if run.transactions else {},
         "tier_config": {**dataclasses.asdict(run.tier)},
         "settings": {k: val for k, val in run.env.items()
                      if k not in ("KAFKA_BOOTSTRAP_SERVERS",)},

@@ -50,6 +50,7 @@ VERSION_FORM = re.compile(r"[0-9]+\.[0-9]+\.[0-9]+")
 # Settings only 4.x brokers know (share groups): a 3.x broker would warn on each.
 SINCE_4 = ("share.coordinator.",)
 SECURITY = ("plaintext", "sasl_ssl")
+BROKER_ARTIFACT = "kafka_2.13"
 
 LOG4J2 = """\
 status = warn
@@ -95,19 +96,23 @@ def for_version(props: dict[str, str], version: str) -> dict[str, str]:
     return {k: v for k, v in props.items() if not k.startswith(SINCE_4)}
 
 
-def libs(version: str | None = None) -> Path:
-    """Resolve the broker's jars once; later calls reuse the cache."""
+def libs(version: str | None = None, artifact: str = BROKER_ARTIFACT) -> Path:
+    """Resolve the broker's jars (or ``artifact``'s: kafka-tools) once; later calls
+    reuse the cache. Each artifact has its own directory, so adding one never
+    re-resolves the broker's jars under a running broker."""
     version = version or kafka_version()
-    target = CACHE / "kafka" / version / "libs"
+    target = CACHE / "kafka" / version / ("libs" if artifact == BROKER_ARTIFACT
+                                          else f"{artifact}-libs")
     if (target / ".complete").exists():
         return target
-    staging = target.with_name("libs.partial")
+    staging = target.with_name(f"{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    print(f"resolving Kafka {version} jars with Maven into {target}", file=sys.stderr)
+    print(f"resolving Kafka {version} jars ({artifact}) with Maven into {target}",
+          file=sys.stderr)
     subprocess.run(
         ["mvn", "-q", "-B", "-f", str(POM), f"-Dkafka.version={version}",
-         "dependency:copy-dependencies", "-DincludeScope=runtime",
-         f"-DoutputDirectory={staging}"],
+         f"-Dkafka.artifact={artifact}", "dependency:copy-dependencies",
+         "-DincludeScope=runtime", f"-DoutputDirectory={staging}"],
         check=True,
     )
     (staging / ".complete").touch()
