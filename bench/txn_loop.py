@@ -7,11 +7,11 @@ a real member of the group (subscribed to the input, assigned) stands behind the
 offsets.
 
 The producer is ``producer`` in the config, a dotted path to a class: plain aiokafka
-(``aiokafka.AIOKafkaProducer``), the service's KIP-447 producer
-(``app.kafka.protocol.group_commit.TransactionalProducer``), or the transactions v2
-producer when it lands. It is made with aiokafka's producer options, and with
-``group_metadata`` (the member's generation, member id and instance id, read at each
-offset commit) when its constructor takes that argument.
+(``aiokafka.AIOKafkaProducer``) or the service's producer
+(``app.kafka.protocol.producer.TransactionalProducer``). It is made with aiokafka's
+producer options, with ``group_metadata`` (the member's generation, member id and
+instance id, read at each offset commit) when its constructor takes that argument, and
+with ``transactions_v2`` (then the offsets go first) where the cluster offers it.
 
 The last line is ``RESULT {json}`` with each commit's time since the first begin;
 bench/txn_scenario.py turns that into rates, the same way for every client.
@@ -31,6 +31,8 @@ import orjson
 import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from tools.kafka_io import offered_protocol
+
 RECORDS = 3
 JOIN_TIMEOUT_S = 60.0
 
@@ -46,7 +48,7 @@ def producer_class(dotted: str) -> type:
     return found
 
 
-def make_producer(cfg: dict, member: AIOKafkaConsumer) -> Any:
+async def make_producer(cfg: dict, member: AIOKafkaConsumer) -> Any:
     cls = producer_class(cfg["producer"])
     options: dict[str, Any] = {"bootstrap_servers": cfg["bootstrap"],
                                "transactional_id": cfg["transactional_id"],
@@ -55,6 +57,8 @@ def make_producer(cfg: dict, member: AIOKafkaConsumer) -> Any:
     if "group_metadata" in inspect.signature(cls).parameters:
         from app.kafka.protocol.group_commit import consumer_group_metadata
         options["group_metadata"] = functools.partial(consumer_group_metadata, member)
+    if "transactions_v2" in inspect.signature(cls).parameters:
+        options["transactions_v2"] = await offered_protocol(cfg["bootstrap"]) == "v2"
     return cls(**options)
 
 
@@ -76,7 +80,8 @@ async def joined(cfg: dict) -> AIOKafkaConsumer:
 
 async def loop(cfg: dict) -> dict:
     member = await joined(cfg)
-    producer = make_producer(cfg, member)
+    producer = await make_producer(cfg, member)
+    offsets_first = getattr(producer, "transactions_v2", False)  # (app/kafka/protocol/txn_v2.py)
     source = TopicPartition(cfg["input"], 0)
     committed_at: list[float] = []
     try:
@@ -84,9 +89,12 @@ async def loop(cfg: dict) -> dict:
         started = time.monotonic()
         for i in range(cfg["transactions"]):
             await producer.begin_transaction()
+            if offsets_first:
+                await producer.send_offsets_to_transaction({source: i + 1}, cfg["group"])
             sent = [await producer.send(cfg["output"], value(i, r), partition=0)
                     for r in range(RECORDS)]
-            await producer.send_offsets_to_transaction({source: i + 1}, cfg["group"])
+            if not offsets_first:
+                await producer.send_offsets_to_transaction({source: i + 1}, cfg["group"])
             await producer.commit_transaction()
             await asyncio.gather(*sent)  # delivered (the commit flushed them)
             committed_at.append(time.monotonic() - started)

@@ -27,9 +27,8 @@ from bench.verdicts import percentile
 from tools.kafka_io import Topics, create_topics, delete_topics, read_all
 from tools.proc import ChildProcess, python_module
 
-# The transactions v2 producer of app.kafka.protocol, when it lands; until then the
-# service's KIP-447 producer on the older protocol.
-NEW_LAYER = "app.kafka.protocol.group_commit.TransactionalProducer"
+# The service's producer (app/kafka/protocol/): transactions v2 where the cluster has it.
+NEW_LAYER = "app.kafka.protocol.producer.TransactionalProducer"
 RETRY_BACKOFF_MS = 5  # the Java client's tuned backoff (its default, 100 ms, is 10x slower)
 RECORDS = 3
 STEADY = (0.1, 0.9)

@@ -35,12 +35,13 @@ def service_transactional_ids(prefix: str, input_topic: str,
     """The form of every transactional id the service may use in a run: the one place
     to change when the id scheme changes.
 
-    Today one id per input partition, ``{prefix}-{input_topic}-{partition}``
-    (app/config.py, ``Settings.transactional_id``); ``pods`` (the copiers' POD_NAMEs)
-    are not part of it. For ids from the pod, ``{prefix}-{pod}-{n}``, return
-    ``re.compile(rf"{re.escape(prefix)}-(?:{'|'.join(map(re.escape, pods))})-[0-9]+")``.
-    """
-    return re.compile(rf"{re.escape(prefix)}-{re.escape(input_topic)}-[0-9]+")
+    ``{prefix}-{pod}-{n}``: a slot of one of ``pods`` (the copiers' POD_NAMEs), the
+    default TRANSACTIONAL_ID_SCHEME (app/config.py, ``Settings.transactional_id``);
+    ``input_topic`` is the form of the fallback scheme, ``{prefix}-{input_topic}-{p}``,
+    which the chaos suite does not run."""
+    del input_topic
+    names = "|".join(map(re.escape, pods))
+    return re.compile(rf"{re.escape(prefix)}-(?:{names})-[0-9]+")
 
 
 @dataclass(frozen=True)

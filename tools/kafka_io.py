@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
 
@@ -187,3 +188,15 @@ async def deny_writes(bootstrap: str, topic: str, denied: bool = True) -> None:
     errors = [result[0] for result in results if result[0]]
     if errors:
         raise RuntimeError(f"ACL change on {topic} refused: error codes {errors}")
+
+
+async def offered_protocol(bootstrap: str) -> str:
+    """The best transaction protocol the brokers offer: v2, v1 (KIP-447) or legacy."""
+    from app.kafka.protocol.negotiate import choose, cluster_features
+
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        return choose("auto", await cluster_features(client)).value
+    finally:
+        await client.close()

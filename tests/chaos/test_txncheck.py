@@ -56,32 +56,33 @@ def test_the_service_s_ids_have_the_form_the_check_expects():
     """The service's own id function against the chaos check's pattern: when one
     changes without the other, this fails."""
     names = {"input": "chaos-ci-1-2-in", "group": RUN}
-    for partition in (0, 7, 127):
-        assert PATTERN.fullmatch(app_settings(names).transactional_id(partition))
+    for slot in (0, 7, 127):
+        assert PATTERN.fullmatch(app_settings(names, "chaos-ci-1-2-0").transactional_id(slot))
+    assert not PATTERN.fullmatch(app_settings(names, "another-pod").transactional_id(0))
     assert not PATTERN.fullmatch(f"{RUN}-redrive-job")
     assert not PATTERN.fullmatch(f"broken-{RUN}-chaos-ci-1-2-0")
 
 
 def test_a_clean_run_passes_and_names_its_ids():
-    listed = [Listed(f"{RUN}-chaos-ci-1-2-in-{p}", 1, p, "CompleteCommit") for p in (1, 0)]
+    listed = [Listed(f"{RUN}-chaos-ci-1-2-0-{p}", 1, p, "CompleteCommit") for p in (1, 0)]
     verdict = judge(listed, [], PATTERN, SCOPE)
     assert verdict.failures == []
-    assert verdict.ids == [f"{RUN}-chaos-ci-1-2-in-0", f"{RUN}-chaos-ci-1-2-in-1"]
+    assert verdict.ids == [f"{RUN}-chaos-ci-1-2-0-0", f"{RUN}-chaos-ci-1-2-0-1"]
     assert verdict.counts()["transactional_ids"] == 2
 
 
 def test_a_transaction_of_the_run_left_open_fails_it():
-    listed = [Listed(f"{RUN}-chaos-ci-1-2-in-0", 1, 5, "Ongoing"),
-              Listed(f"{RUN}-chaos-ci-1-2-in-1", 2, 6, "PrepareCommit"),
+    listed = [Listed(f"{RUN}-chaos-ci-1-2-0-0", 1, 5, "Ongoing"),
+              Listed(f"{RUN}-chaos-ci-1-2-0-1", 2, 6, "PrepareCommit"),
               Listed("someone-else-0", 1, 7, "Ongoing")]   # not the run's
     verdict = judge(listed, [], PATTERN, SCOPE)
-    assert verdict.open == [f"{RUN}-chaos-ci-1-2-in-0: Ongoing",
-                            f"{RUN}-chaos-ci-1-2-in-1: PrepareCommit"]
+    assert verdict.open == [f"{RUN}-chaos-ci-1-2-0-0: Ongoing",
+                            f"{RUN}-chaos-ci-1-2-0-1: PrepareCommit"]
     assert [f.split(":")[0] for f in verdict.failures] == ["open_after_run=2"]
 
 
 def test_a_hanging_transaction_on_the_run_s_topics_or_of_its_producers_fails_it():
-    listed = [Listed(f"{RUN}-chaos-ci-1-2-in-0", 1, 5, "CompleteAbort")]
+    listed = [Listed(f"{RUN}-chaos-ci-1-2-0-0", 1, 5, "CompleteAbort")]
     hanging = [Hanging("chaos-ci-1-2-out", 0, 99, 0, 10, 0),    # the run's topic
                Hanging("__consumer_offsets", 3, 5, 0, 4, 0),    # the run's producer
                Hanging("other-topic", 1, 77, 0, 4, 0)]          # neither
@@ -91,10 +92,10 @@ def test_a_hanging_transaction_on_the_run_s_topics_or_of_its_producers_fails_it(
 
 
 def test_ids_not_of_the_service_s_form_fail_the_run_unless_the_copier_is_not_the_service():
-    listed = [Listed(f"{RUN}-chaos-ci-1-2-in-0", 1, 5, "CompleteCommit"),
-              Listed(f"{RUN}-chaos-ci-1-2-0-0", 1, 6, "CompleteCommit")]
+    listed = [Listed(f"{RUN}-chaos-ci-1-2-0-0", 1, 5, "CompleteCommit"),
+              Listed(f"{RUN}-chaos-ci-1-2-in-0", 1, 6, "CompleteCommit")]  # per partition
     verdict = judge(listed, [], PATTERN, SCOPE)
-    assert verdict.unexpected_ids == [f"{RUN}-chaos-ci-1-2-0-0"]
+    assert verdict.unexpected_ids == [f"{RUN}-chaos-ci-1-2-in-0"]
     assert verdict.failures[0].startswith("unexpected_transactional_ids=1: not of the form")
     assert judge(listed, [], None, SCOPE).failures == []
 

@@ -12,11 +12,17 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
-from aiokafka.client import AIOKafkaClient
 
-from app.kafka.protocol.negotiate import choose, cluster_features
 from tools.fileserver import FileServer, Route
-from tools.kafka_io import Topics, by_source, create_topics, lag, produce, read_all, unique
+from tools.kafka_io import (
+    Topics,
+    by_source,
+    create_topics,
+    lag,
+    produce,
+    read_all,
+    unique,
+)
 from tools.proc import ROOT, ChildProcess
 
 __all__ = ["ROOT", "ChildProcess", "FileServer", "Route", "Topics", "by_source",
@@ -30,16 +36,6 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(every)
-
-
-async def offered_protocol(bootstrap: str) -> str:
-    """The best transaction protocol the broker offers: v2, v1 (KIP-447) or legacy."""
-    client = AIOKafkaClient(bootstrap_servers=bootstrap)
-    await client.bootstrap()
-    try:
-        return choose("auto", await cluster_features(client)).value
-    finally:
-        await client.close()
 
 
 async def wait_committed(bootstrap: str, topics: Topics, timeout: float = 90) -> None:

@@ -17,7 +17,7 @@ async def test_a_transaction_left_open_fails_the_check_and_passes_once_committed
     prefix = unique("txncheck")
     pattern = service_transactional_ids(prefix, topics.input, ["pod-0"])
     scope = Scope(prefix, frozenset({topics.input, topics.output, topics.dlq}))
-    transactional_id = f"{prefix}-{topics.input}-1"
+    transactional_id = f"{prefix}-pod-0-1"
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap,
                                 transactional_id=transactional_id)
     await producer.start()
@@ -43,7 +43,7 @@ async def test_an_id_not_of_the_service_s_form_fails_the_check(kafka_bootstrap):
     topics = await create_topics(kafka_bootstrap, 1)
     prefix = unique("txncheck")
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap,
-                                transactional_id=f"{prefix}-pod-0-0")
+                                transactional_id=f"{prefix}-{topics.input}-0")  # per partition
     await producer.start()
     try:
         async with producer.transaction():
@@ -52,5 +52,5 @@ async def test_an_id_not_of_the_service_s_form_fails_the_check(kafka_bootstrap):
         await producer.stop()
     pattern = service_transactional_ids(prefix, topics.input, ["pod-0"])
     verdict = await check(kafka_bootstrap, pattern, Scope(prefix, frozenset({topics.output})))
-    assert verdict.unexpected_ids == [f"{prefix}-pod-0-0"]
+    assert verdict.unexpected_ids == [f"{prefix}-{topics.input}-0"]
     assert [f.split(":")[0] for f in verdict.failures] == ["unexpected_transactional_ids=1"]

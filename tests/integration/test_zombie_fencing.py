@@ -16,8 +16,9 @@ import time
 from aiokafka.structs import TopicPartition
 
 from app.config import Settings, load_settings
-from app.kafka.protocol.group_commit import TransactionalProducer, consumer_group_metadata
+from app.kafka.protocol.group_commit import consumer_group_metadata
 from app.kafka.protocol.offset_messages import GroupMetadata
+from app.kafka.protocol.producer import TransactionalProducer
 from app.kafka.protocol.stable_offsets import fetch_stable_offsets
 from app.kafka.protocol.zombies import ongoing_transactions
 from app.ops.stats import Stats

@@ -9,7 +9,7 @@ import argparse
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app.kafka.protocol.group_commit import TransactionalProducer
+from app.kafka.protocol.producer import TransactionalProducer
 from bench import report, txn_scenario, verdicts
 from bench.plan import plan
 from bench.txn_loop import producer_class
