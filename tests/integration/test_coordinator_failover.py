@@ -7,7 +7,8 @@ partitions move).
   (kill -9) while the producer commits transactions in a loop (an output record and an
   input offset each): the same producer commits again once the coordinators have
   moved, every record once under read_committed, the group's offset exact, nothing
-  hanging. The bound is a generous timeout, not a timing assertion.
+  hanging. The bound is a generous timeout, not a timing assertion. The same with the
+  service running: every file exactly once.
 - A connection lost under a FindCoordinator request (closed while the request is in
   flight, as a reset would) is retried: aiokafka 0.14 alone ends the producer.
 - A lost connection to the coordinators makes the producer look both up again before
@@ -32,7 +33,16 @@ from aiokafka.structs import TopicPartition
 
 from app.kafka.protocol.group_commit import TransactionalProducer, consumer_group_metadata
 from app.kafka.protocol.stable_offsets import fetch_stable_offsets
-from tests.integration.harness import Topics, create_topics, read_all, unique, wait_until
+from tests.integration.harness import (
+    Topics,
+    assert_exactly_once,
+    create_topics,
+    read_all,
+    service_env,
+    unique,
+    wait_until,
+)
+from tests.integration.test_faults import load_files, until_lag_below
 from tests.integration.test_kip447 import member, transaction
 from tools import local_cluster, local_kafka
 from tools.kafka_io import coordinator
@@ -222,3 +232,24 @@ async def test_the_same_producer_commits_again_after_its_coordinators_node_is_ki
     assert await coordinator(bootstrap, CoordinationType.TRANSACTION, transactional_id) != node
     assert offset == loop.committed
     await assert_outputs(bootstrap, topics, loop.committed)
+
+
+async def test_the_service_carries_on_after_its_coordinators_node_is_killed(
+        cluster: list[Broker], victim: list[Broker], file_server, services) -> None:
+    bootstrap = local_cluster.bootstrap(cluster)
+    topics = await create_topics(bootstrap, 1, name="coord-svc", replicas=3)
+    env = service_env(bootstrap, topics, TRANSACTIONAL_ID_PREFIX=unique("coord-svc"))
+    transactional_id = f"{env['TRANSACTIONAL_ID_PREFIX']}-{topics.input}-0"
+    node = await coordinator(bootstrap, CoordinationType.TRANSACTION, transactional_id)
+    topics.group = env["GROUP_ID"] = await group_coordinated_by(bootstrap, node)
+    expected = await load_files(bootstrap, file_server, topics, 150, delay=0.02)
+    service = services(env).start()
+    await until_lag_below(bootstrap, topics, len(expected) - 30)
+    killed = next(n for n in cluster if n.data.name == f"node-{node}")
+    await asyncio.to_thread(local_kafka.kill, killed.data)
+    victim.append(killed)
+    await until_lag_below(bootstrap, topics, 0, timeout=RECOVERY_TIMEOUT_S)
+    assert await service.stop() == 0
+    assert_exactly_once(await read_all(bootstrap, topics.output), expected)
+    assert await read_all(bootstrap, topics.dlq) == []
+    print(f"tasks replaced after the kill: {len(service.events('task_failed'))}")
