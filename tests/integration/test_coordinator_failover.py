@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from aiokafka import AIOKafkaConsumer
@@ -128,18 +128,17 @@ class LookUps:
         return await answer
 
 
-def coordination_connections(client: AIOKafkaClient) -> list:
-    return [conn for (_, group), conn in client._conns.items()
-            if group is ConnectionGroup.COORDINATION]
-
-
 @pytest.fixture
-async def victim(cluster: list[Broker]) -> AsyncIterator[list[Broker]]:
-    """Where a test puts the node it kills; the node is started again afterwards."""
+async def kill_node(cluster: list[Broker]) -> AsyncIterator[Callable[[int], Awaitable[None]]]:
+    """kill -9 of a node, by its id; every node killed is started again afterwards."""
     killed: list[Broker] = []
-    yield killed
-    for node in killed:
-        await asyncio.to_thread(local_kafka.restart, node.data, 180)
+
+    async def kill(node: int) -> None:
+        killed.append(cluster[node - 1])  # local_cluster: node ids 1..n, in order
+        await asyncio.to_thread(local_kafka.kill, killed[-1].data)
+    yield kill
+    for broker in killed:
+        await asyncio.to_thread(local_kafka.restart, broker.data, 180)
 
 
 def producer_of(bootstrap: str, consumer: AIOKafkaConsumer,
@@ -192,8 +191,9 @@ async def test_a_lost_coordinator_connection_makes_both_coordinators_looked_up_a
         try:
             await transaction(producer, topics, 1, b"0")
             before = len(look_ups.kinds)
-            for connection in coordination_connections(producer.client):
-                connection.close(reason=CloseReason.CONNECTION_BROKEN)
+            for (_, group), connection in list(producer.client._conns.items()):
+                if group is ConnectionGroup.COORDINATION:
+                    connection.close(reason=CloseReason.CONNECTION_BROKEN)
             await transaction(producer, topics, 2, b"1")
             again = look_ups.kinds[before:]
             offset = await committed_offset(producer, topics)
@@ -205,7 +205,7 @@ async def test_a_lost_coordinator_connection_makes_both_coordinators_looked_up_a
 
 
 async def test_the_same_producer_commits_again_after_its_coordinators_node_is_killed(
-        cluster: list[Broker], victim: list[Broker]) -> None:
+        cluster: list[Broker], kill_node: Callable[[int], Awaitable[None]]) -> None:
     bootstrap = local_cluster.bootstrap(cluster)
     topics = await create_topics(bootstrap, 1, name="coord", replicas=3)
     transactional_id = unique("coord-txn")
@@ -218,9 +218,7 @@ async def test_the_same_producer_commits_again_after_its_coordinators_node_is_ki
             loop = CommitLoop(producer, topics)
             running = asyncio.ensure_future(loop.run())
             await loop.reaches(COMMITS_EACH_SIDE, "commits before the kill")
-            killed = next(n for n in cluster if n.data.name == f"node-{node}")
-            await asyncio.to_thread(local_kafka.kill, killed.data)
-            victim.append(killed)
+            await kill_node(node)
             await loop.reaches(loop.committed + COMMITS_EACH_SIDE,
                                f"commits after node {node}, the coordinator, was killed")
             loop.stopping = True
@@ -235,7 +233,8 @@ async def test_the_same_producer_commits_again_after_its_coordinators_node_is_ki
 
 
 async def test_the_service_carries_on_after_its_coordinators_node_is_killed(
-        cluster: list[Broker], victim: list[Broker], file_server, services) -> None:
+        cluster: list[Broker], kill_node: Callable[[int], Awaitable[None]], file_server,
+        services) -> None:
     bootstrap = local_cluster.bootstrap(cluster)
     topics = await create_topics(bootstrap, 1, name="coord-svc", replicas=3)
     env = service_env(bootstrap, topics, TRANSACTIONAL_ID_PREFIX=unique("coord-svc"))
@@ -245,9 +244,7 @@ async def test_the_service_carries_on_after_its_coordinators_node_is_killed(
     expected = await load_files(bootstrap, file_server, topics, 150, delay=0.02)
     service = services(env).start()
     await until_lag_below(bootstrap, topics, len(expected) - 30)
-    killed = next(n for n in cluster if n.data.name == f"node-{node}")
-    await asyncio.to_thread(local_kafka.kill, killed.data)
-    victim.append(killed)
+    await kill_node(node)
     await until_lag_below(bootstrap, topics, 0, timeout=RECOVERY_TIMEOUT_S)
     assert await service.stop() == 0
     assert_exactly_once(await read_all(bootstrap, topics.output), expected)
