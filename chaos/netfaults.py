@@ -31,10 +31,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka.client import AIOKafkaClient, CoordinationType
+from aiokafka.client import CoordinationType
 
 from chaos.faults import Copier, NetHandler, Scheduler
 from chaos.toxiproxy import Toxiproxy
+from tools import kafka_io
 from tools.local_cluster import ClientListener
 
 KINDS = ("net_latency", "net_latency_all", "net_lost_responses", "net_reset", "net_cutoff",
@@ -208,14 +209,9 @@ class NetFaults:
     async def coordinator(self, transactional_id: str) -> int:
         """The broker (0-based) coordinating ``transactional_id``, asked over the direct
         listener (a FindCoordinator request)."""
-        client = AIOKafkaClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
-        try:
-            await client.bootstrap()
-            node = await client.coordinator_lookup(CoordinationType.TRANSACTION,
-                                                   transactional_id)
-        finally:
-            await client.close()
-        return int(node) - 1   # local_cluster: node ids 1..n
+        node = await kafka_io.coordinator(self.bootstrap, CoordinationType.TRANSACTION,
+                                          transactional_id)
+        return node - 1   # local_cluster: node ids 1..n
 
 
 def _nodes(brokers: list[int]) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.client import AIOKafkaClient
+from aiokafka.client import AIOKafkaClient, CoordinationType
 from aiokafka.errors import KafkaError
 from aiokafka.protocol.admin import CreateAclsRequest, DeleteAclsRequest
 
@@ -36,7 +36,7 @@ class Topics:
 
 
 async def create_topics(bootstrap: str, partitions: int, output_config: dict | None = None,
-                        name: str = "t", dlq_config: dict | None = None,
+                        name: str = "t", dlq_config: dict | None = None, replicas: int = 1,
                         **client_options: Any) -> Topics:
     topics = Topics(unique(f"{name}-in"), unique(f"{name}-out"), unique(f"{name}-dlq"),
                     unique(f"{name}-group"), partitions)
@@ -44,9 +44,9 @@ async def create_topics(bootstrap: str, partitions: int, output_config: dict | N
     await admin.start()
     try:
         await admin.create_topics([
-            NewTopic(topics.input, partitions, 1),
-            NewTopic(topics.output, partitions, 1, topic_configs=output_config or {}),
-            NewTopic(topics.dlq, 1, 1, topic_configs=dlq_config or {}),
+            NewTopic(topics.input, partitions, replicas),
+            NewTopic(topics.output, partitions, replicas, topic_configs=output_config or {}),
+            NewTopic(topics.dlq, 1, replicas, topic_configs=dlq_config or {}),
         ])
     finally:
         await admin.close()
@@ -137,6 +137,25 @@ async def _group_offsets(admin: AIOKafkaAdminClient, group: str) -> dict:
             if not exc.retriable or time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.2)
+
+
+async def coordinator(bootstrap: str, kind: CoordinationType, key: str) -> int:
+    """The node id of the broker coordinating ``key`` (a transactional id or a group),
+    as a FindCoordinator request answers now. Retried while the answer is a retriable
+    error: the first look-up creates the coordinators' internal topic."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    deadline = time.monotonic() + 60
+    try:
+        await client.bootstrap()
+        while True:
+            try:
+                return int(await client.coordinator_lookup(kind, key))
+            except KafkaError as exc:
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+    finally:
+        await client.close()
 
 
 def by_source(records: list) -> dict[str, list]:

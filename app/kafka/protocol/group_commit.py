@@ -24,10 +24,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka
 from aiokafka.client import CoordinationType
-from aiokafka.producer.sender import BACKOFF_OVERRIDE, Sender, TxnOffsetCommitHandler
+from aiokafka.producer.sender import BACKOFF_OVERRIDE, TxnOffsetCommitHandler
 from aiokafka.producer.transaction_manager import TransactionManager, TransactionState
 from aiokafka.structs import TopicPartition
 
+from app.kafka.protocol.coordinator import RediscoveringSender
 from app.kafka.protocol.errors import NotAGroupMemberError, for_code
 from app.kafka.protocol.offset_messages import GroupMetadata, TxnOffsetCommitRequest
 
@@ -116,7 +117,7 @@ class GroupFencedOffsetCommitHandler(TxnOffsetCommitHandler):
         return None
 
 
-class GroupFencedSender(Sender):
+class GroupFencedSender(RediscoveringSender):
     """aiokafka's sender whose transactional offset commits carry group metadata."""
 
     group_metadata: Callable[[], GroupMetadata]
