@@ -13,7 +13,6 @@ from tests.integration.harness import (
     assert_exactly_once,
     create_topics,
     make_items,
-    offered_protocol,
     produce,
     read_all,
     service_env,
@@ -21,6 +20,7 @@ from tests.integration.harness import (
 )
 from tests.integration.test_faults import load_files
 from tests.integration.test_redrive import redrive, redrive_env
+from tools.kafka_io import offered_protocol
 
 MAX_RECORD_BYTES = 1_000_000  # the service's default
 

@@ -31,11 +31,11 @@ from app.kafka.protocol.stable_offsets import fetch_stable_offsets
 from tests.integration.harness import (
     Topics,
     create_topics,
-    offered_protocol,
     read_all,
     unique,
     wait_until,
 )
+from tools.kafka_io import offered_protocol
 
 
 @contextlib.asynccontextmanager

@@ -23,11 +23,11 @@ from app.kafka.protocol.stable_offsets import fetch_stable_offsets
 from tests.integration.harness import (
     Topics,
     create_topics,
-    offered_protocol,
     read_all,
     unique,
 )
 from tests.integration.test_kip447 import member
+from tools.kafka_io import offered_protocol
 
 ADD_PARTITIONS, ADD_OFFSETS, PRODUCE, END_TXN, TXN_OFFSET_COMMIT = 24, 25, 0, 26, 28
 
