@@ -31,7 +31,8 @@ from aiokafka.conn import CloseReason
 from aiokafka.protocol.coordination import FindCoordinatorRequest
 from aiokafka.structs import TopicPartition
 
-from app.kafka.protocol.group_commit import TransactionalProducer, consumer_group_metadata
+from app.kafka.protocol.group_commit import consumer_group_metadata
+from app.kafka.protocol.producer import TransactionalProducer
 from app.kafka.protocol.stable_offsets import fetch_stable_offsets
 from tests.integration.harness import (
     Topics,
