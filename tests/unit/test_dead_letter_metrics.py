@@ -12,6 +12,7 @@ from aiokafka.structs import TopicPartition
 from app.errors import PoisonError
 from app.ops.stats import DEAD_LETTER_REASONS, Stats
 from app.task.partition import PartitionTask
+from tests.unit import source_tree
 from tests.unit.fakes import (
     FileDownloader,
     ScriptedProducer,
@@ -74,7 +75,7 @@ def test_every_reason_code_in_the_code_is_pre_created():
     transient ones after MAX_ATTEMPTS) and to RecordCommitter._dead_letter."""
     raised: set[str] = set()
     for source in APP.rglob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        for node in ast.walk(source_tree.parse(source.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.Call):
                 continue
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit import source_tree
+
 ROOT = Path(__file__).resolve().parents[2]
 LIMITS = {"app": 40, "chaos": 60, "bench": 60, "tools": 60}
 
@@ -16,7 +18,7 @@ def too_long(source: str, limit: int) -> list[tuple[str, int, int]]:
     """(name, first line, length) of each function or method in ``source`` longer than
     ``limit`` lines, decorators left out; nested functions count on their own too."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(source_tree.parse(source)):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             length = (node.end_lineno or node.lineno) - node.lineno + 1
             if length > limit:

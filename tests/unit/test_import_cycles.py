@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+from tests.unit import source_tree
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -20,7 +22,7 @@ def imported(source: str, importer: str, is_package: bool, modules: set[str]) ->
     """The modules of ``modules`` that ``source`` (the module ``importer``) imports;
     ``from package import name`` names the submodule when there is one."""
     found = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(source_tree.parse(source)):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):

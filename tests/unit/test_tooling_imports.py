@@ -8,13 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit import source_tree
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def private_app_imports(source: str) -> list[str]:
     """``from app... import _name`` and ``import app..._module`` in ``source``."""
     found = []
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(source_tree.parse(source)):
         if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "app":
             found += [f"{node.module}.{a.name}" for a in node.names
                       if a.name.startswith("_") and not a.name.startswith("__")]
