@@ -19,12 +19,11 @@ from __future__ import annotations
 import os
 
 import orjson
-from aiokafka.admin import AIOKafkaAdminClient
 
 from bench import kstreams_peer
 from bench.variant import Ctx, Variant
 from bench.verdicts import percentile
-from tools.kafka_io import Topics, create_topics, delete_topics, read_all
+from tools.kafka_io import Topics, committed_offsets, create_topics, delete_topics, read_all
 from tools.proc import ChildProcess, python_module
 
 # The service's producer (app/kafka/protocol/): transactions v2 where the cluster has it.
@@ -105,14 +104,7 @@ def figures(committed_at: list[float]) -> dict:
 async def gate(bootstrap: str, topics: Topics, transactions: int) -> dict:
     """Exact: the group committed offset ``transactions`` on the input, and the output
     holds every (transaction, record) once (read_committed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(topics.group)
-    finally:
-        await admin.close()
-    committed = {tp.partition: meta.offset for tp, meta in offsets.items()
-                 if tp.topic == topics.input}
+    committed = await committed_offsets(bootstrap, topics)
     seen = [orjson.loads(r.value) for r in await read_all(bootstrap, topics.output)]
     pairs = {(v["txn"], v["record"]) for v in seen}
     want = {(t, r) for t in range(transactions) for r in range(RECORDS)}

@@ -128,6 +128,17 @@ async def lag(bootstrap: str, topics: Topics, **client_options: Any) -> int:
         await admin.close()
 
 
+async def committed_offsets(bootstrap: str, topics: Topics) -> dict[int, int]:
+    """The group's committed offsets on the input, by partition (pending ones not included)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await _group_offsets(admin, topics.group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topics.input}
+
+
 async def _group_offsets(admin: AIOKafkaAdminClient, group: str) -> dict:
     deadline = time.monotonic() + 30
     while True:

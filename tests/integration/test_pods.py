@@ -14,7 +14,6 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.client import AIOKafkaClient
 from aiokafka.structs import TopicPartition
 
@@ -35,7 +34,7 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.integration.test_faults import load_files
-from tools.kafka_io import end_offsets
+from tools.kafka_io import committed_offsets, end_offsets
 from tools.local_kafka import free_port
 
 
@@ -186,17 +185,6 @@ async def pause_inside_a_transaction(zombie, bootstrap: str, client: AIOKafkaCli
             return await lag(bootstrap, topics) < progress
         await wait_until(moved, 60, "the zombie to commit something more")
     raise AssertionError("never caught the zombie inside a transaction")
-
-
-async def committed_offsets(bootstrap: str, topics: Topics) -> dict[int, int]:
-    """The group's committed offsets by partition (pending ones not included)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(topics.group)
-    finally:
-        await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items()}
 
 
 async def first_commits(bootstrap: str, topics: Topics, held: set[int],

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -27,6 +26,7 @@ from tests.integration.harness import (
     unique,
 )
 from tests.integration.test_kip447 import member
+from tests.integration.test_kip447 import producer as kip447_producer
 from tools.kafka_io import offered_protocol
 
 ADD_PARTITIONS, ADD_OFFSETS, PRODUCE, END_TXN, TXN_OFFSET_COMMIT = 24, 25, 0, 26, 28
@@ -55,18 +55,11 @@ class Requests:
         return taken
 
 
-@contextlib.asynccontextmanager
-async def producer(bootstrap: str, topics: Topics, owner: Any, transactional_id: str = ""
-                   ) -> AsyncIterator[TransactionalProducer]:
-    made = TransactionalProducer(
-        group_metadata=lambda: consumer_group_metadata(owner), bootstrap_servers=bootstrap,
-        transactional_id=transactional_id or unique("v2-txn"), retry_backoff_ms=20,
-        transactions_v2=True)
-    await made.start()
-    try:
-        yield made
-    finally:
-        await made.stop()
+def producer(bootstrap: str, owner: Any, transactional_id: str = ""
+             ) -> contextlib.AbstractAsyncContextManager[TransactionalProducer]:
+    """test_kip447's producer, speaking transactions v2 with the owner's membership."""
+    return kip447_producer(bootstrap, lambda: consumer_group_metadata(owner), "v2",
+                           transactional_id=transactional_id or unique("v2-txn"))
 
 
 async def transaction(made: TransactionalProducer, topics: Topics, offset: int,
@@ -97,7 +90,7 @@ async def committed_offset(made: TransactionalProducer, topics: Topics) -> int |
 async def test_each_transaction_is_three_requests_and_a_new_epoch(kafka_bootstrap):
     topics = await create_topics(kafka_bootstrap, 2, name="v2")
     async with member(kafka_bootstrap, topics) as owner, \
-            producer(kafka_bootstrap, topics, owner) as made:
+            producer(kafka_bootstrap, owner) as made:
         requests = Requests(made.client)
         pid, first_epoch = epoch(made)
         for n in range(1, 21):
@@ -115,7 +108,7 @@ async def test_each_transaction_is_three_requests_and_a_new_epoch(kafka_bootstra
 async def test_an_aborted_transaction_is_never_seen_and_bumps_the_epoch(kafka_bootstrap):
     topics = await create_topics(kafka_bootstrap, 2, name="v2")
     async with member(kafka_bootstrap, topics) as owner, \
-            producer(kafka_bootstrap, topics, owner) as made:
+            producer(kafka_bootstrap, owner) as made:
         pid, start = epoch(made)
         await transaction(made, topics, 1, [b"kept-1", b"kept-2"])
         await transaction(made, topics, 2, [b"aborted-1", b"aborted-2"], commit=False)
@@ -131,7 +124,7 @@ async def test_an_aborted_transaction_is_never_seen_and_bumps_the_epoch(kafka_bo
 async def test_an_abort_with_nothing_sent_sends_nothing(kafka_bootstrap):
     topics = await create_topics(kafka_bootstrap, 2, name="v2")
     async with member(kafka_bootstrap, topics) as owner, \
-            producer(kafka_bootstrap, topics, owner) as made:
+            producer(kafka_bootstrap, owner) as made:
         requests = Requests(made.client)
         before = epoch(made)
         await made.begin_transaction()
@@ -145,9 +138,9 @@ async def test_a_newer_producer_with_the_same_id_fences_this_one(kafka_bootstrap
     topics = await create_topics(kafka_bootstrap, 2, name="v2")
     shared = unique("v2-fenced")
     async with member(kafka_bootstrap, topics) as owner, \
-            producer(kafka_bootstrap, topics, owner, shared) as old:
+            producer(kafka_bootstrap, owner, shared) as old:
         await transaction(old, topics, 1, [b"old"])
-        async with producer(kafka_bootstrap, topics, owner, shared) as new:
+        async with producer(kafka_bootstrap, owner, shared) as new:
             with pytest.raises(kafka.ProducerFenced):
                 await transaction(old, topics, 2, [b"zombie"])
             await transaction(new, topics, 3, [b"new"])
