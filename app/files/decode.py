@@ -7,6 +7,7 @@ thread (``pieces``); keeping runs on the event loop (``keep``).
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -20,6 +21,8 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _CONTENT_WBITS = {"gzip": _GZIP_WBITS, "x-gzip": _GZIP_WBITS, "deflate": zlib.MAX_WBITS}
 _PIECE = 256 * 1024  # most output per zlib call, so a bomb is caught after one piece
+INFLATE_INLINE_BYTES = 1024 * 1024  # smaller bodies inflate on the event loop
+INFLATE_BATCH_BYTES = 1024 * 1024   # decoded per worker-thread call
 
 
 class _Inflate:
@@ -142,3 +145,15 @@ def content_decoder(resp: aiohttp.ClientResponse, where: object) -> _Inflate | N
     return _Inflate(_CONTENT_WBITS[coding], where)
 
 
+async def decode_chunk(body: BodyDecoder, chunk: bytes) -> None:
+    """Inflate ``chunk`` and keep its pieces; once a compressed body is big, inflate in a
+    worker thread (zlib releases the GIL) a bounded amount at a time, so heartbeats,
+    commits and other partitions keep moving and every piece is counted before kept."""
+    pieces = body.pieces(chunk)
+    if not body.compressed or body.size < INFLATE_INLINE_BYTES:
+        for piece in pieces:
+            body.keep(piece)
+        return
+    while batch := await asyncio.to_thread(take, pieces, INFLATE_BATCH_BYTES):
+        for piece in batch:
+            body.keep(piece)

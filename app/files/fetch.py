@@ -19,7 +19,7 @@ from aiohttp import hdrs
 from yarl import URL
 
 from app.errors import PoisonError, TransientError
-from app.files.decode import BodyDecoder, Sink, content_decoder, take
+from app.files.decode import BodyDecoder, Sink, content_decoder, decode_chunk
 from app.files.guard import DestinationGuard, GuardedResolver
 from app.files.resume import Answer, Transfer
 from app.redaction import Redacted, redact_url
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 OnResponse = Callable[[str, str | None], None]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-INFLATE_INLINE_BYTES = 1024 * 1024  # smaller bodies inflate on the event loop
-INFLATE_BATCH_BYTES = 1024 * 1024   # decoded per worker-thread call
 
 
 @dataclass(frozen=True)
@@ -243,7 +241,7 @@ async def _receive(resp: aiohttp.ClientResponse, body: BodyDecoder, transfer: Tr
         async for chunk in resp.content.iter_any():
             got += len(chunk)
             transfer.received += len(chunk)
-            await _decode(body, chunk)
+            await decode_chunk(body, chunk)
     except aiohttp.ServerTimeoutError as exc:  # silent for DOWNLOAD_READ_TIMEOUT_S
         raise _Interrupted(exc) from None
     except TimeoutError:
@@ -253,17 +251,3 @@ async def _receive(resp: aiohttp.ClientResponse, body: BodyDecoder, transfer: Tr
             "truncated_body", f"{_describe(exc)} mid-body: {where}")) from None
     if expected is not None and got < expected:
         raise _Interrupted(TransientError("truncated_body", f"{got} of {expected} bytes: {where}"))
-
-
-async def _decode(body: BodyDecoder, chunk: bytes) -> None:
-    """Inflate ``chunk`` and keep its pieces; once a compressed body is big, inflate in a
-    worker thread (zlib releases the GIL) a bounded amount at a time, so heartbeats,
-    commits and other partitions keep moving and every piece is counted before kept."""
-    pieces = body.pieces(chunk)
-    if not body.compressed or body.size < INFLATE_INLINE_BYTES:
-        for piece in pieces:
-            body.keep(piece)
-        return
-    while batch := await asyncio.to_thread(take, pieces, INFLATE_BATCH_BYTES):
-        for piece in batch:
-            body.keep(piece)
