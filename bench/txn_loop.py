@@ -35,6 +35,7 @@ from tools.kafka_io import offered_protocol
 
 RECORDS = 3
 JOIN_TIMEOUT_S = 60.0
+LINGER_MS = 5
 
 
 def producer_class(dotted: str) -> type:
@@ -53,6 +54,9 @@ async def make_producer(cfg: dict, member: AIOKafkaConsumer) -> Any:
     options: dict[str, Any] = {"bootstrap_servers": cfg["bootstrap"],
                                "transactional_id": cfg["transactional_id"],
                                "retry_backoff_ms": cfg["retry_backoff_ms"],
+                               # Kafka's Java client's default (4.x), so both clients
+                               # gather a transaction's records in one batch alike.
+                               "linger_ms": LINGER_MS,
                                "enable_idempotence": True}
     if "group_metadata" in inspect.signature(cls).parameters:
         from app.kafka.protocol.group_commit import consumer_group_metadata
