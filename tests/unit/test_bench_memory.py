@@ -2,7 +2,8 @@
 
 import gzip
 import hashlib
-import os
+import subprocess
+import sys
 
 import orjson
 import pytest
@@ -64,13 +65,33 @@ def test_loop_lag_is_read_from_a_gauge_or_bounded_from_a_histogram(exposition, e
     assert loop_lag(exposition) == expected
 
 
+# A process of its own that holds 64 MiB, then frees it, one step per line read: the
+# test process's own RSS depends on what earlier tests left in its allocator.
+_HOLDER = """
+import sys
+print("ready", flush=True); sys.stdin.readline()
+held = bytearray(64 << 20)
+held[::4096] = b"x" * (len(held) // 4096)  # every page written: resident
+print("held", flush=True); sys.stdin.readline()
+del held
+print("freed", flush=True); sys.stdin.readline()
+"""
+
+
 def test_the_sampler_keeps_the_largest_rss_and_the_high_water_mark():
-    sampler = MemorySampler(os.getpid())
-    sampler.sample()
-    held = bytearray(64 * 1024 * 1024)  # resident: bytearray zero-fills its pages
-    sampler.sample()
-    del held
-    sampler.sample()
+    child = subprocess.Popen([sys.executable, "-c", _HOLDER], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        sampler = MemorySampler(child.pid)
+        for expected in ("ready", "held", "freed"):
+            assert child.stdout.readline().strip() == expected
+            sampler.sample()
+            child.stdin.write("\n")
+            child.stdin.flush()
+    finally:
+        child.kill()
+        child.wait()
     assert len(sampler.curve) == 3
     assert sampler.max_rss_kb >= sampler.curve[0][1] + 60 * 1024
     assert sampler.hwm_kb >= sampler.max_rss_kb
