@@ -4,7 +4,6 @@ messages of the protocol layer are checked in test_protocol_messages.py."""
 
 from __future__ import annotations
 
-from io import BytesIO
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from app.kafka.protocol.txn_state_messages import (
     ListTransactionsResponse_v2,
 )
 from tests.unit.kafka_schema import Message, load
-from tests.unit.test_protocol_messages import KAFKA, ours
+from tests.unit.test_protocol_messages import KAFKA, assert_decodes_as_kafka, ours
 from tools import local_kafka
 
 
@@ -84,10 +83,4 @@ RESPONSES = [
 @pytest.mark.parametrize("name, version, response_type, value", RESPONSES,
                          ids=[f"{n}-v{v}" for n, v, _, _ in RESPONSES])
 def test_a_response_decodes_as_kafka_defines_it(jar, name, version, response_type, value):
-    kafka = Message(load(jar, name), version)
-    raw = kafka.encode(value)
-    buffer = BytesIO(raw)
-    response = response_type.decode(buffer)
-    assert buffer.read() == b""
-    assert ours(response) == kafka.plain(kafka.decode(raw))
-    assert response.encode() == raw
+    assert_decodes_as_kafka(jar, name, version, response_type, value)
