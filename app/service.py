@@ -40,6 +40,7 @@ from app.ops.signals import StopOnSignals
 from app.ops.stats import Stats
 from app.ops.steps import Every, quietly, unless_stopped
 from app.task.context import TaskContext
+from app.task.fencing import fence_previous_life
 from app.task.producers import producer_source
 from app.task.supervisor import Rebalance, Supervisor
 
@@ -203,6 +204,8 @@ class Service:
         if self.settings.processing_guarantee == "exactly_once":
             self.protocol, offered = await transaction_protocol(self.settings)
             self.stats.protocol_chosen(self.protocol.value, offered)
+            if self.settings.transactional_id_scheme == "pod":
+                await fence_previous_life(self.settings, self.stats)
         self.supervisor = self._supervisor(consumer, downloader)
         await consumer.start()
 

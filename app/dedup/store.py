@@ -5,8 +5,9 @@ A record is a duplicate when its key (``DEDUP=url``: the normalised file URL;
 partition. The store remembers a fixed-size digest per key, and every committed
 non-duplicate writes its entry to partition p of the compacted ``DEDUP_TOPIC`` in the
 same transaction as its outputs and offset, so the store never disagrees with what
-was committed. A task restores its partition's store (read_committed, to the end)
-after its producer's init settled any open transaction, and before taking records.
+was committed. A task restores its partition's store (read_committed, to the high
+watermark, every open transaction on it ended) after its committed offset settled,
+and before taking records.
 """
 
 from __future__ import annotations
@@ -18,18 +19,21 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.config import Settings
 from app.dedup.changelog import ChangelogPartitions
 from app.files.records import Output, OutRecord, Prepared
+from app.kafka.clients import RestoreConsumer
 
 log = logging.getLogger(__name__)
 DIGEST_BYTES = 16
 _ENTRY = struct.Struct(">qI")  # the first occurrence's offset, and when it was committed
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _OFFSET_BITS = 40  # an entry is one int: committed-at seconds above the offset's bits
+# How long a restore may stand still before the holder of its partition is fenced: a
+# transaction that is committing ends within milliseconds.
+SETTLE_AFTER_S = 1.5
 
 
 def normalise_url(url: str) -> str:
@@ -107,18 +111,30 @@ class Deduplicator:
         self._include = include  # makes sure the changelog partition exists
         self._tombstoning: list[bytes] = []
 
-    async def restore(self, consumer: AIOKafkaConsumer) -> int:
-        """Read the changelog partition from its log start to its end; the number of
-        entries it holds."""
+    async def restore(self, consumer: RestoreConsumer,
+                      settle: Callable[[], Awaitable[None]] | None = None) -> int:
+        """Read the changelog partition from its log start to its high watermark as it
+        was at the start; the number of entries it holds.
+
+        Not to the last stable offset: a transaction a killed replica left open holds it
+        back, and entries committed after it would be missed. While the position stays
+        put, ``settle`` (fencing that replica) is called every SETTLE_AFTER_S."""
         tp = self.changelog
         if self._include is not None:
             await self._include(tp.partition)
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
-        end = (await consumer.end_offsets([tp]))[tp]
-        while await consumer.position(tp) < end:
+        end = await consumer.log_end(tp)
+        position, moved = await consumer.position(tp), time.monotonic()
+        while position < end:
             batch = await consumer.getmany(tp, timeout_ms=1000, max_records=50_000)
             self.store.restore((entry.key, entry.value) for entry in batch.get(tp, ()))
+            before, position = position, await consumer.position(tp)
+            if position > before:
+                moved = time.monotonic()
+            elif settle is not None and time.monotonic() - moved >= SETTLE_AFTER_S:
+                await settle()
+                moved = time.monotonic()
         self.store.expire(self._clock())
         return len(self.store)
 

@@ -14,6 +14,7 @@ from aiokafka import errors as kafka
 from aiokafka.client import AIOKafkaClient
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.helpers import create_ssl_context
+from aiokafka.structs import TopicPartition
 
 from app.config import Settings
 from app.kafka.protocol.group_commit import consumer_group_metadata
@@ -24,6 +25,7 @@ from app.kafka.protocol.negotiate import (
     cluster_features,
 )
 from app.kafka.protocol.producer import TransactionalProducer
+from app.kafka.protocol.watermarks import high_watermark
 from app.redaction import redact
 
 CHECK_TIMEOUT_MS = 15_000
@@ -85,11 +87,19 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
-def make_restore_consumer(settings: Settings) -> AIOKafkaConsumer:
+class RestoreConsumer(AIOKafkaConsumer):
+    """A consumer that also tells where a partition's log ends, open transactions and
+    all (``end_offsets`` under read_committed stops at the first open one)."""
+
+    async def log_end(self, tp: TopicPartition) -> int:
+        return await high_watermark(self._client, tp)
+
+
+def make_restore_consumer(settings: Settings) -> RestoreConsumer:
     """Reads a dedup changelog partition to its end: no group, committed data only. A
     position that falls out of range goes back to the log start: every live key is there
     (the default, latest, would end a restore early with entries missing)."""
-    return AIOKafkaConsumer(
+    return RestoreConsumer(
         **connection(settings),
         group_id=None,
         client_id=f"txingest-{settings.pod_name}-restore",

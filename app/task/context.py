@@ -14,6 +14,7 @@ from aiokafka.structs import TopicPartition
 from app.config import Settings
 from app.dedup.store import Deduplicator
 from app.files.prepare import Preparer
+from app.kafka.clients import RestoreConsumer
 from app.kafka.committer import Committer
 from app.ops.stats import Stats
 from app.task.producers import Producers
@@ -36,6 +37,6 @@ class TaskContext:
     # After a failed group, each partition's records up to this offset commit one by one.
     singles_until: dict[TopicPartition, int] = field(default_factory=dict)
     make_dedup: Callable[[int], Deduplicator] | None = None  # with DEDUP on
-    make_restore_consumer: Callable[[], AIOKafkaConsumer] | None = None
+    make_restore_consumer: Callable[[], RestoreConsumer] | None = None
     # KIP-447: the committed offset is read with require_stable (no pending transaction).
     stable_offsets: bool = False

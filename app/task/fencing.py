@@ -1,16 +1,22 @@
-"""A new task's committed offset under KIP-447, and the departed replicas' open
-transactions that hold it.
+"""A new task's committed offset under KIP-447, and the open transactions of replicas
+gone (or of this pod's previous process) that would hold a new task back.
 
 ``require_stable`` waits while a transaction holds the partition's offsets; with
 transactional ids per pod, a replica that left the group with one open (paused past
 its session timeout) would hold it until the transaction timeout. After a short grace
 its transactions are fenced (app/kafka/protocol/zombies.py), at most once per grace.
+The same holds for a dedup changelog partition whose stable offset an open transaction
+holds back (app/dedup/store.py reads it to its high watermark). A process killed with
+a transaction open leaves no offsets in it when its records went first (transactions
+v1): its pod fences its own ids at its next start.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable, Collection
 
 from aiokafka import errors as kafka
 from aiokafka.client import AIOKafkaClient
@@ -20,7 +26,7 @@ from app.config import Settings
 from app.kafka.clients import connection
 from app.kafka.protocol.errors import UnstableOffsetCommitError
 from app.kafka.protocol.stable_offsets import fetch_stable_offsets
-from app.kafka.protocol.zombies import fence_departed
+from app.kafka.protocol.zombies import fence_departed, fence_own
 from app.ops.stats import Stats
 from app.task.context import TaskContext
 
@@ -46,26 +52,49 @@ async def stable_committed(context: TaskContext, tp: TopicPartition) -> int | No
         await fence_zombies(settings, context.stats, [tp])
 
 
-async def fence_zombies(settings: Settings, stats: Stats, waiting: list[TopicPartition]) -> None:
-    """Fence the open transactions of replicas gone from the group, through a
-    connection of its own; a failure is logged, and the transaction timeout still ends
-    them."""
-    client = AIOKafkaClient(**connection(settings),
-                            client_id=f"txingest-{settings.pod_name}-fence")
-    try:
-        await client.bootstrap()
-        fenced = await fence_departed(
-            client, settings.group_id, settings.transactional_id_prefix or settings.group_id,
-            waiting=waiting, transaction_timeout_ms=settings.transaction_timeout_ms)
-    except (kafka.KafkaError, OSError) as exc:
-        log.warning("could not fence departed replicas' transactions: %r", exc,
-                    extra={"event": "zombie_fence_failed",
-                           "partitions": [tp.partition for tp in waiting]})
-        return
-    finally:
-        await client.close()
+async def fence_zombies(settings: Settings, stats: Stats, waiting: list[TopicPartition],
+                       holding: Collection[TopicPartition] = ()) -> None:
+    """Fence the open transactions of replicas gone from the group that hold the
+    group's offsets of ``waiting`` (or, given, the ``holding`` partitions); a failure
+    is logged, and the transaction timeout still ends them."""
+    fence = functools.partial(
+        fence_departed, group_id=settings.group_id, prefix=prefix_of(settings),
+        waiting=waiting, holding=holding, transaction_timeout_ms=settings.transaction_timeout_ms)
+    fenced = await _fencing(settings, fence, [tp.partition for tp in waiting])
     for transactional_id in fenced:
         log.info("fenced %s: its replica left the group with the transaction open",
                  transactional_id, extra={"event": "zombie_fenced",
                                           "transactional_id": transactional_id})
         stats.zombie_fenced()
+
+
+async def fence_previous_life(settings: Settings, stats: Stats) -> None:
+    """At start, per-pod ids: abort what this pod's killed process left open, on any
+    slot, before the group gives it partitions."""
+    fence = functools.partial(fence_own, prefix=prefix_of(settings), pod=str(settings.pod_name),
+                              transaction_timeout_ms=settings.transaction_timeout_ms)
+    for transactional_id in await _fencing(settings, fence, []):
+        log.info("fenced %s: this pod's previous process left its transaction open",
+                 transactional_id, extra={"event": "zombie_fenced",
+                                          "transactional_id": transactional_id})
+        stats.zombie_fenced()
+
+
+def prefix_of(settings: Settings) -> str:
+    return settings.transactional_id_prefix or settings.group_id
+
+
+async def _fencing(settings: Settings, fence: Callable[[AIOKafkaClient], Awaitable[list[str]]],
+                   partitions: list[int]) -> list[str]:
+    """``fence`` run through a connection of its own; nothing fenced if it fails."""
+    client = AIOKafkaClient(**connection(settings),
+                            client_id=f"txingest-{settings.pod_name}-fence")
+    try:
+        await client.bootstrap()
+        return await fence(client)
+    except (kafka.KafkaError, OSError) as exc:
+        log.warning("could not fence open transactions: %r", exc,
+                    extra={"event": "zombie_fence_failed", "partitions": partitions})
+        return []
+    finally:
+        await client.close()

@@ -33,6 +33,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from app.dedup.store import Deduplicator
 from app.errors import TaskFailed, TaskFenced
 from app.task.context import TaskContext
+from app.task.fencing import fence_zombies
 from app.task.position import Positions, start_offset
 from app.task.producers import Lease
 from app.task.record_commit import RecordCommitter
@@ -99,7 +100,8 @@ class PartitionTask:
         started, consumer = time.monotonic(), self.context.make_restore_consumer()  # type: ignore[misc]
         try:  # a start that fails or is cancelled (revoked meanwhile) is stopped too
             await consumer.start()
-            entries = await dedup.restore(consumer)
+            entries = await dedup.restore(consumer, functools.partial(
+                fence_zombies, self.settings, self.stats, [self.tp], [dedup.changelog]))
         finally:
             await consumer.stop()
         seconds = time.monotonic() - started

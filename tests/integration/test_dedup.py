@@ -5,8 +5,12 @@ changelog topic stops the service at start."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
+import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.integration.harness import (
@@ -22,6 +26,8 @@ from tests.integration.harness import (
     wait_until,
 )
 from tools.kafka_io import end_offsets, unique
+
+LEFT_OPEN_TIMEOUT_MS = 120_000  # the service's default: a restore must not wait it out
 
 
 def dedup_env(bootstrap, topics, mode="url", **extra):
@@ -156,3 +162,49 @@ async def test_a_changelog_topic_that_does_not_fit_stops_the_service(
                                                  service.log_text().splitlines()))
               if e["level"] == "error"]
     assert len(errors) == 1 and "cleanup.policy" in errors[0]["msg"], errors
+
+
+@contextlib.asynccontextmanager
+async def left_open(bootstrap: str, transactional_id: str, topic: str) -> AsyncIterator[None]:
+    """A transaction with one changelog record and no offsets, never ended: what a
+    replica killed between its records and its offsets leaves (records go first under
+    transactions v1)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id,
+                                transaction_timeout_ms=LEFT_OPEN_TIMEOUT_MS)
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        await producer.send_and_wait(topic, b"left open", key=b"left open", partition=0)
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # fenced by then
+            await producer.stop()
+
+
+@pytest.mark.parametrize("holder", ["gone", "pod-1"])
+async def test_a_transaction_left_open_on_the_changelog_hides_no_entry_from_a_restore(
+        kafka_bootstrap, file_server, services, holder):
+    """An entry committed behind a transaction left open (by a replica gone from the
+    group, or by the restoring pod's own previous process on a slot it no longer takes)
+    is restored: the open transaction is fenced, not waited out, and the repeat of that
+    entry's file writes nothing."""
+    topics = await create_topics(kafka_bootstrap, partitions=1, name="dedupo")
+    a, items_a = serve(file_server, "a", 2)
+    b, items_b = serve(file_server, "b", 3)
+    env = dedup_env(kafka_bootstrap, topics)
+    first = services(env).start()
+    await produce(kafka_bootstrap, topics.input, [a.encode()], 1)
+    await wait_committed(kafka_bootstrap, topics)
+    async with left_open(kafka_bootstrap, f"{topics.group}-{holder}-7", env["DEDUP_TOPIC"]):
+        await produce(kafka_bootstrap, topics.input, [b.encode()], 1)
+        await wait_committed(kafka_bootstrap, topics)  # b's entry lies behind the open one
+        assert await first.stop() == 0
+        await produce(kafka_bootstrap, topics.input, [b.encode(), a.encode()], 1)
+        restorer = services(env, name="pod-1").start()
+        await wait_committed(kafka_bootstrap, topics, timeout=LEFT_OPEN_TIMEOUT_MS / 2000)
+        assert await restorer.stop() == 0
+    assert sorted(e["original_offset"] for e in events(restorer, "duplicate")) == [0, 1]
+    assert [e["entries"] for e in events(restorer, "restored")] == [2]
+    assert [e["transactional_id"] for e in events(restorer, "zombie_fenced")] == [
+        f"{topics.group}-{holder}-7"]
+    assert_exactly_once(await read_all(kafka_bootstrap, topics.output), {a: items_a, b: items_b})

@@ -254,8 +254,8 @@ class EmptyChangelog:
 
     async def seek_to_beginning(self, *partitions) -> None: ...
 
-    async def end_offsets(self, partitions):
-        return {tp: 0 for tp in partitions}
+    async def log_end(self, tp) -> int:
+        return 0
 
     async def position(self, tp) -> int:
         return 0

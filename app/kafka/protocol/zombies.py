@@ -16,8 +16,12 @@ joins the group after the list was taken cannot be in it):
   is ``txingest-{pod}``). A live member's id is never fenced. An id of the release
   before, per input partition (``{prefix}-{topic}-{partition}``), is fenced only for a
   partition the caller waits on: it is the caller's partition now;
-- it holds offsets of the group: its partitions include the group's
-  ``__consumer_offsets`` partition (DescribeTransactions).
+- it holds what the caller waits on: the group's ``__consumer_offsets`` partition, or
+  the partitions the caller names (a dedup changelog partition whose stable offset it
+  holds back), as DescribeTransactions lists them.
+
+``fence_own`` ends what this pod's previous life left open: pod names are unique among
+live replicas, so an Ongoing transaction under this pod's name is no one's now.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from aiokafka import errors as kafka
@@ -60,9 +64,11 @@ class OpenTransaction:
 
 async def fence_departed(client: AIOKafkaClient, group_id: str, prefix: str, *,
                          waiting: Collection[TopicPartition], transaction_timeout_ms: int,
+                         holding: Collection[TopicPartition] = (),
                          timeout_s: float = 10.0) -> list[str]:
     """Fence the open transactions of replicas that left the group (see the module's
-    docstring); ``waiting``: the caller's partitions whose offsets stay unsettled.
+    docstring); ``waiting``: the caller's input partitions that stay unsettled;
+    ``holding``: the partitions a transaction must hold (none: the group's offsets).
     Return the ids fenced, each once its transaction is aborted."""
     deadline = time.monotonic() + timeout_s
     listed = await ongoing_transactions(client, prefix)
@@ -71,10 +77,27 @@ async def fence_departed(client: AIOKafkaClient, group_id: str, prefix: str, *,
     pods = await member_pods(client, group_id)
     candidates = [txn for txn in listed
                   if departed(txn.transactional_id, prefix, pods, waiting)]
+    if not candidates:
+        return []
+    holds = (_any_of(holding) if holding else await _offsets_of(client, group_id))
     fenced = []
-    for txn in await holding_offsets(client, group_id, candidates):
+    for txn in await holders(client, candidates, holds):
         await fence(client, txn, transaction_timeout_ms, deadline)
         fenced.append(txn.transactional_id)
+    return fenced
+
+
+async def fence_own(client: AIOKafkaClient, prefix: str, pod: str, *,
+                    transaction_timeout_ms: int, timeout_s: float = 10.0) -> list[str]:
+    """Fence the Ongoing transactions of ids ``{prefix}-{pod}-{n}``: what this pod's
+    previous life left open on slots its new life may never take again."""
+    deadline, ours = time.monotonic() + timeout_s, f"{prefix}-{pod}-"
+    fenced = []
+    for txn in await ongoing_transactions(client, f"{prefix}-{pod}"):
+        slot = txn.transactional_id[len(ours):]
+        if txn.transactional_id.startswith(ours) and slot.isascii() and slot.isdigit():
+            await fence(client, txn, transaction_timeout_ms, deadline)
+            fenced.append(txn.transactional_id)
     return fenced
 
 
@@ -119,25 +142,35 @@ async def member_pods(client: AIOKafkaClient, group_id: str) -> set[str]:
             if client_id.startswith(MEMBER_CLIENT_ID_PREFIX)}
 
 
-async def holding_offsets(client: AIOKafkaClient, group_id: str,
-                          candidates: list[OpenTransaction]) -> list[OpenTransaction]:
-    """Those still Ongoing with the group's __consumer_offsets partition in them."""
-    if not candidates:
-        return []
+Holds = Callable[[str, list[int]], bool]  # (topic, partitions) of a transaction
+
+
+def _any_of(partitions: Collection[TopicPartition]) -> Holds:
+    wanted = {(tp.topic, tp.partition) for tp in partitions}
+    return lambda topic, numbers: any((topic, n) in wanted for n in numbers)
+
+
+async def _offsets_of(client: AIOKafkaClient, group_id: str) -> Holds:
     partition = await offsets_partition(client, group_id)
+    return lambda topic, numbers: topic == OFFSETS_TOPIC and (
+        partition is None or partition in numbers)
+
+
+async def holders(client: AIOKafkaClient, candidates: list[OpenTransaction],
+                  holds: Holds) -> list[OpenTransaction]:
+    """Those still Ongoing with a partition that ``holds`` wants in them."""
     by_node: dict[int, list[OpenTransaction]] = collections.defaultdict(list)
     for txn in candidates:
         by_node[txn.coordinator].append(txn)
-    holding = []
+    found = []
     for node, txns in sorted(by_node.items()):
         response = await client.send(node, DescribeTransactionsRequest(
             [txn.transactional_id for txn in txns]))
         for code, txn_id, state, _, _, _, _, topics, _ in response.transaction_states:
             if code == 0 and state == ONGOING and any(
-                    topic == OFFSETS_TOPIC and (partition is None or partition in partitions)
-                    for topic, partitions, _ in topics):
-                holding.append(OpenTransaction(txn_id, node))
-    return holding
+                    holds(topic, list(partitions)) for topic, partitions, _ in topics):
+                found.append(OpenTransaction(txn_id, node))
+    return found
 
 
 async def offsets_partition(client: AIOKafkaClient, group_id: str) -> int | None:
