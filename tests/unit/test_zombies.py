@@ -24,6 +24,7 @@ WAITING = [TopicPartition("files", 3)]
     ("g-pod-a", False),                  # no slot number
     ("g-pod-a-x", False),
     ("g-pod-a-٣", False),                # a digit, but not an ASCII one
+    ("g-redrive-2026-12-07", False),     # a redrive job's id, though it ends in digits
     ("g--0", False),                     # no pod
     ("g-0", False),
 ])

@@ -15,7 +15,8 @@ joins the group after the list was taken cannot be in it):
 - the pod its id names is no member of the group (DescribeGroups: a member's client id
   is ``txingest-{pod}``). A live member's id is never fenced. An id of the release
   before, per input partition (``{prefix}-{topic}-{partition}``), is fenced only for a
-  partition the caller waits on: it is the caller's partition now;
+  partition the caller waits on: it is the caller's partition now. A redrive job's id
+  (``{prefix}-redrive-{job}``) is never a pod's;
 - it holds what the caller waits on: the group's ``__consumer_offsets`` partition, or
   the partitions the caller names (a dedup changelog partition whose stable offset it
   holds back), as DescribeTransactions lists them.
@@ -47,6 +48,7 @@ from app.kafka.protocol.txn_state_messages import (
 
 MEMBER_CLIENT_ID_PREFIX = "txingest-"  # app/kafka/clients.py: the consumer's client id
 OFFSETS_TOPIC = "__consumer_offsets"
+REDRIVE = "redrive-"  # app/redrive/job.py
 FIRST_BACKOFF_S, LONGEST_BACKOFF_S = 0.01, 0.5
 _MOVED = (kafka.NotCoordinatorError, kafka.CoordinatorNotAvailableError)
 _WAIT = (kafka.ConcurrentTransactions, kafka.CoordinatorLoadInProgressError)
@@ -107,7 +109,7 @@ def departed(transactional_id: str, prefix: str, live_pods: Collection[str],
     if not transactional_id.startswith(f"{prefix}-"):
         return False
     owner, _, slot = transactional_id[len(prefix) + 1:].rpartition("-")
-    if not owner or not (slot.isascii() and slot.isdigit()):
+    if not owner or not (slot.isascii() and slot.isdigit()) or owner.startswith(REDRIVE):
         return False
     if owner in {tp.topic for tp in waiting}:  # per input partition: the release before
         return TopicPartition(owner, int(slot)) in waiting
