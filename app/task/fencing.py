@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 
 from aiokafka import errors as kafka
 from aiokafka.client import AIOKafkaClient
@@ -26,7 +26,12 @@ from app.config import Settings
 from app.kafka.clients import connection
 from app.kafka.protocol.errors import UnstableOffsetCommitError
 from app.kafka.protocol.stable_offsets import fetch_stable_offsets
-from app.kafka.protocol.zombies import fence_departed, fence_own
+from app.kafka.protocol.zombies import (
+    Holds,
+    fence_departed,
+    fence_own,
+    written_without_offsets,
+)
 from app.ops.stats import Stats
 from app.task.context import TaskContext
 
@@ -53,19 +58,32 @@ async def stable_committed(context: TaskContext, tp: TopicPartition) -> int | No
 
 
 async def fence_zombies(settings: Settings, stats: Stats, waiting: list[TopicPartition],
-                       holding: Collection[TopicPartition] = ()) -> None:
+                       holding: Holds | None = None, cause: str = "offsets") -> None:
     """Fence the open transactions of replicas gone from the group that hold the
-    group's offsets of ``waiting`` (or, given, the ``holding`` partitions); a failure
-    is logged, and the transaction timeout still ends them."""
+    group's offsets of ``waiting`` (or what ``holding`` names; ``cause`` says which, in
+    the log); a failure is logged, and the transaction timeout still ends them."""
     fence = functools.partial(
         fence_departed, group_id=settings.group_id, prefix=prefix_of(settings),
         waiting=waiting, holding=holding, transaction_timeout_ms=settings.transaction_timeout_ms)
     fenced = await _fencing(settings, fence, [tp.partition for tp in waiting])
     for transactional_id in fenced:
-        log.info("fenced %s: its replica left the group with the transaction open",
-                 transactional_id, extra={"event": "zombie_fenced",
-                                          "transactional_id": transactional_id})
+        log.info("fenced %s: its replica left the group with the transaction open (%s)",
+                 transactional_id, cause, extra={
+                     "event": "zombie_fenced", "transactional_id": transactional_id,
+                     "cause": cause})
         stats.zombie_fenced()
+
+
+async def sweep_departed(settings: Settings, stats: Stats,
+                         assigned: list[TopicPartition]) -> None:
+    """After a rebalance, by the one member given input partition 0: fence departed
+    replicas' transactions that wrote to the output topics without offsets, which
+    would hold those topics' last stable offsets back until the transaction timeout."""
+    topics = [settings.output_topic, settings.dlq_topic]
+    if settings.dedup != "off":
+        topics.append(str(settings.dedup_topic))
+    await fence_zombies(settings, stats, assigned, written_without_offsets(topics),
+                        cause="outputs without offsets")
 
 
 async def fence_previous_life(settings: Settings, stats: Stats) -> None:
@@ -76,7 +94,8 @@ async def fence_previous_life(settings: Settings, stats: Stats) -> None:
     for transactional_id in await _fencing(settings, fence, []):
         log.info("fenced %s: this pod's previous process left its transaction open",
                  transactional_id, extra={"event": "zombie_fenced",
-                                          "transactional_id": transactional_id})
+                                          "transactional_id": transactional_id,
+                                          "cause": "previous process"})
         stats.zombie_fenced()
 
 

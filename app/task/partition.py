@@ -32,6 +32,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.dedup.store import Deduplicator
 from app.errors import TaskFailed, TaskFenced
+from app.kafka.protocol.zombies import partitions_held
 from app.task.context import TaskContext
 from app.task.fencing import fence_zombies
 from app.task.position import Positions, start_offset
@@ -95,13 +96,14 @@ class PartitionTask:
                  extra=self._ctx(event="task_started", offset=committed))
 
     async def _restore(self, dedup: Deduplicator) -> None:
-        """The dedup store as committed: after the committed offset was read, so no
-        previous owner's transaction is still open."""
+        """The dedup store as committed, read after the committed offset settled; a
+        transaction still open on its changelog partition is fenced, not waited out."""
         started, consumer = time.monotonic(), self.context.make_restore_consumer()  # type: ignore[misc]
         try:  # a start that fails or is cancelled (revoked meanwhile) is stopped too
             await consumer.start()
             entries = await dedup.restore(consumer, functools.partial(
-                fence_zombies, self.settings, self.stats, [self.tp], [dedup.changelog]))
+                fence_zombies, self.settings, self.stats, [self.tp],
+                partitions_held([dedup.changelog]), "dedup changelog"))
         finally:
             await consumer.stop()
         seconds = time.monotonic() - started

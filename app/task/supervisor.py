@@ -24,6 +24,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from app.errors import Kind, TaskFailed, TaskFenced, TaskUnauthorized, backoff, classify
 from app.task.context import TaskContext
+from app.task.fencing import sweep_departed
 from app.task.partition import PartitionTask, TaskState
 from app.task.progress import PartitionProgress
 
@@ -46,6 +47,7 @@ class Supervisor:
         self.settings, self.consumer, self.stats = context.settings, context.consumer, context.stats
         self.slots: dict[TopicPartition, Slot] = {}
         self.joined = False
+        self._sweep: asyncio.Task[None] | None = None  # of departed replicas' transactions
 
     @property
     def ready(self) -> bool:
@@ -54,10 +56,15 @@ class Supervisor:
 
     def assign(self, partitions: Iterable[TopicPartition]) -> None:
         self.joined = True
+        partitions = list(partitions)
         for tp in partitions:
             if tp not in self.slots:
                 self.stats.partition_assigned(tp.partition)
                 self._spawn(tp, 0.0, PartitionProgress(since=time.monotonic()))
+        if (self.context.stable_offsets and self.settings.transactional_id_scheme == "pod"
+                and any(tp.partition == 0 for tp in partitions)):
+            self._sweep = asyncio.create_task(
+                sweep_departed(self.settings, self.stats, partitions))
 
     async def revoke(self, partitions: Iterable[TopicPartition], timeout: float) -> None:
         slots = [(tp, self.slots.pop(tp)) for tp in partitions if tp in self.slots]
@@ -66,6 +73,8 @@ class Supervisor:
         await asyncio.gather(*(self._stop(slot, timeout) for _, slot in slots))
 
     async def close(self, timeout: float) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
         await self.revoke(list(self.slots), timeout)
 
     def deliver(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:

@@ -6,12 +6,14 @@ processes (tools/). No timing assumptions: every wait is on a condition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
+from aiokafka import AIOKafkaProducer
 
 from tools.fileserver import FileServer, Route
 from tools.kafka_io import (
@@ -128,3 +130,20 @@ def service_env(bootstrap: str, topics: Topics, **extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
+
+
+@contextlib.asynccontextmanager
+async def left_open(bootstrap: str, transactional_id: str, topic: str,
+                    transaction_timeout_ms: int) -> AsyncIterator[None]:
+    """A transaction with one record and no offsets, never ended: what a replica killed
+    between its records and its offsets leaves (records go first under transactions v1)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id,
+                                transaction_timeout_ms=transaction_timeout_ms)
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        await producer.send_and_wait(topic, b"left open", key=b"left open", partition=0)
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # fenced by then
+            await producer.stop()

@@ -5,12 +5,9 @@ changelog topic stops the service at start."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.integration.harness import (
@@ -18,6 +15,7 @@ from tests.integration.harness import (
     assert_exactly_once,
     create_topics,
     encode,
+    left_open,
     make_items,
     produce,
     read_all,
@@ -164,23 +162,6 @@ async def test_a_changelog_topic_that_does_not_fit_stops_the_service(
     assert len(errors) == 1 and "cleanup.policy" in errors[0]["msg"], errors
 
 
-@contextlib.asynccontextmanager
-async def left_open(bootstrap: str, transactional_id: str, topic: str) -> AsyncIterator[None]:
-    """A transaction with one changelog record and no offsets, never ended: what a
-    replica killed between its records and its offsets leaves (records go first under
-    transactions v1)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id,
-                                transaction_timeout_ms=LEFT_OPEN_TIMEOUT_MS)
-    await producer.start()
-    try:
-        await producer.begin_transaction()
-        await producer.send_and_wait(topic, b"left open", key=b"left open", partition=0)
-        yield
-    finally:
-        with contextlib.suppress(Exception):  # fenced by then
-            await producer.stop()
-
-
 @pytest.mark.parametrize("holder", ["gone", "pod-1"])
 async def test_a_transaction_left_open_on_the_changelog_hides_no_entry_from_a_restore(
         kafka_bootstrap, file_server, services, holder):
@@ -195,7 +176,8 @@ async def test_a_transaction_left_open_on_the_changelog_hides_no_entry_from_a_re
     first = services(env).start()
     await produce(kafka_bootstrap, topics.input, [a.encode()], 1)
     await wait_committed(kafka_bootstrap, topics)
-    async with left_open(kafka_bootstrap, f"{topics.group}-{holder}-7", env["DEDUP_TOPIC"]):
+    async with left_open(kafka_bootstrap, f"{topics.group}-{holder}-7", env["DEDUP_TOPIC"],
+                         LEFT_OPEN_TIMEOUT_MS):
         await produce(kafka_bootstrap, topics.input, [b.encode()], 1)
         await wait_committed(kafka_bootstrap, topics)  # b's entry lies behind the open one
         assert await first.stop() == 0

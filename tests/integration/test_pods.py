@@ -157,8 +157,11 @@ async def test_a_zombie_s_open_transaction_holds_its_partition_until_it_ends(
     assert_exactly_once(await read_all(kafka_bootstrap, topics.output), expected)
     waited = max(stalls[p] for p in pending)
     assert waited < 15, f"waited {waited}s for the zombie"
-    fenced = healthy.events("zombie_fenced")
-    assert bool(fenced) is not wakes, fenced  # a woken zombie is a member again
+    # A woken zombie is a member again: its pending offsets are never fenced. (Under
+    # transactions v1, a transaction of its with records and no offsets yet may be swept
+    # at the rebalance, while it was still paused.)
+    fenced = [e for e in healthy.events("zombie_fenced") if e["cause"] == "offsets"]
+    assert bool(fenced) is not wakes, fenced
 
 
 async def pause_inside_a_transaction(zombie, bootstrap: str, client: AIOKafkaClient,

@@ -25,8 +25,16 @@ from app.ops.stats import Stats
 from app.task.context import TaskContext
 from app.task.fencing import fence_zombies
 from app.task.position import start_offset
-from tests.integration.harness import Topics, create_topics, read_all, service_env
+from tests.integration.harness import (
+    Topics,
+    create_topics,
+    left_open,
+    read_all,
+    service_env,
+    wait_until,
+)
 from tests.integration.test_kip447 import Membership, member, producer
+from tools.kafka_io import end_offsets
 
 TRANSACTION_TIMEOUT_MS = 120_000  # the service's default: fencing must not wait it out
 SETTLED_WITHIN_S = 15
@@ -104,3 +112,23 @@ async def test_a_live_member_s_open_transaction_is_never_fenced(kafka_bootstrap)
     assert offsets == {tp: 9}
     assert [r.value for r in await read_all(kafka_bootstrap, topics.output)] == [
         b"before", b"from the live member"]
+
+
+async def test_a_departed_replica_s_outputs_without_offsets_are_swept_after_a_rebalance(
+        kafka_bootstrap, services):
+    """Transactions v1 sends records before offsets: a replica killed between them left
+    nothing for ``require_stable`` to wait on, yet holds the output's last stable offset
+    back. The member given input partition 0 fences such transactions at its assignment."""
+    topics = await create_topics(kafka_bootstrap, 1, name="sweep")
+    gone = f"{topics.group}-gone-0"
+
+    async def output_settled() -> bool:
+        return (await end_offsets(kafka_bootstrap, topics.output, "read_committed")
+                == await end_offsets(kafka_bootstrap, topics.output, "read_uncommitted"))
+    async with left_open(kafka_bootstrap, gone, topics.output, TRANSACTION_TIMEOUT_MS):
+        assert not await output_settled()
+        service = services(service_env(kafka_bootstrap, topics)).start()
+        await wait_until(output_settled, SETTLED_WITHIN_S + 30, "the output's stable offset")
+        assert await service.stop() == 0
+    assert [e["transactional_id"] for e in service.events("zombie_fenced")] == [gone]
+    assert await read_all(kafka_bootstrap, topics.output) == []

@@ -17,9 +17,11 @@ joins the group after the list was taken cannot be in it):
   before, per input partition (``{prefix}-{topic}-{partition}``), is fenced only for a
   partition the caller waits on: it is the caller's partition now. A redrive job's id
   (``{prefix}-redrive-{job}``) is never a pod's;
-- it holds what the caller waits on: the group's ``__consumer_offsets`` partition, or
-  the partitions the caller names (a dedup changelog partition whose stable offset it
-  holds back), as DescribeTransactions lists them.
+- it holds what the caller waits on, as DescribeTransactions lists its partitions: the
+  group's ``__consumer_offsets`` partition; or a dedup changelog partition whose stable
+  offset it holds back; or, swept after a rebalance, output topics' partitions and no
+  offsets (under transactions v1 a replica killed before its offsets went leaves
+  nothing for ``require_stable`` to wait on).
 
 ``fence_own`` ends what this pod's previous life left open: pod names are unique among
 live replicas, so an Ongoing transaction under this pod's name is no one's now.
@@ -64,13 +66,16 @@ class OpenTransaction:
     coordinator: int  # the broker that listed it
 
 
+Holds = Callable[[dict[str, list[int]]], bool]  # a transaction's partitions by topic
+
+
 async def fence_departed(client: AIOKafkaClient, group_id: str, prefix: str, *,
                          waiting: Collection[TopicPartition], transaction_timeout_ms: int,
-                         holding: Collection[TopicPartition] = (),
+                         holding: Holds | None = None,
                          timeout_s: float = 10.0) -> list[str]:
     """Fence the open transactions of replicas that left the group (see the module's
     docstring); ``waiting``: the caller's input partitions that stay unsettled;
-    ``holding``: the partitions a transaction must hold (none: the group's offsets).
+    ``holding``: which of them to fence by what they hold (None: the group's offsets).
     Return the ids fenced, each once its transaction is aborted."""
     deadline = time.monotonic() + timeout_s
     listed = await ongoing_transactions(client, prefix)
@@ -81,7 +86,7 @@ async def fence_departed(client: AIOKafkaClient, group_id: str, prefix: str, *,
                   if departed(txn.transactional_id, prefix, pods, waiting)]
     if not candidates:
         return []
-    holds = (_any_of(holding) if holding else await _offsets_of(client, group_id))
+    holds = holding or await _offsets_of(client, group_id)
     fenced = []
     for txn in await holders(client, candidates, holds):
         await fence(client, txn, transaction_timeout_ms, deadline)
@@ -144,18 +149,21 @@ async def member_pods(client: AIOKafkaClient, group_id: str) -> set[str]:
             if client_id.startswith(MEMBER_CLIENT_ID_PREFIX)}
 
 
-Holds = Callable[[str, list[int]], bool]  # (topic, partitions) of a transaction
+def partitions_held(partitions: Collection[TopicPartition]) -> Holds:
+    """Fence what holds any of these partitions."""
+    return lambda held: any(tp.partition in held.get(tp.topic, ()) for tp in partitions)
 
 
-def _any_of(partitions: Collection[TopicPartition]) -> Holds:
-    wanted = {(tp.topic, tp.partition) for tp in partitions}
-    return lambda topic, numbers: any((topic, n) in wanted for n in numbers)
+def written_without_offsets(topics: Collection[str]) -> Holds:
+    """Fence what wrote to these topics and holds no offsets: nothing ``require_stable``
+    waits on, yet it holds their last stable offsets back."""
+    return lambda held: OFFSETS_TOPIC not in held and any(topic in held for topic in topics)
 
 
 async def _offsets_of(client: AIOKafkaClient, group_id: str) -> Holds:
     partition = await offsets_partition(client, group_id)
-    return lambda topic, numbers: topic == OFFSETS_TOPIC and (
-        partition is None or partition in numbers)
+    return lambda held: OFFSETS_TOPIC in held and (
+        partition is None or partition in held[OFFSETS_TOPIC])
 
 
 async def holders(client: AIOKafkaClient, candidates: list[OpenTransaction],
@@ -169,8 +177,8 @@ async def holders(client: AIOKafkaClient, candidates: list[OpenTransaction],
         response = await client.send(node, DescribeTransactionsRequest(
             [txn.transactional_id for txn in txns]))
         for code, txn_id, state, _, _, _, _, topics, _ in response.transaction_states:
-            if code == 0 and state == ONGOING and any(
-                    holds(topic, list(partitions)) for topic, partitions, _ in topics):
+            held = {topic: list(partitions) for topic, partitions, _ in topics}
+            if code == 0 and state == ONGOING and holds(held):
                 found.append(OpenTransaction(txn_id, node))
     return found
 
