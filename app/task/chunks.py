@@ -49,6 +49,9 @@ class Committing(Protocol):
 
     def done(self, record: ConsumerRecord, prepared: Prepared) -> None: ...
 
+    @property
+    def running(self) -> bool: ...
+
 
 def streamed(prepared: Prepared) -> StreamedOutputs | None:
     """A spooled file's outputs, if that is what ``prepared`` writes."""
@@ -142,6 +145,8 @@ class ChunkedFile:
                     return True
                 self.chunks.points.committed(self.record.offset, self._point(part))
                 self.start, self.index = self.start + part.size, self.index + 1
+                if not committer.running:  # closing: the next owner resumes here
+                    return False
         finally:
             await self.cursor.close()
 

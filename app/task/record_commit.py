@@ -55,6 +55,10 @@ class RecordCommitter:
         self.committed_offset = -1  # the input offset the last successful commit wrote
         self.open_since: float | None = None  # when the commit in progress began
 
+    @property
+    def running(self) -> bool:
+        return self.owner.running
+
     async def commit(self, record: ConsumerRecord, prepared: Prepared) -> bool:
         """Commit the record's outputs and offset, retrying; False if closed meanwhile."""
         prepared = await self._checked(record, prepared)

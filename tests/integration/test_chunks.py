@@ -1,0 +1,155 @@
+"""FILE_CHUNK_RECORDS on the real broker: a spooled file in chunks, each once with its
+chunk headers; a kill between chunks, then another pod resumes at the next chunk and
+writes no committed chunk again; a file changed between chunks is dead-lettered
+``file_changed``; off by default, no progress topic.
+
+Files of a few MiB, spooled past a 1 MiB threshold."""
+
+from __future__ import annotations
+
+import json
+
+from aiokafka.admin import AIOKafkaAdminClient
+
+from tests.integration.harness import (
+    Route,
+    assert_exactly_once,
+    by_source,
+    create_topics,
+    encode,
+    lag,
+    make_items,
+    produce,
+    read_all,
+    service_env,
+    wait_committed,
+    wait_until,
+)
+from tools.kafka_io import end_offsets, unique
+
+MIB = 1024 * 1024
+ITEMS = 24_000  # about 3.4 MiB of NDJSON
+
+
+def chunked_env(bootstrap, topics, tmp_path, chunk: int | None, **extra):
+    chunking = {"FILE_CHUNK_RECORDS": str(chunk), "PROGRESS_TOPIC": unique("progress"),
+                "DEDUP_REPLICATION_FACTOR": "1"} if chunk else {}
+    return service_env(bootstrap, topics, SPOOL_DIR=str(tmp_path / "spool"),
+                       SPOOL_THRESHOLD_BYTES=str(MIB), SESSION_TIMEOUT_MS="6000",
+                       **chunking, **extra)
+
+
+def serve(file_server, name: str, count: int) -> tuple[str, list[bytes], Route]:
+    items = make_items(name, count)
+    route = Route(encode(items, "ndjson")[0])
+    return file_server.add(f"{name}.ndjson", route), items, route
+
+
+def assert_chunk_headers(outputs: list, url: str, size: int, chunks: int) -> None:
+    """Every output of ``url`` names its chunk (index // size) and the file's chunks."""
+    for record in by_source(outputs)[url]:
+        headers = dict(record.headers)
+        assert int(headers["chunk"]) == int(headers["index"]) // size, headers
+        assert int(headers["chunks"]) == chunks, headers
+
+
+async def kill_between_chunks(bootstrap, topics, env, services) -> None:
+    """Start the service, and kill -9 it once a chunk committed, before the file did."""
+    service = services(env).start()
+
+    async def a_chunk_committed() -> bool:
+        return sum((await end_offsets(bootstrap, env["PROGRESS_TOPIC"], "read_committed",
+                                      )).values()) > 0
+    await wait_until(a_chunk_committed, 90, "a chunk's resume point", every=0.02)
+    service.kill()
+    assert await lag(bootstrap, topics) == 1, "killed before the file's last chunk"
+
+
+async def test_a_chunked_file_commits_each_record_once_with_its_chunk_headers(
+        kafka_bootstrap, file_server, services, tmp_path):
+    topics = await create_topics(kafka_bootstrap, partitions=1, name="chunks")
+    url, items, _ = serve(file_server, "big", ITEMS)
+    small, small_items, _ = serve(file_server, "small", 50)
+    await produce(kafka_bootstrap, topics.input, [url.encode(), small.encode()], 1)
+    env = chunked_env(kafka_bootstrap, topics, tmp_path, chunk=5000)
+    service = services(env).start()
+
+    await wait_committed(kafka_bootstrap, topics, 120)
+    assert await service.stop() == 0
+    outputs = await read_all(kafka_bootstrap, topics.output)
+    assert_exactly_once(outputs, {url: items, small: small_items})
+    assert_chunk_headers(outputs, url, 5000, 5)
+    assert all("chunk" not in dict(r.headers) for r in by_source(outputs)[small]), \
+        "a file in memory is not chunked"
+    points = await read_all(kafka_bootstrap, env["PROGRESS_TOPIC"])
+    assert [json.loads(p.value)["done"] for p in points[:-1]] == [5000, 10000, 15000, 20000]
+    assert points[-1].value is None, "the last chunk tombstones the resume point"
+    assert await read_all(kafka_bootstrap, topics.dlq) == []
+
+
+async def test_a_kill_between_chunks_resumes_at_the_next_chunk_on_another_pod(
+        kafka_bootstrap, file_server, services, tmp_path):
+    topics = await create_topics(kafka_bootstrap, partitions=1, name="chunkkill")
+    url, items, _ = serve(file_server, "kill", ITEMS)
+    await produce(kafka_bootstrap, topics.input, [url.encode()], 1)
+    env = chunked_env(kafka_bootstrap, topics, tmp_path, chunk=100)
+    await kill_between_chunks(kafka_bootstrap, topics, env, services)
+
+    restarted = services(env, name="pod-1").start()
+    await wait_committed(kafka_bootstrap, topics, 120)
+    assert await restarted.stop() == 0
+    (resumed,) = restarted.events("chunks_resumed")
+    assert 0 < resumed["chunk"] < ITEMS // 100 and resumed["done"] == 100 * resumed["chunk"]
+    outputs = await read_all(kafka_bootstrap, topics.output)
+    assert_exactly_once(outputs, {url: items})
+    assert_chunk_headers(outputs, url, 100, ITEMS // 100)
+    assert (await read_all(kafka_bootstrap, env["PROGRESS_TOPIC"]))[-1].value is None
+
+
+async def test_a_file_changed_between_chunks_is_dead_lettered_naming_its_chunks(
+        kafka_bootstrap, file_server, services, tmp_path):
+    topics = await create_topics(kafka_bootstrap, partitions=1, name="chunkchg")
+    url, items, route = serve(file_server, "changed", ITEMS)
+    await produce(kafka_bootstrap, topics.input, [url.encode()], 1)
+    env = chunked_env(kafka_bootstrap, topics, tmp_path, chunk=100)
+    await kill_between_chunks(kafka_bootstrap, topics, env, services)
+    route.body = encode(make_items("other", ITEMS), "ndjson")[0]
+
+    restarted = services(env, name="pod-1").start()
+    await wait_committed(kafka_bootstrap, topics, 120)
+    assert await restarted.stop() == 0
+    (letter,) = [json.loads(d.value) for d in await read_all(kafka_bootstrap, topics.dlq)]
+    assert letter["reason"] == "file_changed" and letter["url"] == url, letter
+    outputs = await read_all(kafka_bootstrap, topics.output)
+    done = len(outputs)
+    assert 0 < done < ITEMS and done % 100 == 0
+    assert_exactly_once(outputs, {url: items[:done]})
+    assert f"chunks 0-{done // 100 - 1} (transactions 0-{done - 1} of {ITEMS})" \
+        in letter["error"], letter["error"]
+    assert (await read_all(kafka_bootstrap, env["PROGRESS_TOPIC"]))[-1].value is None
+
+
+async def test_chunks_are_off_by_default_and_no_progress_topic_is_made(
+        kafka_bootstrap, file_server, services, tmp_path):
+    topics = await create_topics(kafka_bootstrap, partitions=1, name="chunkoff")
+    url, items, route = serve(file_server, "whole", ITEMS)
+    assert len(route.body) > MIB, "big enough to be spooled"
+    await produce(kafka_bootstrap, topics.input, [url.encode()], 1)
+    service = services(chunked_env(kafka_bootstrap, topics, tmp_path, chunk=None)).start()
+
+    await wait_committed(kafka_bootstrap, topics, 120)
+    assert await service.stop() == 0
+    outputs = await read_all(kafka_bootstrap, topics.output)
+    assert_exactly_once(outputs, {url: items})
+    assert all("chunk" not in dict(r.headers) for r in outputs)
+    assert not service.events("resume_points_read")
+    assert f"{topics.group}-progress" not in await topic_names(kafka_bootstrap)
+
+
+async def topic_names(bootstrap: str) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
