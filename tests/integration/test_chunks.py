@@ -98,11 +98,11 @@ async def test_a_kill_between_chunks_resumes_at_the_next_chunk_on_another_pod(
     restarted = services(env, name="pod-1").start()
     await wait_committed(kafka_bootstrap, topics, 120)
     assert await restarted.stop() == 0
-    (resumed,) = restarted.events("chunks_resumed")
-    assert 0 < resumed["chunk"] < ITEMS // 100 and resumed["done"] == 100 * resumed["chunk"]
     outputs = await read_all(kafka_bootstrap, topics.output)
     assert_exactly_once(outputs, {url: items})
     assert_chunk_headers(outputs, url, 100, ITEMS // 100)
+    (resumed,) = restarted.events("chunks_resumed")
+    assert 0 < resumed["chunk"] < ITEMS // 100 and resumed["done"] == 100 * resumed["chunk"]
     assert (await read_all(kafka_bootstrap, env["PROGRESS_TOPIC"]))[-1].value is None
 
 
