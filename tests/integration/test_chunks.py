@@ -53,15 +53,20 @@ def assert_chunk_headers(outputs: list, url: str, size: int, chunks: int) -> Non
         assert int(headers["chunks"]) == chunks, headers
 
 
-async def kill_between_chunks(bootstrap, topics, env, services) -> None:
-    """Start the service, and kill -9 it once a chunk committed, before the file did."""
+async def a_chunk_committed(bootstrap, env, services):
+    """A started service, once a chunk of its file committed."""
     service = services(env).start()
 
-    async def a_chunk_committed() -> bool:
+    async def committed() -> bool:
         return sum((await end_offsets(bootstrap, env["PROGRESS_TOPIC"], "read_committed",
                                       )).values()) > 0
-    await wait_until(a_chunk_committed, 90, "a chunk's resume point", every=0.02)
-    service.kill()
+    await wait_until(committed, 90, "a chunk's resume point", every=0.02)
+    return service
+
+
+async def kill_between_chunks(bootstrap, topics, env, services) -> None:
+    """Start the service, and kill -9 it once a chunk committed, before the file did."""
+    (await a_chunk_committed(bootstrap, env, services)).kill()
     assert await lag(bootstrap, topics) == 1, "killed before the file's last chunk"
 
 
@@ -104,6 +109,24 @@ async def test_a_kill_between_chunks_resumes_at_the_next_chunk_on_another_pod(
     (resumed,) = restarted.events("chunks_resumed")
     assert 0 < resumed["chunk"] < ITEMS // 100 and resumed["done"] == 100 * resumed["chunk"]
     assert (await read_all(kafka_bootstrap, env["PROGRESS_TOPIC"]))[-1].value is None
+
+
+async def test_a_stop_ends_at_a_chunk_s_end_and_the_restart_goes_on_from_there(
+        kafka_bootstrap, file_server, services, tmp_path):
+    topics = await create_topics(kafka_bootstrap, partitions=1, name="chunkstop")
+    url, items, _ = serve(file_server, "stop", ITEMS)
+    await produce(kafka_bootstrap, topics.input, [url.encode()], 1)
+    env = chunked_env(kafka_bootstrap, topics, tmp_path, chunk=100)
+    service = await a_chunk_committed(kafka_bootstrap, env, services)
+    assert await service.stop() == 0
+    assert await lag(kafka_bootstrap, topics) == 1, "stopped at a chunk's end, not the file's"
+    done = len(await read_all(kafka_bootstrap, topics.output))
+    assert 0 < done < ITEMS and done % 100 == 0, done
+
+    service.start()
+    await wait_committed(kafka_bootstrap, topics, 120)
+    assert await service.stop() == 0
+    assert_exactly_once(await read_all(kafka_bootstrap, topics.output), {url: items})
 
 
 async def test_a_file_changed_between_chunks_is_dead_lettered_naming_its_chunks(
