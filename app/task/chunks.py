@@ -117,7 +117,7 @@ class ChunkedFile:
                  ) -> None:
         self.chunks, self.record, self.prepared, self.outputs = chunks, record, prepared, outputs
         self.committer, self.point = committer, point
-        self.start = point.done if point else 0
+        self.start = self.first = point.done if point else 0
         self.index = point.chunk + 1 if point else 0
         left = -(-(outputs.total - self.start) // chunks.size)
         self.count = self.index + max(1, left)
@@ -141,7 +141,7 @@ class ChunkedFile:
                     return False
                 if last or done.dead_lettered:
                     self.chunks.points.committed(self.record.offset, None)
-                    committer.done(self.record, done if done.dead_lettered else self.prepared)
+                    committer.done(self.record, done if done.dead_lettered else self._written())
                     return True
                 self.chunks.points.committed(self.record.offset, self._point(part))
                 self.start, self.index = self.start + part.size, self.index + 1
@@ -157,6 +157,13 @@ class ChunkedFile:
         return StreamedOutputs(out.topic, shared, out.total,
                                functools.partial(self.cursor.take, self.start, stop),
                                self.start, stop - self.start, out.identity)
+
+    def _written(self) -> Prepared:
+        """The file as this task wrote it, from its resume point on (for the counts)."""
+        out = self.outputs
+        part = StreamedOutputs(out.topic, out.shared, out.total, out.slices, self.first,
+                               out.total - self.first, out.identity)
+        return dataclasses.replace(self.prepared, records=[part])
 
     def _point(self, part: StreamedOutputs) -> ResumePoint:
         return ResumePoint(self.url, self.outputs.identity, self.index,

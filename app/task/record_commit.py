@@ -62,7 +62,7 @@ class RecordCommitter:
     async def commit(self, record: ConsumerRecord, prepared: Prepared) -> bool:
         """Commit the record's outputs and offset, retrying; False if closed meanwhile."""
         prepared = await self._checked(record, prepared)
-        if self.chunks is not None and self.chunks.applies(record, prepared):
+        if self.chunks is not None and self._chunked(record, prepared):
             return await self.chunks.commit(self, record, prepared)
         committed = await self.attempts(record, prepared, self.whole)
         if committed is not None:
@@ -136,8 +136,8 @@ class RecordCommitter:
         kept: list[tuple[ConsumerRecord, Prepared]] = []
         keys: set[bytes | None] = set()
         for record, prepared in group:
-            alone = record.offset <= self.context.singles_until.get(self.tp, -1) or (
-                self.chunks is not None and self.chunks.applies(record, prepared))
+            alone = (record.offset <= self.context.singles_until.get(self.tp, -1)
+                     or self._chunked(record, prepared))
             if kept and (alone or (prepared.dedup_key is not None
                                    and prepared.dedup_key in keys)):
                 break
@@ -146,6 +146,14 @@ class RecordCommitter:
             if alone:
                 break
         return kept
+
+    def _chunked(self, record: ConsumerRecord, prepared: Prepared) -> bool:
+        """FILE_CHUNK_RECORDS applies (app/task/chunks.py); never to a repeat (DEDUP),
+        which writes no outputs."""
+        if self.chunks is None or (self.dedup is not None
+                                   and self.dedup.duplicate_of(prepared) is not None):
+            return False
+        return self.chunks.applies(record, prepared)
 
     async def commit_position(self, offset: int) -> bool:
         """The input offset alone, past records the consumer skipped (transaction markers,
