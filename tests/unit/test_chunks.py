@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from aiokafka.structs import TopicPartition
+
 from app.task.chunks import ChunkCursor
+from app.task.resume_points import ResumePoint, ResumePoints
 
 SLICES = [3, 4, 1, 5]  # transactions a slice: 13 in all
 
@@ -57,3 +60,13 @@ async def test_a_retried_or_resumed_chunk_reads_from_the_start_and_skips():
     resumed = ChunkCursor(Slices())
     assert await taken(resumed, 7, 13) == [7, 8, 9, 10, 11, 12]
     await cursor.close()
+
+
+def test_resume_points_keep_each_record_s_latest_point_of_their_partition_only():
+    points = ResumePoints(TopicPartition("progress", 3))
+    first, second = ResumePoint("u", "ab", 0, 10, 30), ResumePoint("u", "ab", 1, 20, 30)
+    entries = [points.entry(7, first), points.entry(7, second), points.entry(9, first),
+               points.tombstone(9), ResumePoints(TopicPartition("progress", 4)).entry(8, first)]
+    points._apply((entry.key, entry.value) for entry in entries)
+    points._apply([(b"junk", b"{}"), (None, None)])
+    assert points.points == {7: second}
