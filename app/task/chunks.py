@@ -75,7 +75,7 @@ class Chunks:
         point = self.points.points.get(record.offset)
         prepared = self._against(record, prepared, point)
         outputs = streamed(prepared)
-        if outputs is None:  # a dead letter (or nothing): in one transaction
+        if outputs is None:  # a dead letter: in one transaction, with the tombstone
             done = await committer.attempts(record, self.closing(record, prepared,
                                                                  point is not None),
                                             committer.whole)
