@@ -176,3 +176,18 @@ async def topic_names(bootstrap: str) -> set[str]:
         return set(await admin.list_topics())
     finally:
         await admin.close()
+
+
+async def test_a_repeated_file_under_dedup_content_is_not_written_again_in_chunks(
+        kafka_bootstrap, file_server, services, tmp_path):
+    topics = await create_topics(kafka_bootstrap, partitions=1, name="chunkdup")
+    url, items, _ = serve(file_server, "twice", ITEMS)
+    await produce(kafka_bootstrap, topics.input, [url.encode(), url.encode()], 1)
+    env = chunked_env(kafka_bootstrap, topics, tmp_path, chunk=5000, DEDUP="content",
+                      DEDUP_TOPIC=unique("dedup"))
+    service = services(env).start()
+
+    await wait_committed(kafka_bootstrap, topics, 120)
+    assert await service.stop() == 0
+    assert_exactly_once(await read_all(kafka_bootstrap, topics.output), {url: items})
+    assert [e["original_offset"] for e in service.events("duplicate")] == [0]
