@@ -25,6 +25,7 @@ from tests.integration.harness import (
     wait_committed,
     wait_until,
 )
+from tests.integration.test_dedup import left_open
 from tools.kafka_io import end_offsets, unique
 
 MIB = 1024 * 1024
@@ -53,13 +54,16 @@ def assert_chunk_headers(outputs: list, url: str, size: int, chunks: int) -> Non
         assert int(headers["chunks"]) == chunks, headers
 
 
+async def progress_end(bootstrap, env, isolation="read_committed") -> int:
+    return sum((await end_offsets(bootstrap, env["PROGRESS_TOPIC"], isolation)).values())
+
+
 async def a_chunk_committed(bootstrap, env, services):
     """A started service, once a chunk of its file committed."""
     service = services(env).start()
 
     async def committed() -> bool:
-        return sum((await end_offsets(bootstrap, env["PROGRESS_TOPIC"], "read_committed",
-                                      )).values()) > 0
+        return await progress_end(bootstrap, env) > 0
     await wait_until(committed, 90, "a chunk's resume point", every=0.02)
     return service
 
@@ -109,6 +113,34 @@ async def test_a_kill_between_chunks_resumes_at_the_next_chunk_on_another_pod(
     (resumed,) = restarted.events("chunks_resumed")
     assert 0 < resumed["chunk"] < ITEMS // 100 and resumed["done"] == 100 * resumed["chunk"]
     assert (await read_all(kafka_bootstrap, env["PROGRESS_TOPIC"]))[-1].value is None
+
+
+async def test_a_resume_point_behind_a_transaction_left_open_is_read(
+        kafka_bootstrap, file_server, services, tmp_path):
+    """Resume points are read to the high watermark: one committed behind a transaction
+    that a replica gone from the group left open is found (the holder fenced), not
+    missed at the last stable offset and its chunks written again."""
+    topics = await create_topics(kafka_bootstrap, partitions=1, name="chunkopen")
+    url, items, _ = serve(file_server, "open", ITEMS)
+    await produce(kafka_bootstrap, topics.input, [url.encode()], 1)
+    env = chunked_env(kafka_bootstrap, topics, tmp_path, chunk=100)
+    service = await a_chunk_committed(kafka_bootstrap, env, services)
+    holder = f"{topics.group}-gone-7"
+    async with left_open(kafka_bootstrap, holder, env["PROGRESS_TOPIC"]):
+        opened = await progress_end(kafka_bootstrap, env, "read_uncommitted")
+
+        async def committed_behind() -> bool:  # a chunk's point and its commit marker
+            return await progress_end(kafka_bootstrap, env, "read_uncommitted") > opened + 1
+        await wait_until(committed_behind, 60, "a chunk committed behind the open one",
+                         every=0.02)
+        service.kill()
+        assert await lag(kafka_bootstrap, topics) == 1, "killed before the file's last chunk"
+        restarted = services(env, name="pod-1").start()
+        await wait_committed(kafka_bootstrap, topics, 120)
+        assert await restarted.stop() == 0
+    assert_exactly_once(await read_all(kafka_bootstrap, topics.output), {url: items})
+    assert [e["chunk"] > 0 for e in restarted.events("chunks_resumed")] == [True]
+    assert holder in [e["transactional_id"] for e in restarted.events("zombie_fenced")]
 
 
 async def test_a_stop_ends_at_a_chunk_s_end_and_the_restart_goes_on_from_there(
