@@ -85,6 +85,12 @@ class Settings:
     spool_max_bytes: int = v.setting(
         16 * 1024 ** 3, v.positive_int, "disk the spool may use: a file that does not fit "
         "waits for room; one bigger than this is dead-lettered (too_large_for_spool)")
+    file_chunk_records: int = v.setting(
+        0, v.non_negative_int, "a spooled file goes in transactions of at most this many "
+        "outputs, with a resume point in PROGRESS_TOPIC (0: off, one transaction a file)")
+    progress_topic: str | None = v.setting(
+        None, v.optional_name, "compacted topic of the chunked files' resume points "
+        "(default: GROUP_ID-progress)")
     download_connect_timeout_s: float = v.setting(10.0, v.positive_float, "connect timeout")
     download_read_timeout_s: float = v.setting(30.0, v.positive_float, "timeout between reads")
     download_total_timeout_s: float = v.setting(120.0, v.positive_float, "timeout per download")
@@ -236,6 +242,8 @@ def _derive(settings: Settings, given: frozenset[str]) -> Settings:
         derived["transactional_id_prefix"] = settings.group_id
     if settings.dedup_topic is None:
         derived["dedup_topic"] = f"{settings.group_id}-dedup"
+    if settings.progress_topic is None:
+        derived["progress_topic"] = f"{settings.group_id}-progress"
     if settings.pod_name is None:
         derived["pod_name"] = socket.gethostname()
     if settings.spool_dir is None:
@@ -243,22 +251,31 @@ def _derive(settings: Settings, given: frozenset[str]) -> Settings:
     settings = dataclasses.replace(settings, **derived)
     if settings.retry_backoff_max_s < settings.retry_backoff_s:
         raise ConfigError("invalid setting RETRY_BACKOFF_MAX_S: must be >= RETRY_BACKOFF_S")
-    topics = [settings.input_topic, settings.output_topic, settings.dlq_topic]
-    if settings.dedup != "off":
-        topics.append(str(settings.dedup_topic))
-    if len(set(topics)) < len(topics):
-        raise ConfigError("invalid setting OUTPUT_TOPIC/DLQ_TOPIC/DEDUP_TOPIC: "
-                          "must differ from INPUT_TOPIC and from each other")
+    _check_topics(settings)
     _check_security(settings)
     _check_csv_columns(settings)
     _check_spool(settings)
     if settings.prefetch_per_partition < settings.transaction_max_records:
         raise ConfigError("invalid setting PREFETCH_PER_PARTITION: must be at least "
                           "TRANSACTION_MAX_RECORDS, or groups could never fill")
+    if settings.file_chunk_records and settings.processing_guarantee != "exactly_once":
+        raise ConfigError("invalid setting FILE_CHUNK_RECORDS: chunks need "
+                          "PROCESSING_GUARANTEE=exactly_once (each is a transaction)")
     if settings.shutdown_timeout_s * 1000 >= settings.transaction_timeout_ms:
         raise ConfigError("invalid setting SHUTDOWN_TIMEOUT_S: must be shorter than "
                           "TRANSACTION_TIMEOUT_MS, or a closing transaction times out")
     return settings
+
+
+def _check_topics(settings: Settings) -> None:
+    topics = [settings.input_topic, settings.output_topic, settings.dlq_topic]
+    if settings.dedup != "off":
+        topics.append(str(settings.dedup_topic))
+    if settings.file_chunk_records:
+        topics.append(str(settings.progress_topic))
+    if len(set(topics)) < len(topics):
+        raise ConfigError("invalid setting OUTPUT_TOPIC/DLQ_TOPIC/DEDUP_TOPIC/PROGRESS_TOPIC: "
+                          "must differ from INPUT_TOPIC and from each other")
 
 
 def help_text() -> str:

@@ -17,9 +17,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka import errors as kafka
 
 from app.config import Settings
-from app.dedup.changelog import InputTopicMissing, ensure_changelog
+from app.dedup.changelog import set_up_changelog
 from app.dedup.store import dedup_factory
-from app.errors import ConfigError
 from app.files.budget import MemoryBudget
 from app.files.fetch import Downloader, DownloadLimits
 from app.files.prepare import Preparer
@@ -39,6 +38,7 @@ from app.ops import web
 from app.ops.signals import StopOnSignals
 from app.ops.stats import Stats
 from app.ops.steps import Every, quietly, unless_stopped
+from app.task.chunks import chunks_factory
 from app.task.context import TaskContext
 from app.task.fencing import fence_previous_life
 from app.task.producers import producer_source
@@ -75,7 +75,9 @@ class Service:
         self.stats.transaction_timeout.set(settings.transaction_timeout_ms / 1000)
         self.signals = StopOnSignals(self.stopping)
         self._client_errors_seen = log_setup.client_errors.total
-        self._changelog_partitions = 0  # DEDUP_TOPIC's, as found or made at start
+        # DEDUP_TOPIC's and PROGRESS_TOPIC's partitions, as found or made at start
+        self._changelog_partitions: int | None = 0
+        self._progress_partitions: int | None = 0
         self.spool = Spool(str(settings.spool_dir), str(settings.pod_name),
                            settings.spool_max_bytes)
         # Negotiated at start (exactly once only); legacy: aiokafka's own requests.
@@ -106,7 +108,7 @@ class Service:
 
     async def _serve(self) -> int:
         settings = self.settings
-        if settings.dedup != "off" and not await self._ensure_changelog():
+        if not await self._ensure_changelogs():
             log.info("stopped: %s", self.stats.summary(0),
                      extra={"event": "stopped", **self.stats.summary_fields(0)})
             return 2 if not self.stopping.is_set() else 0
@@ -149,26 +151,19 @@ class Service:
         await quietly("closing downloads", downloader.close(), 5)
         return held
 
-    async def _ensure_changelog(self) -> bool:
-        """DEDUP_TOPIC created or checked; False if it is wrong (logged) or a stop came."""
-        attempt = 0
-        while not self.stopping.is_set():
-            try:
-                ok, done = await unless_stopped(self.stopping, ensure_changelog(self.settings))
-            except ConfigError as exc:
-                log.error("cannot start: %s", exc, extra={"event": "bad_changelog"})
+    async def _ensure_changelogs(self) -> bool:
+        """DEDUP_TOPIC and PROGRESS_TOPIC, those in use, created or checked; False if one
+        is wrong (logged) or a stop came."""
+        if self.settings.dedup != "off":
+            self._changelog_partitions = await set_up_changelog(
+                self.settings, "DEDUP_TOPIC", self.stopping, self._back_off)
+            if self._changelog_partitions is None:
                 return False
-            except (kafka.KafkaError, OSError, InputTopicMissing) as exc:
-                attempt += 1
-                log.warning("waiting to set up DEDUP_TOPIC: %r", exc,
-                            extra={"event": "waiting_for_kafka", "attempt": attempt})
-                await self._back_off(attempt)
-                continue
-            if ok and done is not None:
-                self._changelog_partitions, what = done
-                log.info("dedup changelog: %s", what, extra={"event": "changelog_ready"})
-            return ok
-        return False
+        if self.settings.file_chunk_records:
+            self._progress_partitions = await set_up_changelog(
+                self.settings, "PROGRESS_TOPIC", self.stopping, self._back_off)
+            return self._progress_partitions is not None
+        return True
 
     async def _connect(self, downloader: Downloader
                        ) -> tuple[AIOKafkaConsumer, Supervisor] | None:
@@ -218,8 +213,10 @@ class Service:
             producer_source(settings, producer_factory(
                 settings, consumer if kip447 else None,
                 transactions_v2=self.protocol is TransactionProtocol.V2), self.stats),
-            make_dedup=(dedup_factory(settings, self._changelog_partitions)
+            make_dedup=(dedup_factory(settings, self._changelog_partitions or 0)
                         if settings.dedup != "off" else None),
+            make_chunks=(chunks_factory(settings, self._progress_partitions or 0, preparer)
+                         if settings.file_chunk_records else None),
             make_restore_consumer=lambda: make_restore_consumer(settings),
             stable_offsets=kip447))
         consumer.subscribe([settings.input_topic],

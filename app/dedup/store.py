@@ -101,6 +101,27 @@ class DedupStore:
             self.forgotten.append(key)
 
 
+async def read_to_end(consumer: RestoreConsumer, tp: TopicPartition,
+                      apply: Callable[[Iterable[tuple[bytes | None, bytes | None]]], None],
+                      settle: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Read a compacted partition from its log start to its high watermark as it was at
+    the start, ``apply``-ing each batch's (key, value) pairs in order; while the
+    position stays put, ``settle`` is called every SETTLE_AFTER_S (Deduplicator.restore)."""
+    consumer.assign([tp])
+    await consumer.seek_to_beginning(tp)
+    end = await consumer.log_end(tp)
+    position, moved = await consumer.position(tp), time.monotonic()
+    while position < end:
+        batch = await consumer.getmany(tp, timeout_ms=1000, max_records=50_000)
+        apply((entry.key, entry.value) for entry in batch.get(tp, ()))
+        before, position = position, await consumer.position(tp)
+        if position > before:
+            moved = time.monotonic()
+        elif settle is not None and time.monotonic() - moved >= SETTLE_AFTER_S:
+            await settle()
+            moved = time.monotonic()
+
+
 class Deduplicator:
     """The store's part in one partition task: restore, then decide at each commit."""
 
@@ -119,22 +140,9 @@ class Deduplicator:
         Not to the last stable offset: a transaction a killed replica left open holds it
         back, and entries committed after it would be missed. While the position stays
         put, ``settle`` (fencing that replica) is called every SETTLE_AFTER_S."""
-        tp = self.changelog
         if self._include is not None:
-            await self._include(tp.partition)
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        end = await consumer.log_end(tp)
-        position, moved = await consumer.position(tp), time.monotonic()
-        while position < end:
-            batch = await consumer.getmany(tp, timeout_ms=1000, max_records=50_000)
-            self.store.restore((entry.key, entry.value) for entry in batch.get(tp, ()))
-            before, position = position, await consumer.position(tp)
-            if position > before:
-                moved = time.monotonic()
-            elif settle is not None and time.monotonic() - moved >= SETTLE_AFTER_S:
-                await settle()
-                moved = time.monotonic()
+            await self._include(self.changelog.partition)
+        await read_to_end(consumer, self.changelog, self.store.restore, settle)
         self.store.expire(self._clock())
         return len(self.store)
 

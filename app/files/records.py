@@ -46,18 +46,23 @@ class StreamedOutputs:
     they are sent (app/kafka/batches.py), again at every attempt: never all in memory.
 
     ``slices()`` yields each slice's keys (one key for them all, as bytes, or one each)
-    and values; each record's headers are FileOutputs'."""
+    and values; each record's headers are FileOutputs'. A chunk of the file
+    (app/task/chunks.py) is one too: its slices begin at transaction ``start``, and it
+    holds ``size`` of the file's ``total``. ``identity``: the body's SHA-256 (hex), when
+    it was taken."""
 
-    __slots__ = ("topic", "shared", "count", "total", "slices")
+    __slots__ = ("topic", "shared", "count", "total", "slices", "start", "size", "identity")
 
     def __init__(self, topic: str, shared: Headers, total: int,
-                 slices: Callable[[], AsyncIterator[tuple[bytes | list[bytes], list[bytes]]]]
-                 ) -> None:
+                 slices: Callable[[], AsyncIterator[tuple[bytes | list[bytes], list[bytes]]]],
+                 start: int = 0, size: int | None = None, identity: str = "") -> None:
         self.topic, self.shared, self.total, self.slices = topic, shared, total, slices
         self.count = ("count", str(total).encode())
+        self.start, self.identity = start, identity
+        self.size = total if size is None else size
 
     def __len__(self) -> int:
-        return self.total
+        return self.size
 
 
 Output = OutRecord | FileOutputs | StreamedOutputs

@@ -29,6 +29,8 @@ SPOOLED_ADMISSION_BYTES = streaming_cost(150, 1)
 class Spooling:
     def __init__(self, settings: Settings, spool: Spool | None, stats: Stats) -> None:
         self.settings, self.spool, self.stats = settings, spool, stats
+        # The body's hash: DEDUP=content's key, and a chunked file's identity.
+        self._digest = settings.dedup == "content" or settings.file_chunk_records > 0
 
     def sink(self, meter: Meter, reservation: Reservation, name: str,
              spool_now: bool) -> BodySink | None:
@@ -37,7 +39,7 @@ class Spooling:
         if self.spool is None or reservation is UNCOUNTED:
             return None
         return BodySink(meter, self.spool, self.settings.spool_threshold_bytes, name,
-                        lambda: reservation.head, self.settings.dedup == "content", spool_now)
+                        lambda: reservation.head, self._digest, spool_now)
 
     async def make_room(self, stop: Exception, meter: Meter, reservation: Reservation,
                         sink: BodySink | None) -> tuple[int, bool]:
@@ -84,6 +86,8 @@ class Spooling:
         reservation.on_release = spooled.remove
         if not count:
             spooled.remove()
+        identity = spooled.digest().hex() if self._digest else ""
         records: list[Output] = [StreamedOutputs(settings.output_topic, base, count,
-                                                 reader.slices)] if count else []
+                                                 reader.slices, identity=identity)
+                                 ] if count else []
         return dataclasses.replace(prepared, records=records, dedup_key=key)

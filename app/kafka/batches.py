@@ -105,7 +105,7 @@ class _Batches:
         """A spooled file, one parsed slice at a time: memory holds one slice, and the
         send window's batches, whatever the file's size."""
         headers: Headers = [*out.shared, out.count, out.count]
-        done, topic = 0, out.topic
+        done, topic = out.start, out.topic
         async for keys, values in out.slices():
             indexes = index_range(done, done + len(values))
             done += len(values)

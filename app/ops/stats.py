@@ -26,7 +26,7 @@ DEAD_LETTER_REASONS = (
     "not_an_object", "nesting_too_deep", "invalid_csv", "missing_value", "invalid_number",
     "too_many_transactions", "missing_key_field",
     "record_too_large", "transaction_timeout", "internal_error", "too_large_for_spool",
-    "array_too_large")
+    "array_too_large", "file_changed")
 # app/kafka/committer.py's outcomes other than done, and why a partition's task was replaced.
 COMMIT_FAILURES = ("retry", "fenced", "timed_out", "unknown", "fatal", "unauthorized")
 RESTART_CAUSES = ("fenced", "failed", "start_failed", "unauthorized")

@@ -17,6 +17,7 @@ from app.files.prepare import Preparer
 from app.kafka.clients import RestoreConsumer
 from app.kafka.committer import Committer
 from app.ops.stats import Stats
+from app.task.chunks import Chunks
 from app.task.producers import Producers
 
 
@@ -37,6 +38,7 @@ class TaskContext:
     # After a failed group, each partition's records up to this offset commit one by one.
     singles_until: dict[TopicPartition, int] = field(default_factory=dict)
     make_dedup: Callable[[int], Deduplicator] | None = None  # with DEDUP on
+    make_chunks: Callable[[int], Chunks] | None = None  # with FILE_CHUNK_RECORDS on
     make_restore_consumer: Callable[[], RestoreConsumer] | None = None
     # KIP-447: the committed offset is read with require_stable (no pending transaction).
     stable_offsets: bool = False

@@ -82,6 +82,8 @@ async def sweep_departed(settings: Settings, stats: Stats,
     topics = [settings.output_topic, settings.dlq_topic]
     if settings.dedup != "off":
         topics.append(str(settings.dedup_topic))
+    if settings.file_chunk_records:
+        topics.append(str(settings.progress_topic))
     await fence_zombies(settings, stats, assigned, written_without_offsets(topics),
                         cause="outputs without offsets")
 

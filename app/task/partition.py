@@ -38,6 +38,7 @@ from app.task.fencing import fence_zombies
 from app.task.position import Positions, start_offset
 from app.task.producers import Lease
 from app.task.record_commit import RecordCommitter
+from app.task.resume_points import ResumePoints
 from app.task.window import PrefetchWindow
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class PartitionTask:
         self.transactional_id: str | None = None  # the lease's, once taken
         self.state = TaskState.STARTING
         self.dedup = context.make_dedup(tp.partition) if context.make_dedup else None
+        self.chunks = context.make_chunks(tp.partition) if context.make_chunks else None
         prepare = functools.partial(context.preparer.prepare,
                                     known=self.dedup.known if self.dedup else None)
         self.window = PrefetchWindow(tp, self.consumer, self.settings.prefetch_per_partition,
@@ -85,6 +87,8 @@ class PartitionTask:
         committed = await start_offset(self.context, self.tp)
         if self.dedup is not None:
             await self._restore(self.dedup)
+        if self.chunks is not None:
+            await self._read_resume_points(self.chunks.points)
         if self.state is not TaskState.STARTING:
             return
         self.consumer.seek(self.tp, committed)
@@ -96,20 +100,31 @@ class PartitionTask:
                  extra=self._ctx(event="task_started", offset=committed))
 
     async def _restore(self, dedup: Deduplicator) -> None:
-        """The dedup store as committed, read after the committed offset settled; a
-        transaction still open on its changelog partition is fenced, not waited out."""
-        started, consumer = time.monotonic(), self.context.make_restore_consumer()  # type: ignore[misc]
-        try:  # a start that fails or is cancelled (revoked meanwhile) is stopped too
-            await consumer.start()
-            entries = await dedup.restore(consumer, functools.partial(
-                fence_zombies, self.settings, self.stats, [self.tp],
-                partitions_held([dedup.changelog]), "dedup changelog"))
-        finally:
-            await consumer.stop()
-        seconds = time.monotonic() - started
+        """The dedup store as committed, read after the committed offset settled."""
+        entries, seconds = await self._read_changelog(dedup, "dedup changelog")
         self.stats.restored(self.tp.partition, entries, seconds)
         log.info("dedup store restored: %d entries in %.2fs", entries, seconds,
                  extra=self._ctx(event="restored", entries=entries))
+
+    async def _read_resume_points(self, points: ResumePoints) -> None:
+        """The chunked files' resume points, read as the dedup store is."""
+        entries, seconds = await self._read_changelog(points, "progress topic")
+        log.info("resume points read: %d in %.2fs", entries, seconds,
+                 extra=self._ctx(event="resume_points_read", entries=entries))
+
+    async def _read_changelog(self, reader: Deduplicator | ResumePoints,
+                              what: str) -> tuple[int, float]:
+        """Entries read into ``reader``, and the seconds it took; a transaction still
+        open on its partition is fenced (``what`` it held, in the log), not waited out."""
+        started, consumer = time.monotonic(), self.context.make_restore_consumer()  # type: ignore[misc]
+        try:  # a start that fails or is cancelled (revoked meanwhile) is stopped too
+            await consumer.start()
+            entries = await reader.restore(consumer, functools.partial(
+                fence_zombies, self.settings, self.stats, [self.tp],
+                partitions_held([reader.changelog]), what))
+        finally:
+            await consumer.stop()
+        return entries, time.monotonic() - started
 
     @property
     def ready(self) -> bool:

@@ -22,6 +22,7 @@ from app.dedup.store import Deduplicator
 from app.errors import PoisonError, TaskFailed, TaskFenced, TaskUnauthorized, backoff
 from app.files.records import Output, Prepared
 from app.kafka.committer import Outcome, Result
+from app.task.chunks import Chunks, Write
 from app.task.context import TaskContext
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ class Owner(Protocol):
     tp: TopicPartition
     context: TaskContext
     dedup: Deduplicator | None
+    chunks: Chunks | None  # FILE_CHUNK_RECORDS: spooled files in chunks (app/task/chunks.py)
     log_context: dict[str, Any]
 
     @property
@@ -47,25 +49,44 @@ class Owner(Protocol):
 class RecordCommitter:
     def __init__(self, owner: Owner) -> None:
         self.owner, self.tp, self.context, self.dedup = owner, owner.tp, owner.context, owner.dedup
+        self.chunks = owner.chunks
         self.settings, self.stats = self.context.settings, self.context.stats
         self._log_context = owner.log_context
         self.committed_offset = -1  # the input offset the last successful commit wrote
         self.open_since: float | None = None  # when the commit in progress began
 
+    @property
+    def running(self) -> bool:
+        return self.owner.running
+
     async def commit(self, record: ConsumerRecord, prepared: Prepared) -> bool:
         """Commit the record's outputs and offset, retrying; False if closed meanwhile."""
-        key, attempt = (self.tp, record.offset), 0
         prepared = await self._checked(record, prepared)
+        if self.chunks is not None and self._chunked(record, prepared):
+            return await self.chunks.commit(self, record, prepared)
+        committed = await self.attempts(record, prepared, self.whole)
+        if committed is not None:
+            self.done(record, committed)
+        return committed is not None
+
+    async def whole(self, record: ConsumerRecord, prepared: Prepared) -> Result:
+        """The record's transaction: its outputs (or dead letter), and its offset."""
+        return await self._transaction([(record, prepared)])
+
+    async def attempts(self, record: ConsumerRecord, prepared: Prepared,
+                       write: Write) -> Prepared | None:
+        """``write`` the record's transaction until it commits, retrying: what committed
+        (a dead letter if an output was refused), or None if closed meanwhile."""
+        key, attempt = (self.tp, record.offset), 0
         while True:
             attempt += 1
             started = time.monotonic()
-            result = await self._transaction([(record, prepared)])
+            result = await write(record, prepared)
             if result.outcome is Outcome.DONE:
                 self.stats.commit_seconds.observe(time.monotonic() - started)
                 self.stats.transaction_committed()
                 self.context.timeouts.pop(key, None)
-                self._done(record, prepared)
-                return True
+                return prepared
             self._give_up_if_final(result, key)
             if result.aborted:
                 self.stats.aborted()
@@ -75,7 +96,7 @@ class RecordCommitter:
                 prepared = self._refused(record, prepared, result.cause)
                 continue
             if not self.owner.running:
-                return False
+                return None
             self.stats.retried("transaction")
             await self.context.sleep(backoff(attempt, self.settings.retry_backoff_s,
                                              self.settings.retry_backoff_max_s))
@@ -95,7 +116,7 @@ class RecordCommitter:
             self.stats.commit_seconds.observe(time.monotonic() - started)
             self.stats.transaction_committed()
             for record, prepared in group:
-                self._done(record, prepared)
+                self.done(record, prepared)
             return len(group)
         self.context.singles_until[self.tp] = group[-1][0].offset  # also for the next task
         self._give_up_if_final(result, None)
@@ -115,7 +136,8 @@ class RecordCommitter:
         kept: list[tuple[ConsumerRecord, Prepared]] = []
         keys: set[bytes | None] = set()
         for record, prepared in group:
-            alone = record.offset <= self.context.singles_until.get(self.tp, -1)
+            alone = (record.offset <= self.context.singles_until.get(self.tp, -1)
+                     or self._chunked(record, prepared))
             if kept and (alone or (prepared.dedup_key is not None
                                    and prepared.dedup_key in keys)):
                 break
@@ -125,11 +147,19 @@ class RecordCommitter:
                 break
         return kept
 
+    def _chunked(self, record: ConsumerRecord, prepared: Prepared) -> bool:
+        """FILE_CHUNK_RECORDS applies (app/task/chunks.py); never to a repeat (DEDUP),
+        which writes no outputs."""
+        if self.chunks is None or (self.dedup is not None
+                                   and self.dedup.duplicate_of(prepared) is not None):
+            return False
+        return self.chunks.applies(record, prepared)
+
     async def commit_position(self, offset: int) -> bool:
         """The input offset alone, past records the consumer skipped (transaction markers,
         aborted records): a transaction with no outputs. False if it was not committed
         (the task tries again when next woken); fencing and failures end the task."""
-        result = await self._commit_offset(offset, [])
+        result = await self.write(offset, [])
         if result.outcome is Outcome.DONE:
             log.info("committed offset %d, past records the consumer skipped", offset,
                      extra={**self._log_context, "event": "position_committed",
@@ -146,9 +176,10 @@ class RecordCommitter:
         records: list[Output] = [*self.dedup.tombstones()] if self.dedup else []
         for record, prepared in group:
             records += self.dedup.records(record, prepared) if self.dedup else prepared.records
-        return await self._commit_offset(await self.owner.offset_after(group[-1][0]), records)
+        return await self.write(await self.owner.offset_after(group[-1][0]), records)
 
-    async def _commit_offset(self, offset: int, records: list[Output]) -> Result:
+    async def write(self, offset: int, records: list[Output]) -> Result:
+        """One transaction: ``records`` and the input offset ``offset``."""
         self.open_since = time.monotonic()
         try:
             result = await self.context.committer.commit(self.owner.producer,  # type: ignore[arg-type]
@@ -203,7 +234,7 @@ class RecordCommitter:
         if result.outcome is Outcome.UNAUTHORIZED:
             raise TaskUnauthorized(f"not authorized: {cause!r}") from cause
 
-    def _done(self, record: ConsumerRecord, prepared: Prepared) -> None:
+    def done(self, record: ConsumerRecord, prepared: Prepared) -> None:
         original = self.dedup.duplicate_of(prepared) if self.dedup else None
         if self.dedup:
             self.dedup.committed(record, prepared)

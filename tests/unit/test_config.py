@@ -64,6 +64,11 @@ def test_settings_are_frozen():
     ({"SPOOL_MAX_BYTES": "1000", "SPOOL_THRESHOLD_BYTES": "2000"},
      "SPOOL_MAX_BYTES=1000: must be at least SPOOL_THRESHOLD_BYTES (2000)"),
     ({"SPOOL_DIR": "/dev/null/spool"}, "SPOOL_DIR='/dev/null/spool': must be a directory"),
+    ({"FILE_CHUNK_RECORDS": "-1"}, "FILE_CHUNK_RECORDS='-1': must be"),
+    ({"FILE_CHUNK_RECORDS": "10", "PROCESSING_GUARANTEE": "at_least_once"},
+     "FILE_CHUNK_RECORDS: chunks need PROCESSING_GUARANTEE=exactly_once"),
+    ({"FILE_CHUNK_RECORDS": "10", "PROGRESS_TOPIC": "transactions"},
+     "must differ from INPUT_TOPIC and from"),
 ])
 def test_invalid_values_name_the_setting(env, fragment):
     with pytest.raises(ConfigError) as err:
