@@ -32,6 +32,9 @@ TERM_TIMEOUT_S = 60.0       # SHUTDOWN_TIMEOUT_S, closing the consumer, and a bu
 STALL_S = 300.0             # no input committed for this long: stop the run, FAIL
 READ_TIMEOUT_S = 2.0        # the copiers' download read timeout; a "stall" outlasts it
 COPIERS = 3
+# Most NDJSON and CSV files of the workload pass it (up to 50 transactions of ~150 bytes):
+# they are spooled and streamed through their transactions under every fault.
+SPOOL_THRESHOLD_BYTES = 4096
 # Verdicts that only a wrong copier produces (not a harness or liveness problem).
 RECORD_LEVEL = ("duplicates", "lost", "altered", "unexpected_dlq", "uncommitted_inputs",
                 "aborted_visible", "invisible_committed", "torn", "order_violations")
@@ -51,6 +54,7 @@ class Tier:
     dedup: str = "url"          # DEDUP of every copier
     repeat_rate: float = 0.25   # share of files published again, 1-2 more times
     group_commit: int = 32      # TRANSACTION_MAX_RECORDS of copier 0 (the others: 1)
+    spooled: bool = False       # files above SPOOL_THRESHOLD_BYTES (most NDJSON, CSV) spool
 
     def copier_settings(self, index: int) -> dict[str, str]:
         """What differs between copiers: the first one commits in groups."""
@@ -66,14 +70,14 @@ TIERS = {
     "ci": Tier(inputs=4000, feed_s=150, max_lag=400,
                plan=Plan(kills=12, terms=2, zombies=2, broker_restarts=1, bursts=3,
                          gap=(2.0, 5.0)),
-               brokers=3),
+               brokers=3, spooled=True),
     # Not run in CI: 100k inputs, every copier killed >= 3 times, 3 broker restarts.
     "full": Tier(inputs=100_000, feed_s=2000, max_lag=1500,
                  plan=Plan(kills=15, terms=6, zombies=3, broker_restarts=3, bursts=8,
                            kill_all=2, kill_rounds=3, gap=(6.0, 20.0),
                            extra=(("kill", 6), ("term", 2), ("burst", 2), ("zombie", 1),
                                   ("kill_all", 0.5))),
-                 brokers=3),
+                 brokers=3, spooled=True),
     # make chaos-net: fewer process faults, mixed with every network fault kind
     # (chaos/netfaults.py) twice; copiers reach the cluster only through proxies. The
     # input is fed over about as long as the planned faults last, so they meet work.
@@ -263,6 +267,7 @@ def copier_env(bootstrap: str, names: dict[str, str], tier: Tier, mode: str) -> 
         "DEDUP_TOPIC": names["dedup"],
         "DEDUP_REPLICATION_FACTOR": str(tier.brokers),
         "CSV_COLUMNS": CSV_COLUMNS,
+        **({"SPOOL_THRESHOLD_BYTES": str(SPOOL_THRESHOLD_BYTES)} if tier.spooled else {}),
     }
 
 

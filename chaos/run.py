@@ -315,6 +315,10 @@ class Run:
             last_fault_at=last_fault, done_at=done_at, liveness_s=LIVENESS_S,
             require_aborts=self.tier.abort_rate > 0)
         self.verdict.counts["repeats"] = sum(1 for w in inputs.values() if w.items == ())
+        spooled = sum(len(c.events("spooled")) for c in self.copiers())
+        self.verdict.counts["spooled"] = spooled
+        if self.tier.spooled and not spooled:
+            self.verdict.failures.append("spooled=0: no file went through the spool")
         await self.check_transactions(bootstrap)
 
     async def check_transactions(self, bootstrap: str) -> None:

@@ -62,7 +62,8 @@ def last_line(passed: bool, counts: dict, c: Counts | None, network: bool,
             f"outputs={g('outputs', 0)} duplicates={g('duplicates', 0)} lost={g('lost', 0)} "
             f"aborted_visible={g('aborted_visible', 0)} "
             f"order_violations={g('order_violations', 0)} "
-            f"aborted_attempts={g('aborted_attempts', 0)} kills={c.kills if c else 0} "
+            f"aborted_attempts={g('aborted_attempts', 0)} spooled={g('spooled', 0)} "
+            f"kills={c.kills if c else 0} "
             f"terms={c.terms if c else 0} zombies={c.zombies if c else 0} "
             f"broker_restarts={c.broker_restarts if c else 0} "
             + (f"net_faults={sum(c.net.values()) if c else 0} " if network else "")

@@ -44,6 +44,9 @@ FAULTS = ("503", "500", "502", "429", "reset", "truncated", "stall")
 FAULT_WEIGHTS = (3, 2, 1, 1, 3, 3, 1)
 MAX_FILE_FAULTS = 3
 MAX_ITEMS = 50
+# A JSON array stays below the tiers' SPOOL_THRESHOLD_BYTES (harness.SPOOL_THRESHOLD_BYTES):
+# one above it is dead-lettered (array_too_large), while NDJSON and CSV files spool.
+MAX_ARRAY_ITEMS = 8
 _MEMOS = ("coffee", "naïve café ✓", "日本 送金", 'quote " and \\ backslash', "tab\there",
           "emoji 🙂", "rent", "")
 _FILE_NUMBER = re.compile(rb"/f/(\d+)\.")
@@ -98,10 +101,12 @@ class Workload:
         faults: tuple[str, ...] = ()
         if rng.random() < self.fault_rate:
             faults = tuple(rng.choices(FAULTS, FAULT_WEIGHTS, k=rng.randint(1, MAX_FILE_FAULTS)))
+        fmt = _format(poison, rng)
+        count = 0 if poison else rng.randint(1, MAX_ITEMS)
         return FileSpec(
             n=n,
-            fmt=_format(poison, rng),
-            count=0 if poison else rng.randint(1, MAX_ITEMS),
+            fmt=fmt,
+            count=min(count, MAX_ARRAY_ITEMS) if fmt == "array" else count,
             poison=poison,
             spelling=rng.choices(("text", "json", "object"), (6, 2, 2))[0],
             faults=faults,

@@ -84,6 +84,8 @@ class Spooling:
                else prepared.dedup_key)
         reservation.settle(streaming_cost(spooled.size, count))
         reservation.on_release = spooled.remove
+        log.info("spooled: %d bytes, %d transactions", spooled.size, count, extra={
+            "event": "spooled", "url": redact_url(url), "transactions": count})
         if not count:
             spooled.remove()
         identity = spooled.digest().hex() if self._digest else ""

@@ -5,6 +5,7 @@ service's own downloader; no Kafka)."""
 from __future__ import annotations
 
 import collections
+import gzip
 
 from app.errors import IngestError, Kind
 from app.files.fetch import Downloader, DownloadLimits
@@ -12,6 +13,7 @@ from app.files.input_url import parse_input_url
 from app.files.parse import parse_transactions
 from app.files.parse_csv import parse_columns, parse_csv
 from chaos.faultyserver import FaultyServer
+from chaos.harness import SPOOL_THRESHOLD_BYTES
 from chaos.workload import FORMATS, MAX_FILE_FAULTS, POISON, Workload
 from chaos.workload_csv import CSV_COLUMNS, CSV_FORMATS
 
@@ -167,3 +169,19 @@ def test_mark_repeats_expects_nothing_from_a_good_file_s_later_copies():
     assert marked[(0, 5)].items == (b"{}",) and marked[(1, 3)].items == (b"{}",)
     assert marked[(0, 9)].items == (), "a later copy in the same partition writes nothing"
     assert marked[(0, 4)] == poison, "every copy of a poison file is dead-lettered"
+
+
+def test_json_arrays_stay_below_the_spool_threshold_while_most_other_files_pass_it():
+    """A spooled JSON array is dead-lettered (array_too_large), which the checker does not
+    expect: the spooled tiers rely on arrays staying in memory."""
+    workload, sizes = Workload(seed=11), collections.defaultdict(list)
+    for n in range(2000):
+        spec = workload.spec(n)
+        if not spec.poison:
+            body, _ = workload.body(n)
+            if spec.fmt in ("gzip-file", "gzip-encoding", "csv-gzip"):
+                body = gzip.decompress(body)
+            sizes[spec.fmt].append(len(body))
+    assert max(sizes["array"]) < SPOOL_THRESHOLD_BYTES / 2
+    others = [size for fmt, found in sizes.items() if fmt != "array" for size in found]
+    assert sum(size > SPOOL_THRESHOLD_BYTES for size in others) > len(others) / 3
