@@ -63,15 +63,11 @@ async def fence_zombies(settings: Settings, stats: Stats, waiting: list[TopicPar
     group's offsets of ``waiting`` (or what ``holding`` names; ``cause`` says which, in
     the log); a failure is logged, and the transaction timeout still ends them."""
     fence = functools.partial(
-        fence_departed, group_id=settings.group_id, prefix=prefix_of(settings),
+        fence_departed, group_id=settings.group_id, prefix=str(settings.transactional_id_prefix),
         waiting=waiting, holding=holding, transaction_timeout_ms=settings.transaction_timeout_ms)
     fenced = await _fencing(settings, fence, [tp.partition for tp in waiting])
-    for transactional_id in fenced:
-        log.info("fenced %s: its replica left the group with the transaction open (%s)",
-                 transactional_id, cause, extra={
-                     "event": "zombie_fenced", "transactional_id": transactional_id,
-                     "cause": cause})
-        stats.zombie_fenced()
+    _log_fenced(stats, fenced, cause, f"its replica left the group with the transaction "
+                f"open ({cause})")
 
 
 async def sweep_departed(settings: Settings, stats: Stats,
@@ -91,18 +87,18 @@ async def sweep_departed(settings: Settings, stats: Stats,
 async def fence_previous_life(settings: Settings, stats: Stats) -> None:
     """At start, per-pod ids: abort what this pod's killed process left open, on any
     slot, before the group gives it partitions."""
-    fence = functools.partial(fence_own, prefix=prefix_of(settings), pod=str(settings.pod_name),
+    fence = functools.partial(fence_own, prefix=str(settings.transactional_id_prefix),
+                              pod=str(settings.pod_name),
                               transaction_timeout_ms=settings.transaction_timeout_ms)
-    for transactional_id in await _fencing(settings, fence, []):
-        log.info("fenced %s: this pod's previous process left its transaction open",
-                 transactional_id, extra={"event": "zombie_fenced",
-                                          "transactional_id": transactional_id,
-                                          "cause": "previous process"})
+    _log_fenced(stats, await _fencing(settings, fence, []), "previous process",
+                "this pod's previous process left its transaction open")
+
+
+def _log_fenced(stats: Stats, fenced: list[str], cause: str, why: str) -> None:
+    for transactional_id in fenced:
+        log.info("fenced %s: %s", transactional_id, why, extra={
+            "event": "zombie_fenced", "transactional_id": transactional_id, "cause": cause})
         stats.zombie_fenced()
-
-
-def prefix_of(settings: Settings) -> str:
-    return settings.transactional_id_prefix or settings.group_id
 
 
 async def _fencing(settings: Settings, fence: Callable[[AIOKafkaClient], Awaitable[list[str]]],
